@@ -1,0 +1,437 @@
+"""HTTP/1.1 client on trio: a keep-alive connection pool over the fast path, h11 for the rest.
+
+Theory of operation
+-------------------
+``ConnectionPool.request`` takes a connection for the request's ``Origin`` (an idle one, most
+recently used first, or a new one while the origin is under ``max_connections``; else it waits),
+writes the pre-rendered request and reads the answer with a ``ResponseReader``. A response the fast
+parser declines (HTTP/1.0, read-until-close, chunked, 1xx) is handed with its bytes to an
+``h11.Connection`` that is told about the request already sent, and that connection is served by h11
+from then on.
+
+A connection goes back to the pool only when the exchange completed and both sides allow keep-alive;
+anything else closes it. A request that fails on a *reused* connection before a single response byte
+arrived (the server closed an idle keep-alive connection: the classic race) is retried once on a new
+connection and counted as ``stale_retries``; any other failure is not retried here: retrying
+operations is the caller's policy, not the transport's.
+
+Every failure leaves through ``map_client_errors`` as a ``TransportError`` subclass whose ``kind``
+names a counter: connect, connect_timeout, read_timeout, write_timeout, closed, tls, bad_response.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from loadgen.errors import (
+    ConfigError,
+    ConnectionClosed,
+    ConnectTimeout,
+    ReadTimeout,
+    TransportError,
+    WriteTimeout,
+)
+from loadgen.http.deadlines import Watchdog, resolution_for
+from loadgen.http.errors import map_client_errors
+from loadgen.http.parser import (
+    DECLINED,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_HEAD,
+    Headers,
+    Response,
+    ResponseReader,
+)
+from loadgen.http.render import JSON, RequestTemplate
+from loadgen.http.stream import open_raw_stream
+
+__all__ = ["ClientLimits", "ConnectionPool", "Origin", "PoolStats", "open_pool"]
+
+RECEIVE_SIZE: Final = 65536
+USER_AGENT: Final = b"loadgen/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where requests go: scheme, host and port (one pool of connections per origin)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> tuple[Origin, str]:
+        """Split ``http(s)://host[:port][/prefix]`` into an origin and a path prefix."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"expected an http:// or https:// URL with a host, got {url!r}")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ConfigError(f"bad port in URL {url!r}") from exc
+        return cls(parts.scheme, parts.hostname, port), parts.path.rstrip("/")
+
+    @property
+    def host_header(self) -> bytes:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (host if self.port == default else f"{host}:{self.port}").encode("idna")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host_header.decode()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientLimits:
+    max_connections: int = 64  # per origin
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0  # from the end of the write to the end of the answer
+    write_timeout: float = 10.0
+    keep_alive: bool = True  # False: a new connection per request
+    max_head: int = DEFAULT_MAX_HEAD
+    max_body: int = DEFAULT_MAX_BODY
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ConfigError("expected max_connections >= 1", key="max_connections")
+        for name in ("connect_timeout", "read_timeout", "write_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"expected {name} > 0 seconds", key=name)
+
+
+@dataclass(slots=True)
+class PoolStats:
+    connections_opened: int = 0
+    connections_open: int = 0
+    requests: int = 0
+    reused: int = 0
+    stale_retries: int = 0
+    h11_fallbacks: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # TransportError.kind -> count
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "connections_opened": self.connections_opened,
+            "connections_open": self.connections_open,
+            "requests": self.requests,
+            "reused": self.reused,
+            "stale_retries": self.stale_retries,
+            "h11_fallbacks": self.h11_fallbacks,
+            "errors": dict(sorted(self.errors.items())),
+        }
+
+
+class _Conn:
+    """One connection: a stream plus either the fast reader or, after a decline, an h11 state."""
+
+    __slots__ = ("deadline", "h11", "reader", "scope", "served", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, limits: ClientLimits, force_h11: bool) -> None:
+        self.stream = stream
+        self.reader = ResponseReader(max_head=limits.max_head, max_body=limits.max_body)
+        self.h11: h11.Connection | None = (
+            h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_head)
+            if force_h11
+            else None
+        )
+        self.served = 0
+        self.deadline = math.inf  # of the exchange in progress; enforced by the pool's watchdog
+        self.scope: trio.CancelScope | None = None
+
+
+class _OriginPool:
+    __slots__ = ("idle", "slots", "template")
+
+    def __init__(self, origin: Origin, limits: ClientLimits, headers: Headers) -> None:
+        self.idle: list[_Conn] = []
+        self.slots = trio.Semaphore(limits.max_connections)
+        self.template = RequestTemplate(b"POST", origin.host_header, headers)
+
+
+class ConnectionPool:
+    """Keep-alive connections per origin, bounded, with timeouts and mapped errors.
+
+    ``headers`` are sent with every request (e.g. ``X-ApiKey``); ``force_h11`` makes every
+    exchange go through h11 (the in-run reference of the benchmark). Timeouts are enforced by the
+    pool's watchdog task: open the pool with ``open_pool(...)``, or start ``pool.run`` in a nursery
+    of your own and call ``aclose()`` at the end.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: ClientLimits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        force_h11: bool = False,
+    ) -> None:
+        self.limits = limits or ClientLimits()
+        self.ssl_context = ssl_context
+        self.headers: Headers = [(b"User-Agent", USER_AGENT), *headers]
+        self.force_h11 = force_h11
+        self.stats = PoolStats()
+        self._origins: dict[Origin, _OriginPool] = {}
+        self._templates: dict[tuple[Origin, bytes, bytes], RequestTemplate] = {}
+        self._closed = False
+        lim = self.limits
+        self.watchdog = Watchdog(
+            resolution_for(lim.connect_timeout, lim.read_timeout, lim.write_timeout)
+        )
+
+    def __repr__(self) -> str:
+        idle = sum(len(p.idle) for p in self._origins.values())
+        return (
+            f"<ConnectionPool origins={len(self._origins)} open={self.stats.connections_open} "
+            f"idle={idle} requests={self.stats.requests}>"
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Enforce the timeouts of exchanges in progress (runs until cancelled)."""
+        await self.watchdog.run(task_status=task_status)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for pool in self._origins.values():
+            while pool.idle:
+                await self._discard(pool.idle.pop())
+
+    def _origin_pool(self, origin: Origin) -> _OriginPool:
+        pool = self._origins.get(origin)
+        if pool is None:
+            pool = self._origins[origin] = _OriginPool(origin, self.limits, self.headers)
+        return pool
+
+    def _template(self, origin: Origin, method: bytes, content_type: bytes) -> RequestTemplate:
+        key = (origin, method, content_type)
+        template = self._templates.get(key)
+        if template is None:
+            template = RequestTemplate(
+                method, origin.host_header, self.headers, content_type=content_type
+            )
+            self._templates[key] = template
+        return template
+
+    async def request(
+        self,
+        origin: Origin,
+        target: bytes,
+        body: bytes = b"",
+        *,
+        method: bytes = b"POST",
+        content_type: bytes = JSON,
+    ) -> Response:
+        """One exchange. Raises a ``TransportError`` subclass on any failure (counted by kind)."""
+        if self._closed:
+            raise ConnectionClosed("the pool is closed")
+        pool = self._origin_pool(origin)
+        if method == b"POST" and content_type == JSON:
+            template = pool.template
+        else:
+            template = self._template(origin, method, content_type if body else b"")
+        wire = template.render(target, body)
+        self.stats.requests += 1
+        try:
+            async with pool.slots:
+                return await self._exchange_with_retry(origin, pool, wire, method, target, body)
+        except TransportError as exc:
+            self.stats.errors[exc.kind] += 1
+            raise
+
+    async def _exchange_with_retry(
+        self,
+        origin: Origin,
+        pool: _OriginPool,
+        wire: bytes,
+        method: bytes,
+        target: bytes,
+        body: bytes,
+    ) -> Response:
+        conn = pool.idle.pop() if pool.idle else None
+        if conn is not None:
+            self.stats.reused += 1
+            try:
+                return await self._exchange(pool, conn, wire, method, target, body)
+            except ConnectionClosed:
+                if conn.reader.buffered:
+                    raise  # the answer had started: not a stale connection
+                self.stats.stale_retries += 1
+        conn = await self._connect(origin)
+        return await self._exchange(pool, conn, wire, method, target, body)
+
+    async def _connect(self, origin: Origin) -> _Conn:
+        limits = self.limits
+        with (
+            trio.move_on_after(limits.connect_timeout) as scope,
+            map_client_errors(connecting=True),
+        ):
+            stream: trio.abc.Stream = await open_raw_stream(origin.host, origin.port)
+            if origin.scheme == "https":
+                tls = trio.SSLStream(
+                    stream,
+                    self.ssl_context or ssl.create_default_context(),
+                    server_hostname=origin.host,
+                    https_compatible=True,
+                )
+                await tls.do_handshake()
+                stream = tls
+        if scope.cancelled_caught:
+            raise ConnectTimeout(f"no connection to {origin} within {limits.connect_timeout} s")
+        self.stats.connections_opened += 1
+        self.stats.connections_open += 1
+        return _Conn(stream, limits, self.force_h11)
+
+    async def _discard(self, conn: _Conn) -> None:
+        self.stats.connections_open -= 1
+        await trio.aclose_forcefully(conn.stream)
+
+    async def _exchange(
+        self,
+        pool: _OriginPool,
+        conn: _Conn,
+        wire: bytes,
+        method: bytes,
+        target: bytes,
+        body: bytes,
+    ) -> Response:
+        limits = self.limits
+        reusable = False
+        self.watchdog.watch(conn)
+        try:
+            with trio.CancelScope() as scope, map_client_errors():
+                conn.scope = scope
+                conn.deadline = trio.current_time() + limits.write_timeout
+                writing = True
+                if conn.h11 is None:
+                    await conn.stream.send_all(wire)
+                    writing = False
+                    conn.deadline = trio.current_time() + limits.read_timeout
+                    response = await self._read_fast(conn, method, target, body, wire)
+                else:
+                    await conn.stream.send_all(_h11_events(conn.h11, wire, method, target, body))
+                    writing = False
+                    conn.deadline = trio.current_time() + limits.read_timeout
+                    response = await self._read_h11(conn)
+            if scope.cancelled_caught:
+                if writing:
+                    raise WriteTimeout(f"request not written within {limits.write_timeout} s")
+                raise ReadTimeout(f"no complete answer within {limits.read_timeout} s")
+            conn.served += 1
+            reusable = response.keep_alive and limits.keep_alive and not self._closed
+            return response
+        finally:
+            self.watchdog.unwatch(conn)
+            conn.scope = None
+            if reusable:
+                pool.idle.append(conn)
+            else:
+                await self._discard(conn)
+
+    async def _read_fast(
+        self, conn: _Conn, method: bytes, target: bytes, body: bytes, wire: bytes
+    ) -> Response:
+        reader = conn.reader
+        receive = conn.stream.receive_some
+        while True:
+            response = reader.next_response()
+            if response is None:
+                data = await receive(RECEIVE_SIZE)
+                if not data:
+                    raise ConnectionClosed(
+                        "server closed the connection before a complete answer"
+                        if reader.buffered
+                        else "server closed the connection without answering"
+                    )
+                reader.feed(data)
+                continue
+            if response is DECLINED:
+                self.stats.h11_fallbacks += 1
+                conn.h11 = h11.Connection(
+                    h11.CLIENT, max_incomplete_event_size=self.limits.max_head
+                )
+                _h11_events(conn.h11, wire, method, target, body)  # already sent: drop the bytes
+                conn.h11.receive_data(reader.take_buffer())
+                return await self._read_h11(conn)
+            assert isinstance(response, Response)
+            return response
+
+    async def _read_h11(self, conn: _Conn) -> Response:
+        state = conn.h11
+        assert state is not None
+        head: h11.Response | None = None
+        body = bytearray()
+        while True:
+            event = state.next_event()
+            if event is h11.NEED_DATA:
+                state.receive_data(bytes(await conn.stream.receive_some(RECEIVE_SIZE)))
+            elif isinstance(event, h11.InformationalResponse):
+                continue
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.limits.max_body:
+                    raise ConnectionClosed(f"answer body over {self.limits.max_body} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:  # ConnectionClosed before the end
+                raise ConnectionClosed("server closed the connection before a complete answer")
+        assert head is not None
+        keep_alive = state.our_state is h11.DONE and state.their_state is h11.DONE
+        if keep_alive:
+            state.start_next_cycle()
+        return Response(
+            head.status_code,
+            head.reason,
+            [(name, value) for name, value in head.headers],
+            bytes(body),
+            keep_alive,
+        )
+
+
+@asynccontextmanager
+async def open_pool(
+    *,
+    limits: ClientLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    force_h11: bool = False,
+) -> AsyncIterator[ConnectionPool]:
+    """A ``ConnectionPool`` with its watchdog running; closed (connections and all) on exit."""
+    pool = ConnectionPool(
+        limits=limits, ssl_context=ssl_context, headers=headers, force_h11=force_h11
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        try:
+            yield pool
+        finally:
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+
+
+def _h11_events(
+    state: h11.Connection, wire: bytes, method: bytes, target: bytes, body: bytes
+) -> bytes:
+    """Feed the request described by our rendered ``wire`` to an h11 client state.
+
+    Returns the bytes h11 renders for it: what the pure-h11 path sends, and what the fallback path
+    drops because the fast path already sent the same request.
+    """
+    head_end = wire.index(b"\r\n\r\n")
+    headers = []
+    for line in wire[:head_end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers.append((name, value.strip()))
+    out = state.send(h11.Request(method=method, target=target, headers=headers)) or b""
+    if body:
+        out += state.send(h11.Data(data=body)) or b""
+    return out + (state.send(h11.EndOfMessage()) or b"")

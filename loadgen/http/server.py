@@ -1,0 +1,497 @@
+"""HTTP/1.1 server on trio: the fast path per connection, h11 for whatever it declines.
+
+Theory of operation
+-------------------
+Each accepted connection runs ``_Connection.run`` in the server's handler nursery. It reads into a
+``RequestReader``; complete requests go to the application ``Handler`` (an async function from
+``Request`` to ``Reply``) and the rendered reply is written back. Pipelined requests already in the
+buffer are served in order before the next read.
+
+When the fast parser declines a message, the connection hands every unconsumed byte to an
+``h11.Connection`` and is served by h11 from then on (chunked bodies, ``Expect: 100-continue``,
+HTTP/1.0, and the exact error for malformed input). Both paths call the same handler.
+
+Failures stay inside their connection: a reset or broken TLS stream from the peer is counted and the
+connection ends; malformed input gets 400, an oversize head 431, an oversize body 413, a request not
+completed within ``read_timeout`` 408 (slow-drip senders), each counted; a handler that raises gets a
+500 and is counted. Nothing a peer does can end ``serve`` for the other connections.
+
+Timeouts: each connection runs in one cancel scope and stores the deadline of its current phase
+(waiting for a request, reading it, writing the answer) as a plain float; one ``Watchdog`` task per
+server cancels the scopes whose deadline has passed (``loadgen.http.deadlines`` says why).
+
+``Reply`` also carries the few misbehaviours a simulated device needs (close without answering,
+never answer, drip the bytes slowly); they are executed here because only the connection can.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Final
+
+import h11
+import trio
+
+from loadgen.errors import RemoteProtocolError
+from loadgen.http.deadlines import Watchdog, resolution_for
+from loadgen.http.errors import PEER_GONE
+from loadgen.http.parser import (
+    DECLINED,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_HEAD,
+    Request,
+    RequestReader,
+)
+from loadgen.http.render import JSON, reason_phrase, render_error, render_response
+from loadgen.http.stream import RawStream, accept_loop
+
+__all__ = [
+    "Action",
+    "HTTPServer",
+    "Handler",
+    "Reply",
+    "ServerLimits",
+    "ServerStats",
+]
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SIZE: Final = 65536
+
+
+class Action(enum.Enum):
+    """How the connection delivers a ``Reply``."""
+
+    SEND = "send"  # write it (the normal case)
+    CLOSE = "close"  # close the connection without answering
+    HANG = "hang"  # never answer; keep the connection until the peer gives up
+    DRIP = "drip"  # write the answer a few bytes at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a handler returns. ``wire`` caches the rendered bytes for replies reused as constants."""
+
+    status: int
+    body: bytes = b""
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    action: Action = Action.SEND
+    drip_bytes: int = 1
+    drip_interval: float = 0.05
+
+    def render(self, keep_alive: bool) -> bytes:
+        return render_response(
+            self.status,
+            self.body,
+            content_type=self.content_type,
+            keep_alive=keep_alive,
+            headers=self.headers,
+        )
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    max_head: int = DEFAULT_MAX_HEAD  # bytes of request line + headers -> 431
+    max_body: int = DEFAULT_MAX_BODY  # bytes of body -> 413
+    idle_timeout: float = 120.0  # keep-alive connection with no request in progress
+    read_timeout: float = 30.0  # from the first byte of a request to its last -> 408
+    write_timeout: float = 30.0  # to write one answer
+    hang_limit: float = 3600.0  # a HANG reply never holds a connection longer than this
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Live counters of one server. ``snapshot()`` gives a plain dict for results."""
+
+    connections_accepted: int = 0
+    connections_open: int = 0
+    requests_fast: int = 0
+    requests_h11: int = 0
+    peer_resets: int = 0
+    idle_closed: int = 0
+    incomplete_requests: int = 0  # peer closed mid-request
+    handler_errors: int = 0
+    tls_errors: int = 0
+    write_timeouts: int = 0
+    errors: Counter[int] = field(
+        default_factory=Counter
+    )  # status -> count (400, 408, 413, 431, 500)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "connections_accepted": self.connections_accepted,
+            "connections_open": self.connections_open,
+            "requests_fast": self.requests_fast,
+            "requests_h11": self.requests_h11,
+            "peer_resets": self.peer_resets,
+            "idle_closed": self.idle_closed,
+            "incomplete_requests": self.incomplete_requests,
+            "handler_errors": self.handler_errors,
+            "tls_errors": self.tls_errors,
+            "write_timeouts": self.write_timeouts,
+            "errors_by_status": {str(k): v for k, v in sorted(self.errors.items())},
+        }
+
+
+class _Timeout(Exception):
+    pass
+
+
+class HTTPServer:
+    """Serves one ``Handler`` on any number of listeners.
+
+    ``await nursery.start(server.serve, host, port)`` returns the bound (host, port) list;
+    ``server.shutdown()`` stops accepting, lets requests in progress finish and closes idle
+    connections; cancelling ``serve`` ends everything at once.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        limits: ServerLimits | None = None,
+        force_h11: bool = False,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits or ServerLimits()
+        self.stats = ServerStats()
+        self.force_h11 = force_h11
+        self._draining = False
+        self._accept_scope: trio.CancelScope | None = None
+        self._connections: set[_Connection] = set()
+        lim = self.limits
+        self.watchdog = Watchdog(
+            resolution_for(lim.idle_timeout, lim.read_timeout, lim.write_timeout)
+        )
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (
+            f"<HTTPServer open={s.connections_open} fast={s.requests_fast} h11={s.requests_h11} "
+            f"draining={self._draining}>"
+        )
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int | None = None,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # trio picks the addresses and socket options; the sockets are then served by our lean
+        # accept loop and RawStream (see loadgen.http.stream for why).
+        tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+        sockets = [socket.socket(fileno=listener.socket.detach()) for listener in tcp_listeners]
+        bound = [sock.getsockname()[:2] for sock in sockets]
+        serve_one = self._serve_connection
+        if ssl_context is not None:
+            serve_one = partial(self._serve_tls_connection, ssl_context)
+        async with trio.open_nursery() as outer:
+            await outer.start(self.watchdog.run)
+            async with trio.open_nursery() as handlers:
+                with trio.CancelScope() as self._accept_scope:
+                    async with trio.open_nursery() as acceptors:
+                        for sock in sockets:
+                            acceptors.start_soon(accept_loop, sock, serve_one, handlers)
+                        task_status.started(bound)
+                # After shutdown(): listeners are closed; connection tasks finish and close.
+            outer.cancel_scope.cancel()
+
+    def shutdown(self) -> None:
+        """Stop accepting; idle keep-alive connections close, busy ones after their answer."""
+        self._draining = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        for conn in self._connections:
+            if conn.phase is _Phase.IDLE and conn.scope is not None:
+                conn.scope.cancel()
+
+    async def _serve_tls_connection(self, context: ssl.SSLContext, raw: RawStream) -> None:
+        tls = trio.SSLStream(raw, context, server_side=True, https_compatible=True)
+        await self._serve_connection(tls)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        stats = self.stats
+        stats.connections_accepted += 1
+        stats.connections_open += 1
+        try:
+            await _Connection(self, stream).run()
+        except PEER_GONE as exc:
+            if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+                stats.tls_errors += 1
+            else:
+                stats.peer_resets += 1
+        finally:
+            stats.connections_open -= 1
+            await trio.aclose_forcefully(stream)
+
+
+class _Phase(enum.Enum):
+    IDLE = "idle"  # waiting for the first byte of a request
+    READING = "reading"  # a request has started arriving
+    BUSY = "busy"  # the handler runs; no deadline
+    WRITING = "writing"  # writing the answer
+
+
+class _Connection:
+    __slots__ = ("deadline", "phase", "scope", "server", "stream")
+
+    def __init__(self, server: HTTPServer, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.stream = stream
+        self.phase = _Phase.IDLE
+        self.deadline = math.inf  # of the current phase; enforced by the server's watchdog
+        self.scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<_Connection {self.phase.value} deadline={self.deadline:.3f}>"
+
+    async def run(self) -> None:
+        server = self.server
+        server._connections.add(self)
+        server.watchdog.watch(self)
+        try:
+            with trio.CancelScope() as self.scope:
+                if server.force_h11:
+                    await self._run_h11(b"")
+                else:
+                    await self._run_fast()
+        finally:
+            server.watchdog.unwatch(self)
+            server._connections.discard(self)
+        if self.scope.cancelled_caught and not self.server._draining:
+            stats = self.server.stats
+            if self.phase is _Phase.READING:
+                stats.errors[408] += 1
+            elif self.phase is _Phase.WRITING:
+                stats.write_timeouts += 1
+            else:
+                stats.idle_closed += 1
+
+    async def _run_fast(self) -> None:
+        server = self.server
+        limits = server.limits
+        stats = server.stats
+        reader = RequestReader(max_head=limits.max_head, max_body=limits.max_body)
+        receive = self.stream.receive_some
+        request_deadline = math.inf
+        while True:
+            try:
+                event = reader.next_request()
+            except RemoteProtocolError as exc:
+                await self._fail(exc.status, str(exc))
+                return
+            if event is None:
+                if reader.buffered:
+                    self.phase = _Phase.READING
+                    if request_deadline == math.inf:
+                        request_deadline = trio.current_time() + limits.read_timeout
+                    self.deadline = request_deadline
+                    data = await receive(RECEIVE_SIZE)
+                else:
+                    if server._draining:
+                        return
+                    self.phase = _Phase.IDLE
+                    self.deadline = trio.current_time() + limits.idle_timeout
+                    data = await receive(RECEIVE_SIZE)
+                    request_deadline = trio.current_time() + limits.read_timeout
+                if not data:
+                    if reader.buffered:
+                        stats.incomplete_requests += 1
+                    return
+                reader.feed(data)
+                continue
+            if event is DECLINED:
+                await self._run_h11(reader.take_buffer())
+                return
+            assert isinstance(event, Request)
+            stats.requests_fast += 1
+            request_deadline = math.inf
+            self.phase = _Phase.BUSY
+            self.deadline = math.inf
+            reply = await self._call(event)
+            keep_alive = event.keep_alive and not server._draining
+            self.phase = _Phase.WRITING
+            self.deadline = trio.current_time() + limits.write_timeout
+            if not await self._deliver(reply, keep_alive) or not keep_alive:
+                return
+
+    async def _call(self, request: Request) -> Reply:
+        try:
+            return await self.server.handler(request)
+        except Exception:
+            self.server.stats.handler_errors += 1
+            log.exception("handler failed on %r", request)
+            return _INTERNAL_ERROR
+
+    async def _deliver(self, reply: Reply, keep_alive: bool) -> bool:
+        """Write (or misbehave as) the reply. False when the connection must end."""
+        action = reply.action
+        if action is Action.SEND:
+            await self.stream.send_all(reply.render(keep_alive))
+            return True
+        if action is Action.CLOSE:
+            return False
+        if action is Action.HANG:
+            await self._hang()
+            return False
+        wire = reply.render(keep_alive)
+        step = max(1, reply.drip_bytes)
+        self.deadline = trio.current_time() + self.server.limits.hang_limit
+        for start in range(0, len(wire), step):
+            await self.stream.send_all(wire[start : start + step])
+            await trio.sleep(reply.drip_interval)
+        return keep_alive
+
+    async def _hang(self) -> None:
+        """Answer nothing; read and drop until the peer closes (or the hang limit passes)."""
+        self.deadline = trio.current_time() + self.server.limits.hang_limit
+        while await self.stream.receive_some(RECEIVE_SIZE):
+            pass
+
+    async def _fail(self, status: int, message: str) -> None:
+        self.server.stats.errors[status] += 1
+        self.deadline = trio.current_time() + self.server.limits.write_timeout
+        await self.stream.send_all(render_error(status, message))
+
+    async def _run_h11(self, initial: bytes) -> None:
+        """Serve the rest of the connection with h11 (the declined-message path)."""
+        limits = self.server.limits
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        if initial:
+            conn.receive_data(initial)  # (b"" would mean end of stream to h11)
+        while True:
+            try:
+                request = await self._h11_read_request(conn)
+            except RemoteProtocolError as exc:
+                await self._fail(exc.status, str(exc))
+                return
+            except h11.RemoteProtocolError as exc:
+                await self._fail(exc.error_status_hint, f"malformed request: {exc}")
+                return
+            if request is None:
+                return
+            self.server.stats.requests_h11 += 1
+            self.phase = _Phase.BUSY
+            self.deadline = math.inf
+            reply = await self._call(request)
+            keep_alive = request.keep_alive and not self.server._draining
+            self.phase = _Phase.WRITING
+            self.deadline = trio.current_time() + limits.write_timeout
+            if reply.action is not Action.SEND:
+                await self._deliver(reply, keep_alive=False)
+                return
+            await self._h11_send(conn, reply, keep_alive)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _h11_next(self, conn: h11.Connection, deadline: float) -> object:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.deadline = deadline
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            conn.receive_data(bytes(data))
+
+    async def _h11_read_request(self, conn: h11.Connection) -> Request | None:
+        limits = self.server.limits
+        idle_deadline = trio.current_time() + limits.idle_timeout
+        if self.server._draining and not conn.trailing_data[0]:
+            return None
+        self.phase = _Phase.IDLE
+        event = await self._h11_next(conn, idle_deadline)
+        self.phase = _Phase.READING
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        if not isinstance(event, h11.Request):
+            raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
+        deadline = trio.current_time() + limits.read_timeout
+        length = _declared_length(event)
+        if length is not None and length > limits.max_body:
+            raise RemoteProtocolError(
+                f"body of {length} bytes exceeds the limit of {limits.max_body}", status=413
+            )
+        if conn.they_are_waiting_for_100_continue:
+            await self.stream.send_all(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+        body = bytearray()
+        while True:
+            part = await self._h11_next(conn, deadline)
+            if isinstance(part, h11.Data):
+                body += part.data
+                if len(body) > limits.max_body:
+                    raise RemoteProtocolError(
+                        f"body exceeds the limit of {limits.max_body} bytes", status=413
+                    )
+            elif isinstance(part, h11.EndOfMessage):
+                break
+            else:  # ConnectionClosed mid-body
+                self.server.stats.incomplete_requests += 1
+                return None
+        keep_alive = conn.their_state is not h11.MUST_CLOSE and _h11_keep_alive(event)
+        return Request(
+            event.method,
+            event.target,
+            [(name, value) for name, value in event.headers],
+            bytes(body),
+            keep_alive,
+        )
+
+    async def _h11_send(self, conn: h11.Connection, reply: Reply, keep_alive: bool) -> None:
+        headers = list(reply.headers)
+        if reply.body and reply.content_type:
+            headers.append((b"Content-Type", reply.content_type))
+        if reply.status not in (204, 304):
+            headers.append((b"Content-Length", b"%d" % len(reply.body)))
+        if not keep_alive:
+            headers.append((b"Connection", b"close"))
+        out = (
+            conn.send(
+                h11.Response(
+                    status_code=reply.status, headers=headers, reason=reason_phrase(reply.status)
+                )
+            )
+            or b""
+        )
+        if reply.body:
+            out += conn.send(h11.Data(data=reply.body)) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+        await self.stream.send_all(out)
+
+
+def _declared_length(event: h11.Request) -> int | None:
+    for name, value in event.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def _h11_keep_alive(event: h11.Request) -> bool:
+    if event.http_version < b"1.1":
+        return False
+    return all(
+        token.strip().lower() != b"close"
+        for name, value in event.headers
+        if name == b"connection"
+        for token in value.split(b",")
+    )
+
+
+_INTERNAL_ERROR: Final = Reply(500, b"internal error\n", content_type=b"text/plain")
