@@ -10,12 +10,15 @@ parser declines (HTTP/1.0, read-until-close, chunked, 1xx) is handed with its by
 from then on.
 
 A connection goes back to the pool only when the exchange completed and both sides allow keep-alive;
-anything else closes it. A request that fails on a *reused* connection before a single response byte
+anything else closes it. The per-origin limit counts open connections, not requests: taking an
+idle connection costs a list pop, and a request finding the origin full parks until a connection
+is released. A request that fails on a *reused* connection before a single response byte
 arrived (the server closed an idle keep-alive connection: the classic race) is retried once on a new
 connection and counted as ``stale_retries``; any other failure is not retried here: retrying
 operations is the caller's policy, not the transport's.
 
-Every failure leaves through ``map_client_errors`` as a ``TransportError`` subclass whose ``kind``
+Timeouts: the watchdog closes the socket of an exchange past its deadline (see ``_Conn``). Every
+failure leaves through ``translate_client_error`` as a ``TransportError`` subclass whose ``kind``
 names a counter: connect, connect_timeout, read_timeout, write_timeout, closed, tls, bad_response.
 """
 
@@ -34,6 +37,7 @@ import h11
 import trio
 
 from loadgen.errors import (
+    BadResponse,
     ConfigError,
     ConnectionClosed,
     ConnectTimeout,
@@ -42,7 +46,7 @@ from loadgen.errors import (
     WriteTimeout,
 )
 from loadgen.http.deadlines import Watchdog, resolution_for
-from loadgen.http.errors import map_client_errors
+from loadgen.http.errors import translate_client_error
 from loadgen.http.parser import (
     DECLINED,
     DEFAULT_MAX_BODY,
@@ -52,7 +56,7 @@ from loadgen.http.parser import (
     ResponseReader,
 )
 from loadgen.http.render import JSON, RequestTemplate
-from loadgen.http.stream import open_raw_stream
+from loadgen.http.stream import RawStream, open_raw_stream
 
 __all__ = ["ClientLimits", "ConnectionPool", "Origin", "PoolStats", "open_pool"]
 
@@ -131,11 +135,19 @@ class PoolStats:
 
 
 class _Conn:
-    """One connection: a stream plus either the fast reader or, after a decline, an h11 state."""
+    """One connection: a stream plus either the fast reader or, after a decline, an h11 state.
 
-    __slots__ = ("deadline", "h11", "reader", "scope", "served", "stream")
+    ``deadline`` bounds the exchange in progress (inf while idle in the pool). When it passes, the
+    pool's watchdog calls ``expire()``, which closes the socket: the task blocked on it wakes with
+    an error that the exchange reports as a timeout. No cancel scope per request.
+    """
 
-    def __init__(self, stream: trio.abc.Stream, limits: ClientLimits, force_h11: bool) -> None:
+    __slots__ = ("deadline", "expired", "h11", "raw", "reader", "served", "stream")
+
+    def __init__(
+        self, raw: RawStream, stream: trio.abc.Stream, limits: ClientLimits, force_h11: bool
+    ) -> None:
+        self.raw = raw
         self.stream = stream
         self.reader = ResponseReader(max_head=limits.max_head, max_body=limits.max_body)
         self.h11: h11.Connection | None = (
@@ -144,16 +156,27 @@ class _Conn:
             else None
         )
         self.served = 0
-        self.deadline = math.inf  # of the exchange in progress; enforced by the pool's watchdog
-        self.scope: trio.CancelScope | None = None
+        self.deadline = math.inf
+        self.expired = False
+
+    def __repr__(self) -> str:
+        return f"<_Conn served={self.served} deadline={self.deadline:.3f} expired={self.expired}>"
+
+    def expire(self) -> None:
+        self.expired = True
+        self.deadline = math.inf
+        self.raw.close_now()
 
 
 class _OriginPool:
-    __slots__ = ("idle", "slots", "template")
+    """The connections of one origin: idle ones (most recent last) and a count of all open."""
 
-    def __init__(self, origin: Origin, limits: ClientLimits, headers: Headers) -> None:
+    __slots__ = ("idle", "lot", "open", "template")
+
+    def __init__(self, origin: Origin, headers: Headers) -> None:
         self.idle: list[_Conn] = []
-        self.slots = trio.Semaphore(limits.max_connections)
+        self.open = 0  # idle + busy + connecting
+        self.lot = trio.lowlevel.ParkingLot()  # requests waiting for a connection slot
         self.template = RequestTemplate(b"POST", origin.host_header, headers)
 
 
@@ -186,6 +209,8 @@ class ConnectionPool:
         self.watchdog = Watchdog(
             resolution_for(lim.connect_timeout, lim.read_timeout, lim.write_timeout)
         )
+        self._write_span = self.watchdog.span(lim.write_timeout)
+        self._read_span = self.watchdog.span(lim.read_timeout)
 
     def __repr__(self) -> str:
         idle = sum(len(p.idle) for p in self._origins.values())
@@ -202,12 +227,14 @@ class ConnectionPool:
         self._closed = True
         for pool in self._origins.values():
             while pool.idle:
-                await self._discard(pool.idle.pop())
+                self._discard(pool, pool.idle.pop())
+            pool.lot.unpark_all()
+        await trio.lowlevel.checkpoint()
 
     def _origin_pool(self, origin: Origin) -> _OriginPool:
         pool = self._origins.get(origin)
         if pool is None:
-            pool = self._origins[origin] = _OriginPool(origin, self.limits, self.headers)
+            pool = self._origins[origin] = _OriginPool(origin, self.headers)
         return pool
 
     def _template(self, origin: Origin, method: bytes, content_type: bytes) -> RequestTemplate:
@@ -230,8 +257,6 @@ class ConnectionPool:
         content_type: bytes = JSON,
     ) -> Response:
         """One exchange. Raises a ``TransportError`` subclass on any failure (counted by kind)."""
-        if self._closed:
-            raise ConnectionClosed("the pool is closed")
         pool = self._origin_pool(origin)
         if method == b"POST" and content_type == JSON:
             template = pool.template
@@ -240,58 +265,90 @@ class ConnectionPool:
         wire = template.render(target, body)
         self.stats.requests += 1
         try:
-            async with pool.slots:
-                return await self._exchange_with_retry(origin, pool, wire, method, target, body)
+            conn = await self._checkout(origin, pool)
+            if conn is None:
+                conn = await self._connect(origin, pool)
+            else:
+                try:
+                    return await self._exchange(pool, conn, wire, method, target, body)
+                except ConnectionClosed:
+                    if conn.reader.buffered or conn.served == 0:
+                        raise  # the answer had started, or a new connection: not stale
+                    # The server closed a keep-alive connection as we reused it: the request
+                    # never reached it. Once, on a new connection.
+                    self.stats.stale_retries += 1
+                    pool.open += 1
+                    conn = await self._connect(origin, pool)
+            return await self._exchange(pool, conn, wire, method, target, body)
         except TransportError as exc:
             self.stats.errors[exc.kind] += 1
             raise
 
-    async def _exchange_with_retry(
-        self,
-        origin: Origin,
-        pool: _OriginPool,
-        wire: bytes,
-        method: bytes,
-        target: bytes,
-        body: bytes,
-    ) -> Response:
-        conn = pool.idle.pop() if pool.idle else None
-        if conn is not None:
-            self.stats.reused += 1
-            try:
-                return await self._exchange(pool, conn, wire, method, target, body)
-            except ConnectionClosed:
-                if conn.reader.buffered:
-                    raise  # the answer had started: not a stale connection
-                self.stats.stale_retries += 1
-        conn = await self._connect(origin)
-        return await self._exchange(pool, conn, wire, method, target, body)
+    async def _checkout(self, origin: Origin, pool: _OriginPool) -> _Conn | None:
+        """An idle connection, or None after reserving a slot for a new one (waits when full)."""
+        while True:
+            if self._closed:
+                raise ConnectionClosed("the pool is closed")
+            if pool.idle:
+                self.stats.reused += 1
+                return pool.idle.pop()
+            if pool.open < self.limits.max_connections:
+                pool.open += 1
+                return None
+            await pool.lot.park()
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    def _release(self, pool: _OriginPool, conn: _Conn, reusable: bool) -> None:
+        if reusable and not self._closed:
+            pool.idle.append(conn)
+        else:
+            self._discard(pool, conn)
+        if pool.lot:
+            pool.lot.unpark()
+
+    def _discard(self, pool: _OriginPool, conn: _Conn) -> None:
+        pool.open -= 1
+        self.stats.connections_open -= 1
+        self.watchdog.unwatch(conn)
+        conn.raw.close_now()
+
+    async def _connect(self, origin: Origin, pool: _OriginPool) -> _Conn:
+        """Open a connection for a slot already counted in ``pool.open``."""
         limits = self.limits
-        with (
-            trio.move_on_after(limits.connect_timeout) as scope,
-            map_client_errors(connecting=True),
-        ):
-            stream: trio.abc.Stream = await open_raw_stream(origin.host, origin.port)
-            if origin.scheme == "https":
-                tls = trio.SSLStream(
-                    stream,
-                    self.ssl_context or ssl.create_default_context(),
-                    server_hostname=origin.host,
-                    https_compatible=True,
-                )
-                await tls.do_handshake()
-                stream = tls
-        if scope.cancelled_caught:
-            raise ConnectTimeout(f"no connection to {origin} within {limits.connect_timeout} s")
+        try:
+            with trio.move_on_after(limits.connect_timeout) as scope:
+                try:
+                    raw = await open_raw_stream(origin.host, origin.port)
+                    stream: trio.abc.Stream = raw
+                    if origin.scheme == "https":
+                        tls = trio.SSLStream(
+                            raw,
+                            self.ssl_context or ssl.create_default_context(),
+                            server_hostname=origin.host,
+                            https_compatible=True,
+                        )
+                        try:
+                            await tls.do_handshake()
+                        except BaseException:
+                            raw.close_now()
+                            raise
+                        stream = tls
+                except Exception as exc:
+                    mapped = translate_client_error(exc, connecting=True)
+                    if mapped is None:
+                        raise
+                    raise mapped from exc
+            if scope.cancelled_caught:
+                raise ConnectTimeout(f"no connection to {origin} within {limits.connect_timeout} s")
+        except BaseException:
+            pool.open -= 1
+            if pool.lot:
+                pool.lot.unpark()
+            raise
         self.stats.connections_opened += 1
         self.stats.connections_open += 1
-        return _Conn(stream, limits, self.force_h11)
-
-    async def _discard(self, conn: _Conn) -> None:
-        self.stats.connections_open -= 1
-        await trio.aclose_forcefully(conn.stream)
+        conn = _Conn(raw, stream, limits, self.force_h11)
+        self.watchdog.watch(conn)
+        return conn
 
     async def _exchange(
         self,
@@ -303,37 +360,38 @@ class ConnectionPool:
         body: bytes,
     ) -> Response:
         limits = self.limits
-        reusable = False
-        self.watchdog.watch(conn)
+        writing = True
+        start = self.watchdog.now
+        conn.deadline = start + self._write_span
         try:
-            with trio.CancelScope() as scope, map_client_errors():
-                conn.scope = scope
-                conn.deadline = trio.current_time() + limits.write_timeout
-                writing = True
-                if conn.h11 is None:
-                    await conn.stream.send_all(wire)
-                    writing = False
-                    conn.deadline = trio.current_time() + limits.read_timeout
-                    response = await self._read_fast(conn, method, target, body, wire)
-                else:
-                    await conn.stream.send_all(_h11_events(conn.h11, wire, method, target, body))
-                    writing = False
-                    conn.deadline = trio.current_time() + limits.read_timeout
-                    response = await self._read_h11(conn)
-            if scope.cancelled_caught:
-                if writing:
-                    raise WriteTimeout(f"request not written within {limits.write_timeout} s")
-                raise ReadTimeout(f"no complete answer within {limits.read_timeout} s")
-            conn.served += 1
-            reusable = response.keep_alive and limits.keep_alive and not self._closed
-            return response
-        finally:
-            self.watchdog.unwatch(conn)
-            conn.scope = None
-            if reusable:
-                pool.idle.append(conn)
+            if conn.h11 is None:
+                await conn.stream.send_all(wire)
+                writing = False
+                conn.deadline = start + self._read_span
+                response = await self._read_fast(conn, method, target, body, wire)
             else:
-                await self._discard(conn)
+                await conn.stream.send_all(_h11_events(conn.h11, wire, method, target, body))
+                writing = False
+                conn.deadline = start + self._read_span
+                response = await self._read_h11(conn)
+        except BaseException as exc:
+            self._release(pool, conn, reusable=False)
+            if not isinstance(exc, Exception) or isinstance(exc, TransportError):
+                raise
+            if conn.expired:
+                if writing:
+                    raise WriteTimeout(
+                        f"request not written within {limits.write_timeout} s"
+                    ) from exc
+                raise ReadTimeout(f"no complete answer within {limits.read_timeout} s") from exc
+            mapped = translate_client_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        conn.deadline = math.inf
+        conn.served += 1
+        self._release(pool, conn, reusable=response.keep_alive and limits.keep_alive)
+        return response
 
     async def _read_fast(
         self, conn: _Conn, method: bytes, target: bytes, body: bytes, wire: bytes
@@ -341,7 +399,7 @@ class ConnectionPool:
         reader = conn.reader
         receive = conn.stream.receive_some
         while True:
-            response = reader.next_response()
+            response = reader.next_response() if reader.buffered else None
             if response is None:
                 data = await receive(RECEIVE_SIZE)
                 if not data:
@@ -379,7 +437,7 @@ class ConnectionPool:
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.limits.max_body:
-                    raise ConnectionClosed(f"answer body over {self.limits.max_body} bytes")
+                    raise BadResponse(f"answer body over {self.limits.max_body} bytes")
             elif isinstance(event, h11.EndOfMessage):
                 break
             else:  # ConnectionClosed before the end

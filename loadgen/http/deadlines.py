@@ -3,8 +3,9 @@
 Why: moving a ``trio.CancelScope`` deadline re-registers it in trio's deadline structure through a
 context manager; a request/response cycle that sets three deadlines spends more CPU on that than on
 parsing. Here a connection only stores ``deadline`` (a float) when its phase changes, and the
-watchdog wakes every ``resolution`` seconds, cancelling the scope of each item whose deadline has
-passed. Timeouts therefore fire up to one ``resolution`` late, which is what they are for: bounding
+watchdog wakes every ``resolution`` seconds and expires each item whose deadline has
+passed (``expire()``: a server connection cancels its scope, a client connection closes its
+socket). Timeouts therefore fire up to one ``resolution`` late, which is what they are for: bounding
 stuck peers, not measuring latency (latency is measured from intended send times elsewhere).
 
 The scan is O(watched items) per wake-up; the resolution is derived from the shortest timeout
@@ -27,7 +28,9 @@ MAX_RESOLUTION: Final = 1.0
 
 class Watched(Protocol):
     deadline: float
-    scope: trio.CancelScope | None
+
+    def expire(self) -> None:
+        """Called once the deadline has passed; must end what it bounds (cancel or close)."""
 
 
 def resolution_for(*timeouts: float) -> float:
@@ -39,13 +42,21 @@ def resolution_for(*timeouts: float) -> float:
 
 
 class Watchdog:
-    """Cancels the scope of every watched item whose ``deadline`` has passed."""
+    """Calls ``expire()`` on every watched item whose ``deadline`` has passed."""
 
-    __slots__ = ("_watched", "resolution")
+    __slots__ = ("_watched", "now", "resolution")
 
     def __init__(self, resolution: float = MAX_RESOLUTION) -> None:
         self.resolution = resolution
         self._watched: set[Watched] = set()
+        # trio.current_time() as of the last wake-up. Hot paths compute deadlines from it instead
+        # of reading the clock per request: ``now + timeout + resolution`` never fires early, and
+        # fires at most two resolutions late.
+        self.now = 0.0
+
+    def span(self, timeout: float) -> float:
+        """What to add to ``now`` for a deadline ``timeout`` seconds away (never early)."""
+        return timeout + self.resolution
 
     def __repr__(self) -> str:
         return f"<Watchdog watching={len(self._watched)} resolution={self.resolution}s>"
@@ -60,10 +71,11 @@ class Watchdog:
         self._watched.discard(item)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.now = trio.current_time()
         task_status.started()
         while True:
             await trio.sleep(self.resolution)
-            now = trio.current_time()
-            for item in self._watched:
-                if item.deadline <= now and item.scope is not None:
-                    item.scope.cancel()
+            self.now = now = trio.current_time()
+            expired = [item for item in self._watched if item.deadline <= now]
+            for item in expired:
+                item.expire()

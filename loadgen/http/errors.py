@@ -19,7 +19,7 @@ from loadgen.errors import (
     TransportError,
 )
 
-__all__ = ["PEER_GONE", "map_client_errors"]
+__all__ = ["PEER_GONE", "map_client_errors", "translate_client_error"]
 
 # What a peer that vanishes (reset, closed, broken TLS) raises through a trio stream.
 PEER_GONE: tuple[type[BaseException], ...] = (
@@ -32,27 +32,39 @@ PEER_GONE: tuple[type[BaseException], ...] = (
 _CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
+def translate_client_error(exc: Exception, *, connecting: bool = False) -> TransportError | None:
+    """The ``TransportError`` for what a client exchange raised; None for anything else (a bug)."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, RemoteProtocolError):
+        return BadResponse(str(exc))
+    if isinstance(exc, h11.RemoteProtocolError):
+        return BadResponse(f"invalid HTTP response: {exc}")
+    if isinstance(exc, ssl.SSLError):
+        return TLSError(f"TLS error: {exc}")
+    if isinstance(exc, trio.BrokenResourceError):
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            return TLSError(f"TLS error: {cause}")
+        if connecting and isinstance(cause, OSError):
+            return ConnectError(f"cannot connect: {cause.strerror or cause}")
+        return ConnectionClosed(f"connection broken: {cause or exc}")
+    if isinstance(exc, trio.ClosedResourceError):
+        return ConnectionClosed("connection closed")
+    if isinstance(exc, OSError):
+        if connecting or exc.errno in _CONNECT_ERRNOS:
+            return ConnectError(f"cannot connect: {exc.strerror or exc}")
+        return ConnectionClosed(f"connection error: {exc.strerror or exc}")
+    return None
+
+
 @contextmanager
 def map_client_errors(*, connecting: bool = False) -> Iterator[None]:
     """Translate what one client exchange may raise into ``TransportError`` subclasses."""
     try:
         yield
-    except TransportError:
-        raise
-    except RemoteProtocolError as exc:
-        raise BadResponse(str(exc)) from exc
-    except h11.RemoteProtocolError as exc:
-        raise BadResponse(f"invalid HTTP response: {exc}") from exc
-    except ssl.SSLError as exc:
-        raise TLSError(f"TLS error: {exc}") from exc
-    except trio.BrokenResourceError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLError):
-            raise TLSError(f"TLS error: {cause}") from exc
-        raise ConnectionClosed(f"connection broken: {cause or exc}") from exc
-    except trio.ClosedResourceError as exc:
-        raise ConnectionClosed("connection closed") from exc
-    except OSError as exc:
-        if connecting or exc.errno in _CONNECT_ERRNOS:
-            raise ConnectError(f"cannot connect: {exc.strerror or exc}") from exc
-        raise ConnectionClosed(f"connection error: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        mapped = translate_client_error(exc, connecting=connecting)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc

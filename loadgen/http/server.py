@@ -78,7 +78,7 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What a handler returns. ``wire`` caches the rendered bytes for replies reused as constants."""
+    """What a handler returns. ``wire`` renders once, so constant replies cost nothing per use."""
 
     status: int
     body: bytes = b""
@@ -87,6 +87,16 @@ class Reply:
     action: Action = Action.SEND
     drip_bytes: int = 1
     drip_interval: float = 0.05
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def wire(self) -> bytes:
+        """The keep-alive rendering, cached."""
+        wire = self._wire
+        if wire is None:
+            wire = self.render(True)
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     def render(self, keep_alive: bool) -> bytes:
         return render_response(
@@ -260,6 +270,11 @@ class _Connection:
     def __repr__(self) -> str:
         return f"<_Connection {self.phase.value} deadline={self.deadline:.3f}>"
 
+    def expire(self) -> None:
+        self.deadline = math.inf
+        if self.scope is not None:
+            self.scope.cancel()
+
     async def run(self) -> None:
         server = self.server
         server._connections.add(self)
@@ -286,29 +301,37 @@ class _Connection:
         server = self.server
         limits = server.limits
         stats = server.stats
+        watchdog = server.watchdog
+        idle_span = watchdog.span(limits.idle_timeout)
+        read_span = watchdog.span(limits.read_timeout)
+        write_span = watchdog.span(limits.write_timeout)
         reader = RequestReader(max_head=limits.max_head, max_body=limits.max_body)
         receive = self.stream.receive_some
+        send_all = self.stream.send_all
+        handler = server.handler
         request_deadline = math.inf
         while True:
-            try:
-                event = reader.next_request()
-            except RemoteProtocolError as exc:
-                await self._fail(exc.status, str(exc))
-                return
+            event = None
+            if reader.buffered:
+                try:
+                    event = reader.next_request()
+                except RemoteProtocolError as exc:
+                    await self._fail(exc.status, str(exc))
+                    return
             if event is None:
                 if reader.buffered:
                     self.phase = _Phase.READING
                     if request_deadline == math.inf:
-                        request_deadline = trio.current_time() + limits.read_timeout
+                        request_deadline = watchdog.now + read_span
                     self.deadline = request_deadline
                     data = await receive(RECEIVE_SIZE)
                 else:
                     if server._draining:
                         return
                     self.phase = _Phase.IDLE
-                    self.deadline = trio.current_time() + limits.idle_timeout
+                    self.deadline = watchdog.now + idle_span
                     data = await receive(RECEIVE_SIZE)
-                    request_deadline = trio.current_time() + limits.read_timeout
+                    request_deadline = watchdog.now + read_span
                 if not data:
                     if reader.buffered:
                         stats.incomplete_requests += 1
@@ -323,20 +346,31 @@ class _Connection:
             request_deadline = math.inf
             self.phase = _Phase.BUSY
             self.deadline = math.inf
-            reply = await self._call(event)
+            try:
+                reply = await handler(event)
+            except Exception:
+                reply = self._handler_failed(event)
             keep_alive = event.keep_alive and not server._draining
             self.phase = _Phase.WRITING
-            self.deadline = trio.current_time() + limits.write_timeout
-            if not await self._deliver(reply, keep_alive) or not keep_alive:
+            self.deadline = watchdog.now + write_span
+            if reply.action is Action.SEND:
+                await send_all(reply.wire if keep_alive else reply.render(False))
+            elif not await self._deliver(reply, keep_alive):
                 return
+            if not keep_alive:
+                return
+
+    def _handler_failed(self, request: Request) -> Reply:
+        self.server.stats.handler_errors += 1
+        self.server.stats.errors[500] += 1  # the 500 is an answered error like 400/413/431
+        log.exception("handler failed on %r", request)
+        return _INTERNAL_ERROR
 
     async def _call(self, request: Request) -> Reply:
         try:
             return await self.server.handler(request)
         except Exception:
-            self.server.stats.handler_errors += 1
-            log.exception("handler failed on %r", request)
-            return _INTERNAL_ERROR
+            return self._handler_failed(request)
 
     async def _deliver(self, reply: Reply, keep_alive: bool) -> bool:
         """Write (or misbehave as) the reply. False when the connection must end."""

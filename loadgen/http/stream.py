@@ -145,11 +145,15 @@ class RawStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
-    async def aclose(self) -> None:
+    def close_now(self) -> None:
+        """Close at once; a task blocked on this stream wakes with ``ClosedResourceError``."""
         if not self._closed:
             self._closed = True
             notify_closing(self.socket)
             self.socket.close()
+
+    async def aclose(self) -> None:
+        self.close_now()
         await checkpoint()
 
 
