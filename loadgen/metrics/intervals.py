@@ -1,0 +1,136 @@
+"""Interval roll-over: every period, close all recorders and hand the interval to the sinks.
+
+The interval task sleeps until ``t0 + k * period`` (anchored, never accumulating drift), rolls
+every recorder of the run's ``Metrics`` over, diffs the counters, reads the gauges, and passes
+one ``Interval`` to each sink: the HdrHistogram log writer (flushes at once, so a killed run
+leaves usable logs), the time-series writer and the live progress line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+import trio
+from hdrh.histogram import HdrHistogram
+
+from loadgen.metrics.registry import Metrics
+
+__all__ = ["HlogWriter", "Interval", "IntervalSink", "hlog_name", "run_intervals"]
+
+HLOG_VERSION: Final = "1.3"
+MAX_VALUE_UNIT_RATIO: Final = 1000.0  # values are µs; the interval max column is in ms
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    index: int
+    start: float  # seconds since the run's t0
+    end: float
+    histograms: dict[str, HdrHistogram]  # recorder name -> the interval's histogram
+    counters: dict[str, int]  # change within the interval
+    totals: dict[str, int]  # cumulative at the end of the interval
+    gauges: dict[str, float]
+    final: bool = False  # the last, possibly partial, interval of the run
+
+    @property
+    def length(self) -> float:
+        return self.end - self.start
+
+
+IntervalSink = Callable[[Interval], None]
+
+
+def hlog_name(recorder: str) -> str:
+    return f"{recorder}.hlog"
+
+
+class HlogWriter:
+    """One standard HdrHistogram interval log per recorder, flushed after every interval.
+
+    Format (HdrHistogram "Histogram log format" 1.3, as written by the Java and Python
+    implementations): a version comment, ``#[StartTime: <epoch s> ...]``, a legend line, then one
+    ``start,length,max,payload`` line per interval, with times in seconds since StartTime, max in
+    milliseconds and the payload the base64 compressed histogram.
+    """
+
+    def __init__(self, directory: Path, start_epoch: float) -> None:
+        self.directory = directory
+        self.start_epoch = start_epoch
+        self._files: dict[str, IO[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"<HlogWriter {self.directory} files={len(self._files)}>"
+
+    def _file(self, name: str) -> IO[str]:
+        handle = self._files.get(name)
+        if handle is None:
+            handle = (self.directory / hlog_name(name)).open("w", encoding="ascii")
+            stamp = dt.datetime.fromtimestamp(self.start_epoch, dt.UTC).isoformat()
+            handle.write(f"#[Histogram log format version {HLOG_VERSION}]\n")
+            handle.write(f"#[StartTime: {self.start_epoch:.3f} (seconds since epoch), {stamp}]\n")
+            handle.write(
+                '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"\n'
+            )
+            self._files[name] = handle
+        return handle
+
+    def __call__(self, interval: Interval) -> None:
+        for name, histogram in interval.histograms.items():
+            handle = self._file(name)
+            if not histogram.get_total_count():
+                continue
+            payload = histogram.encode().decode("ascii")
+            max_ms = histogram.get_max_value() / MAX_VALUE_UNIT_RATIO
+            handle.write(f"{interval.start:.3f},{interval.length:.3f},{max_ms:.3f},{payload}\n")
+            handle.flush()
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+
+async def run_intervals(
+    metrics: Metrics,
+    sinks: Iterable[IntervalSink],
+    *,
+    t0: float,
+    period: float = 1.0,
+    gauges: Callable[[], dict[str, float]] = dict,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Roll intervals until cancelled; on cancellation, emit the last partial interval.
+
+    ``t0`` is the run's start on the trio clock; intervals end at ``t0 + k * period``.
+    """
+    sinks = list(sinks)
+    previous = dict(metrics.counters)
+    index = 0
+    start = 0.0
+
+    def emit(end: float, final: bool) -> None:
+        nonlocal previous, index, start
+        totals = dict(metrics.counters)
+        changed = {k: v - previous.get(k, 0) for k, v in totals.items() if v != previous.get(k, 0)}
+        histograms = {recorder.name: recorder.rollover() for recorder in metrics.recorders()}
+        interval = Interval(index, start, end, histograms, changed, totals, gauges(), final)
+        previous = totals
+        index += 1
+        start = end
+        for sink in sinks:
+            sink(interval)
+
+    task_status.started()
+    try:
+        while True:
+            await trio.sleep_until(t0 + (index + 1) * period)
+            emit((index + 1) * period, final=False)
+    finally:
+        end = max(start, trio.current_time() - t0)
+        if not math.isclose(end, start) or index == 0:
+            emit(end, final=True)

@@ -1,0 +1,80 @@
+"""The measurements of one run (or one side of it): latency phases and counters.
+
+A *phase* is one latency measured twice, as wrk2 does: ``intended`` from the time the operation
+was scheduled to be sent (coordinated-omission corrected: a generator or a target that falls
+behind makes this grow) and ``service`` from the time it was actually sent (what a closed-loop
+tool would show). A phase without an intended time (the device-side ``callback``: the platform's
+answer time to a device POST) records the same value into both, so every phase has both
+histograms and the report code needs no special case.
+
+Counters are plain integers in a dict, named with dots (``transport.connect``,
+``result.ERROR_PROCESSING``, ``south.orphan``). ``snapshot()`` freezes them for an interval row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from loadgen.metrics.hdr import LatencyRecorder
+
+__all__ = ["Metrics", "PhaseRecorder"]
+
+
+class PhaseRecorder:
+    """The intended-time and service-time recorders of one phase."""
+
+    __slots__ = ("intended", "name", "service")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.intended = LatencyRecorder(name)
+        self.service = LatencyRecorder(f"{name}.service")
+
+    def __repr__(self) -> str:
+        return f"<PhaseRecorder {self.name} count={self.intended.count}>"
+
+    def record(self, intended_s: float, service_s: float) -> None:
+        self.intended.record(intended_s)
+        self.service.record(service_s)
+
+    def recorders(self) -> tuple[LatencyRecorder, LatencyRecorder]:
+        return self.intended, self.service
+
+
+class Metrics:
+    """Phases by name (created on first use), single recorders (e.g. ``lateness``) and counters."""
+
+    __slots__ = ("counters", "phases", "singles")
+
+    def __init__(self, phases: Iterable[str] = ()) -> None:
+        self.phases: dict[str, PhaseRecorder] = {name: PhaseRecorder(name) for name in phases}
+        self.singles: dict[str, LatencyRecorder] = {}
+        self.counters: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"<Metrics phases={sorted(self.phases)} counters={len(self.counters)}>"
+
+    def phase(self, name: str) -> PhaseRecorder:
+        recorder = self.phases.get(name)
+        if recorder is None:
+            recorder = self.phases[name] = PhaseRecorder(name)
+        return recorder
+
+    def single(self, name: str) -> LatencyRecorder:
+        """A recorder without a service twin (scheduler lateness, event-loop lag)."""
+        recorder = self.singles.get(name)
+        if recorder is None:
+            recorder = self.singles[name] = LatencyRecorder(name)
+        return recorder
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def recorders(self) -> Iterator[LatencyRecorder]:
+        for phase in self.phases.values():
+            yield from phase.recorders()
+        yield from self.singles.values()
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counters)
