@@ -1,0 +1,1 @@
+"""Campaigns: scenario files, stage schedules, thresholds, the runner and the capacity search."""

@@ -1,0 +1,1 @@
+"""Results of a run: summary.json, timeseries.csv, HdrHistogram logs and the HTML report."""
