@@ -142,7 +142,16 @@ class _Conn:
     an error that the exchange reports as a timeout. No cancel scope per request.
     """
 
-    __slots__ = ("deadline", "expired", "h11", "raw", "reader", "served", "stream")
+    __slots__ = (
+        "answer_started",
+        "deadline",
+        "expired",
+        "h11",
+        "raw",
+        "reader",
+        "served",
+        "stream",
+    )
 
     def __init__(
         self, raw: RawStream, stream: trio.abc.Stream, limits: ClientLimits, force_h11: bool
@@ -158,6 +167,8 @@ class _Conn:
         self.served = 0
         self.deadline = math.inf
         self.expired = False
+        # An h11 exchange received bytes of its answer (the fast path's is ``reader.buffered``).
+        self.answer_started = False
 
     def __repr__(self) -> str:
         return f"<_Conn served={self.served} deadline={self.deadline:.3f} expired={self.expired}>"
@@ -272,7 +283,7 @@ class ConnectionPool:
                 try:
                     return await self._exchange(pool, conn, wire, method, target, body)
                 except ConnectionClosed:
-                    if conn.reader.buffered or conn.served == 0:
+                    if conn.reader.buffered or conn.answer_started or conn.served == 0:
                         raise  # the answer had started, or a new connection: not stale
                     # The server closed a keep-alive connection as we reused it: the request
                     # never reached it. Once, on a new connection.
@@ -399,7 +410,7 @@ class ConnectionPool:
         reader = conn.reader
         receive = conn.stream.receive_some
         while True:
-            response = reader.next_response() if reader.buffered else None
+            response = reader.next_response(method) if reader.buffered else None
             if response is None:
                 data = await receive(RECEIVE_SIZE)
                 if not data:
@@ -426,10 +437,22 @@ class ConnectionPool:
         assert state is not None
         head: h11.Response | None = None
         body = bytearray()
+        eof = False
+        conn.answer_started = bool(state.trailing_data[0])  # bytes handed over by the fast path
         while True:
-            event = state.next_event()
+            try:
+                event = state.next_event()
+            except h11.RemoteProtocolError as exc:
+                if eof:  # h11's complaint is the end of stream mid-answer: same as the fast path
+                    raise ConnectionClosed(
+                        "server closed the connection before a complete answer"
+                    ) from exc
+                raise
             if event is h11.NEED_DATA:
-                state.receive_data(bytes(await conn.stream.receive_some(RECEIVE_SIZE)))
+                data = bytes(await conn.stream.receive_some(RECEIVE_SIZE))
+                eof = not data
+                conn.answer_started = conn.answer_started or not eof
+                state.receive_data(data)
             elif isinstance(event, h11.InformationalResponse):
                 continue
             elif isinstance(event, h11.Response):
@@ -446,6 +469,7 @@ class ConnectionPool:
         keep_alive = state.our_state is h11.DONE and state.their_state is h11.DONE
         if keep_alive:
             state.start_next_cycle()
+            conn.answer_started = False
         return Response(
             head.status_code,
             head.reason,

@@ -292,6 +292,11 @@ class _Connection:
             stats = self.server.stats
             if self.phase is _Phase.READING:
                 stats.errors[408] += 1
+                # Say why before closing (the scope above is spent: bound the write afresh).
+                with trio.move_on_after(self.server.limits.write_timeout):
+                    await self.stream.send_all(
+                        render_error(408, "request not complete within the read timeout")
+                    )
             elif self.phase is _Phase.WRITING:
                 stats.write_timeouts += 1
             else:
@@ -439,6 +444,10 @@ class _Connection:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            if self.phase is _Phase.IDLE and conn.trailing_data[0]:
+                # A request has started arriving (as in the fast path): read_timeout bounds it.
+                self.phase = _Phase.READING
+                deadline = trio.current_time() + self.server.limits.read_timeout
             self.deadline = deadline
             data = await self.stream.receive_some(RECEIVE_SIZE)
             conn.receive_data(bytes(data))
@@ -450,12 +459,15 @@ class _Connection:
             return None
         self.phase = _Phase.IDLE
         event = await self._h11_next(conn, idle_deadline)
+        if self.phase is _Phase.READING:  # the head came in pieces: its deadline holds
+            deadline = self.deadline
+        else:
+            deadline = trio.current_time() + limits.read_timeout
         self.phase = _Phase.READING
         if isinstance(event, h11.ConnectionClosed):
             return None
         if not isinstance(event, h11.Request):
             raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
-        deadline = trio.current_time() + limits.read_timeout
         length = _declared_length(event)
         if length is not None and length > limits.max_body:
             raise RemoteProtocolError(

@@ -34,7 +34,7 @@ class Interval:
     histograms: dict[str, HdrHistogram]  # recorder name -> the interval's histogram
     counters: dict[str, int]  # change within the interval
     totals: dict[str, int]  # cumulative at the end of the interval
-    gauges: dict[str, float]
+    gauges: dict[str, object]
     final: bool = False  # the last, possibly partial, interval of the run
 
     @property
@@ -101,7 +101,7 @@ async def run_intervals(
     *,
     t0: float,
     period: float = 1.0,
-    gauges: Callable[[], dict[str, float]] = dict,
+    gauges: Callable[[], dict[str, object]] = dict,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Roll intervals until cancelled; on cancellation, emit the last partial interval.
