@@ -305,7 +305,7 @@ def _framing(block: bytes) -> _Head:
         if special[1] != b"connection":
             raise _Decline  # chunked, 100-continue, upgrade: h11
         tokens = _line_value(lowered, special.end()).split(b",")
-        close = close or any(token.strip(b" \t") == b"close" for token in tokens)
+        close = close or any(token.strip(b" ") == b"close" for token in tokens)
         special = _SPECIAL_RE.search(lowered, special.end())
     content_length = None
     at = lowered.find(b"\ncontent-length:")
@@ -348,8 +348,12 @@ class ResponseReader(_Reader):
 
     __slots__ = ()
 
-    def next_response(self) -> Response | Declined | None:
+    def next_response(self, request_method: bytes = b"POST") -> Response | Declined | None:
         """The next complete response, None when more bytes are needed, or DECLINED.
+
+        ``request_method`` is the method of the request this response answers: as in h11, the
+        answer to a HEAD has no body whatever its Content-Length says, and a 2xx to a CONNECT opens
+        a tunnel (declined).
 
         Raises ``RemoteProtocolError`` (status 431 or 413) when a limit is exceeded.
         """
@@ -359,10 +363,11 @@ class ResponseReader(_Reader):
                 return None
             match, head = self._parse_head(end, _RESPONSE_HEAD_RE)
             status = int(match[1])
-            if status < 200:
-                raise _Decline  # informational responses
-            if status in (204, 304):
-                if head.content_length is not None and not head.content_length.isdigit():
+            if status < 200 or (status < 300 and request_method == b"CONNECT"):
+                raise _Decline  # informational responses; a tunnel
+            if status in (204, 304) or request_method == b"HEAD":
+                cl = head.content_length
+                if cl is not None and (not cl.isdigit() or len(cl) > _CONTENT_LENGTH_MAX_DIGITS):
                     raise _Decline  # h11 still validates the value it then ignores
                 length = 0
             elif head.content_length is None:
