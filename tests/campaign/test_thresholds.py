@@ -42,7 +42,12 @@ def test_passing_thresholds(expression, actual, limit):
 
 @pytest.mark.parametrize(
     "expression",
-    ["p99(complete) < 200ms", "timeouts > 0", "achieved_rate >= 0.995 * offered_rate", "failed == 0"],
+    [
+        "p99(complete) < 200ms",
+        "timeouts > 0",
+        "achieved_rate >= 0.995 * offered_rate",
+        "failed == 0",
+    ],
 )
 def test_failing_thresholds(expression):
     assert not parse_threshold(expression).evaluate(SUMMARY).ok

@@ -1,0 +1,215 @@
+"""Capacity search: the highest offered rate at which the target meets every SLO.
+
+Theory of operation
+-------------------
+The search drives a *step runner* (``run_step(rate) -> StepResult``: warm up at ``rate``, then
+measure a hold at ``rate``) and never looks inside it, so the same algorithm searches a real
+system, the loopback pair, or a fake in the tests.
+
+1. **Geometric phase**: from ``start_rate``, multiply by ``growth`` while steps pass, until one
+   fails or ``max_rate`` is reached.
+2. **Bisection**: between the last passing rate ``lo`` and the first failing one ``hi``, try the
+   geometric mean until ``hi / lo - 1 <= resolution``. The answer is ``lo``: the highest rate
+   *measured* to pass, never an interpolation.
+
+A step passes when every SLO holds, achieved >= ``min_achieved_ratio`` x offered, and the error
+rate is within ``max_error_rate``. A step where the *generator* was saturated (its own lateness or
+CPU over the limits) is a third verdict, ``generator_limit``: it stops the search, and the result
+says the generator's ceiling was reached, never that the target's capacity was found.
+
+The report names the **knee** (the highest passing rate before p99 of ``complete`` exceeds
+``knee_factor`` x its value at the lowest rate measured) and the **phase that degraded first**
+(at the first failing step, the phase whose p99 grew most relative to the lowest rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loadgen.errors import ConfigError
+
+__all__ = ["CapacityResult", "SearchConfig", "StepResult", "search"]
+
+Verdict = Literal["pass", "fail", "generator_limit"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchConfig:
+    start_rate: float = 100.0
+    growth: float = 2.0
+    max_rate: float = 1_000_000.0
+    resolution: float = 0.05  # stop bisecting when hi/lo - 1 <= resolution
+    max_steps: int = 30
+    knee_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.start_rate > 0:
+            raise ConfigError("expected a start rate > 0", key="capacity.start_rate")
+        if not self.growth > 1:
+            raise ConfigError("expected growth > 1", key="capacity.growth")
+        if not 0 < self.resolution < 1:
+            raise ConfigError("expected 0 < resolution < 1", key="capacity.resolution")
+        if self.max_rate < self.start_rate:
+            raise ConfigError("expected max_rate >= start_rate", key="capacity.max_rate")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepResult:
+    offered_rate: float
+    achieved_rate: float
+    verdict: Verdict
+    reasons: tuple[str, ...] = ()
+    p99_ms: dict[str, float | None] = field(default_factory=dict)  # phase -> p99 of the hold
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offered_rate": self.offered_rate,
+            "achieved_rate": self.achieved_rate,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "p99_ms": self.p99_ms,
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapacityResult:
+    steps: tuple[StepResult, ...]
+    max_sustainable_rate: float | None  # highest measured passing rate
+    breaking_rate: float | None  # lowest measured failing rate
+    knee_rate: float | None
+    first_degraded_phase: str | None
+    generator_limited: bool
+    exhausted: bool  # max_rate or max_steps reached before a failure
+
+    def verdict_text(self) -> str:
+        if self.generator_limited:
+            limit = next(s.offered_rate for s in self.steps if s.verdict == "generator_limit")
+            passed = (
+                f"; the target passed every SLO up to {self.max_sustainable_rate:.0f} ops/s"
+                if self.max_sustainable_rate
+                else ""
+            )
+            return (
+                f"The load generator saturated at {limit:.0f} ops/s before the target failed"
+                f"{passed}. This is the generator's limit, not the target's capacity: add shards "
+                "or machines and search again."
+            )
+        if self.max_sustainable_rate is None:
+            return (
+                f"The target failed the SLO at the lowest rate tried "
+                f"({self.steps[0].offered_rate:.0f} ops/s): lower start_rate."
+            )
+        if self.exhausted:
+            return (
+                f"The target met every SLO up to {self.max_sustainable_rate:.0f} ops/s, the "
+                "highest rate the search was allowed to try: raise max_rate."
+            )
+        text = (
+            f"Maximum sustainable rate: {self.max_sustainable_rate:.0f} ops/s (meets every SLO); "
+            f"it breaks at {self.breaking_rate:.0f} ops/s."
+        )
+        if self.knee_rate is not None:
+            text += f" Latency bends (knee) around {self.knee_rate:.0f} ops/s."
+        if self.first_degraded_phase:
+            text += f" The phase that degraded first: {self.first_degraded_phase}."
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_sustainable_rate": self.max_sustainable_rate,
+            "breaking_rate": self.breaking_rate,
+            "knee_rate": self.knee_rate,
+            "first_degraded_phase": self.first_degraded_phase,
+            "generator_limited": self.generator_limited,
+            "exhausted": self.exhausted,
+            "verdict": self.verdict_text(),
+            "steps": [step.as_dict() for step in self.steps],
+        }
+
+
+def _knee(steps: list[StepResult], factor: float) -> float | None:
+    ordered = sorted(steps, key=lambda s: s.offered_rate)
+    base = next((s.p99_ms.get("complete") for s in ordered if s.p99_ms.get("complete")), None)
+    if not base:
+        return None
+    knee = None
+    for step in ordered:
+        p99 = step.p99_ms.get("complete")
+        if step.verdict != "pass" or p99 is None or p99 > factor * base:
+            break
+        knee = step.offered_rate
+    return knee
+
+
+def _first_degraded(steps: list[StepResult]) -> str | None:
+    ordered = sorted(steps, key=lambda s: s.offered_rate)
+    failing = [s for s in ordered if s.verdict == "fail"]
+    if not failing:
+        return None
+    baseline = ordered[0].p99_ms
+    worst, worst_growth = None, 0.0
+    for phase, p99 in failing[0].p99_ms.items():
+        base = baseline.get(phase)
+        if p99 is None or not base:
+            continue
+        growth = p99 / base
+        if growth > worst_growth:
+            worst, worst_growth = phase, growth
+    return worst
+
+
+async def search(
+    run_step: Callable[[float], Awaitable[StepResult]],
+    config: SearchConfig,
+    *,
+    on_step: Callable[[StepResult], None] = lambda step: None,
+) -> CapacityResult:
+    steps: list[StepResult] = []
+
+    async def step(rate: float) -> StepResult:
+        result = await run_step(rate)
+        steps.append(result)
+        on_step(result)
+        return result
+
+    lo: float | None = None
+    hi: float | None = None
+    generator_limited = False
+    rate = config.start_rate
+    while len(steps) < config.max_steps:
+        result = await step(rate)
+        if result.verdict == "generator_limit":
+            generator_limited = True
+            break
+        if result.verdict == "fail":
+            hi = rate
+            break
+        lo = rate
+        if rate >= config.max_rate:
+            break
+        rate = min(rate * config.growth, config.max_rate)
+    if not generator_limited and lo is not None and hi is not None:
+        while hi / lo - 1 > config.resolution and len(steps) < config.max_steps:
+            mid = math.sqrt(lo * hi)
+            result = await step(mid)
+            if result.verdict == "generator_limit":
+                generator_limited = True
+                break
+            if result.verdict == "pass":
+                lo = mid
+            else:
+                hi = mid
+    return CapacityResult(
+        steps=tuple(steps),
+        max_sustainable_rate=lo,
+        breaking_rate=hi,
+        knee_rate=_knee(steps, config.knee_factor),
+        first_degraded_phase=_first_degraded(steps),
+        generator_limited=generator_limited,
+        exhausted=hi is None and not generator_limited,
+    )
