@@ -1,0 +1,131 @@
+"""Exact merge of shard results: histograms added interval by interval, counters summed.
+
+Percentiles do not average: the p99 of two shards is not the mean of their p99s. What does merge
+exactly is the histogram itself, so the merge adds, for every recorder, the interval histograms
+of all shards that cover the same interval (shards started together with ``--start-at`` write the
+same interval boundaries; intervals are matched by their start second, rounded to the interval
+period) and writes them as standard ``.hlog`` files again. Counters are summed from each shard's
+last ``counters.jsonl`` line. The merged folder is then an ordinary results folder: the summary and
+the report are rebuilt by the same code as a single run's (``loadgen.report.rebuild``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+from loadgen.errors import ConfigError
+from loadgen.metrics.hdr import new_histogram
+from loadgen.metrics.intervals import Interval
+from loadgen.report.results import LoadedRun, RunWriter, load_run
+
+__all__ = ["merge_runs"]
+
+
+def _interval_key(start: float, period: float) -> int:
+    return round(start / period)
+
+
+def _merged_counter_series(
+    runs: Sequence[LoadedRun], shards: Sequence[Path], period: float, start_epoch: float
+) -> dict[int, dict[str, int]]:
+    """Cumulative counters of all shards at each interval end (a shard's last value carries)."""
+    per_shard: list[dict[int, dict[str, int]]] = []
+    for run, path in zip(runs, shards, strict=True):
+        offset = float(run.run.get("started_at", start_epoch)) - start_epoch
+        lines: dict[int, dict[str, int]] = {}
+        counters_path = path / "counters.jsonl"
+        if counters_path.exists():
+            for raw in counters_path.read_bytes().splitlines():
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    break
+                # an interval ending at t started at t - period: key it like the hlog lines
+                index = _interval_key(float(record["t_s"]) + offset - period, period)
+                lines[index] = {k: int(v) for k, v in record["counters"].items()}
+        per_shard.append(lines)
+    indices = sorted({index for lines in per_shard for index in lines})
+    out: dict[int, dict[str, int]] = {}
+    last: list[dict[str, int]] = [{} for _ in per_shard]
+    for index in indices:
+        total: dict[str, int] = defaultdict(int)
+        for shard, lines in enumerate(per_shard):
+            if index in lines:
+                last[shard] = lines[index]
+            for name, value in last[shard].items():
+                total[name] += value
+        out[index] = dict(total)
+    return out
+
+
+def merge_runs(shards: Sequence[Path], out: Path) -> Path:
+    """Merge shard folders into ``out`` (created); returns ``out``."""
+    if not shards:
+        raise ConfigError("nothing to merge: give at least one results folder")
+    runs: list[LoadedRun] = [load_run(path) for path in shards]
+    period = float(runs[0].run.get("interval", 1.0))
+    start_epoch = min(float(run.run.get("started_at", 0.0)) for run in runs)
+    # (interval index) -> recorder -> histogram; index -> (start, end) seen
+    merged: dict[int, dict[str, HdrHistogram]] = defaultdict(dict)
+    bounds: dict[int, tuple[float, float]] = {}
+    for run in runs:
+        offset = float(run.run.get("started_at", start_epoch)) - start_epoch
+        for name, intervals in run.series.items():
+            for start, end, histogram in intervals:
+                index = _interval_key(start + offset, period)
+                target = merged[index].get(name)
+                if target is None:
+                    target = merged[index][name] = new_histogram()
+                target.add(histogram)
+                low, high = bounds.get(index, (start + offset, end + offset))
+                bounds[index] = (min(low, start + offset), max(high, end + offset))
+    counters: dict[str, int] = defaultdict(int)
+    for run in runs:
+        for name, value in run.counters.items():
+            counters[name] += int(value)
+    meta: dict[str, Any] = dict(runs[0].run)
+    meta.pop("started_at", None)
+    meta["shards"] = [str(path) for path in shards]
+    meta["merged"] = True
+    offered = [run.run.get("offered_rate") for run in runs]
+    if all(isinstance(rate, int | float) for rate in offered):
+        meta["offered_rate"] = sum(float(rate) for rate in offered if rate is not None)
+    totals_at = _merged_counter_series(runs, shards, period, start_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = RunWriter(out, start_epoch, meta)
+    try:
+        indices = sorted(set(merged) | set(totals_at))
+        previous: dict[str, int] = {}
+        for position, index in enumerate(indices):
+            start, end = bounds.get(index, ((index - 1) * period, index * period))
+            last = position == len(indices) - 1
+            totals = dict(counters) if last else totals_at.get(index, previous)
+            changed = {
+                k: v - previous.get(k, 0) for k, v in totals.items() if v != previous.get(k, 0)
+            }
+            writer(
+                Interval(
+                    index=position,
+                    start=start,
+                    end=end,
+                    histograms=merged.get(index, {}),
+                    counters=changed,
+                    totals=totals,
+                    gauges={},
+                    final=last and all(run.finished for run in runs),
+                )
+            )
+            previous = totals
+        if not indices:
+            (out / "counters.jsonl").write_bytes(
+                orjson.dumps({"t_s": 0.0, "final": True, "counters": dict(counters)}) + b"\n"
+            )
+    finally:
+        writer.close()
+    return out

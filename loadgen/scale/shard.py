@@ -1,0 +1,62 @@
+"""One shard of a campaign: ``--shard i/N`` (k6-operator's execution segments, simplified).
+
+Shard *i* of *N* owns devices ``[i*D//N, (i+1)*D//N)`` and ``rate / N`` of every stage, so the
+shards together offer exactly the campaign's load with no coordinator talking to them while they
+run. Ports that are fixed in the scenario are offset by the shard index so shards on one machine
+do not collide (port 0, "any free port", stays 0). Integer division spreads the remainder: the
+device ranges tile ``[0, D)`` exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from loadgen.errors import ConfigError
+
+__all__ = ["Shard"]
+
+_SHARD_RE: Final = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"expected a shard i/N with 0 <= i < N and N >= 1, got {self.index}/{self.count}",
+                key="--shard",
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = _SHARD_RE.match(text)
+        if not match:
+            raise ConfigError(f"expected i/N (e.g. 0/4), got {text!r}", key="--shard")
+        return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def whole(cls) -> Shard:
+        return cls(0, 1)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def is_whole(self) -> bool:
+        return self.count == 1
+
+    def devices(self, total: int) -> range:
+        return range(self.index * total // self.count, (self.index + 1) * total // self.count)
+
+    def rate(self, rate: float) -> float:
+        return rate / self.count
+
+    def port(self, port: int | None) -> int | None:
+        if port is None or port == 0:
+            return port
+        return port + self.index
