@@ -305,7 +305,7 @@ def _framing(block: bytes) -> _Head:
         if special[1] != b"connection":
             raise _Decline  # chunked, 100-continue, upgrade: h11
         tokens = _line_value(lowered, special.end()).split(b",")
-        close = close or any(token.strip(b" ") == b"close" for token in tokens)
+        close = close or any(token.strip(b" \t") == b"close" for token in tokens)
         special = _SPECIAL_RE.search(lowered, special.end())
     content_length = None
     at = lowered.find(b"\ncontent-length:")
