@@ -21,8 +21,12 @@ class LoadgenError(Exception):
     """Base of every error this project raises on purpose."""
 
 
-class ConfigError(LoadgenError):
-    """Invalid configuration or scenario, detected before the run starts."""
+class ConfigError(LoadgenError, ValueError):
+    """Invalid configuration or scenario, detected before the run starts.
+
+    A ``ValueError`` too, so that pydantic, validating a scenario file into the configuration
+    dataclasses, reports one raised in ``__post_init__`` with its location in the file.
+    """
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
         self.source = source
