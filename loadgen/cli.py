@@ -30,7 +30,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    return []
+    from loadgen.report.cli import register as report
+    from loadgen.scale.cli import register as scale
+
+    return [report, scale]
 
 
 def build_parser() -> argparse.ArgumentParser:

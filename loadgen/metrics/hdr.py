@@ -10,8 +10,11 @@ a negative one (a clock step) is recorded as 0 and counted in ``negative``.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 from hdrh.histogram import HdrHistogram
 
 __all__ = [
@@ -97,6 +100,38 @@ class LatencyRecorder:
         return out
 
 
+@cache
+def _layout_length() -> int:
+    return int(new_histogram().counts_len)
+
+
+@cache
+def _bucket_values(counts_len: int) -> npt.NDArray[np.float64]:
+    """The median equivalent value of every bucket of our histogram layout (computed once)."""
+    layout = new_histogram()
+    assert layout.counts_len == counts_len
+    return np.array(
+        [
+            layout._hdr_median_equiv_value(layout.get_value_from_index(index))
+            for index in range(counts_len)
+        ],
+        dtype=np.float64,
+    )
+
+
+def mean_us(histogram: HdrHistogram) -> float:
+    """HdrHistogram's mean (median equivalent value of each bucket, weighted by its count),
+    in one vectorised pass instead of HdrHistogram_py's Python iteration (~100x faster)."""
+    total = histogram.get_total_count()
+    if not total:
+        return 0.0
+    if histogram.counts_len != _layout_length() or histogram.word_size != 8:
+        return float(histogram.get_mean_value())
+    counts = np.frombuffer(histogram.counts, dtype=np.uint64)
+    weighted: float = float(counts.astype(np.float64) @ _bucket_values(histogram.counts_len))
+    return weighted / float(total)
+
+
 def percentiles_ms(histogram: HdrHistogram) -> dict[str, float | int | None]:
     """p50/p90/p99/p999/max/mean in milliseconds (µs resolution) and the count.
 
@@ -110,6 +145,6 @@ def percentiles_ms(histogram: HdrHistogram) -> dict[str, float | int | None]:
         key: histogram.get_value_at_percentile(pct) / 1000 for key, pct in PERCENTILES
     }
     out["max"] = histogram.get_max_value() / 1000
-    out["mean"] = round(histogram.get_mean_value() / 1000, 3)
+    out["mean"] = round(mean_us(histogram) / 1000, 3)
     out["count"] = count
     return out

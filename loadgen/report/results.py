@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,20 +179,30 @@ class LoadedRun:
     summary: dict[str, Any] | None = None
 
 
+def _complete_lines(path: Path) -> str:
+    """The file's text without a last line cut by a kill (one that has no newline yet)."""
+    text = path.read_text(encoding="utf-8")
+    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+
+
 def read_hlog(path: Path) -> list[tuple[float, float, HdrHistogram]]:
-    """(start, end, histogram) per interval line, decoded by HdrHistogram_py's own reader."""
+    """(start, end, histogram) per interval line, decoded by HdrHistogram_py's own reader.
+
+    Times are seconds since the log's ``StartTime`` (the run's t0), like ``Interval.start``: the
+    reader itself hands out absolute epoch timestamps. A last line cut by a kill is skipped.
+    """
     reader = HistogramLogReader(str(path), new_histogram())
+    reader.input_file.close()
+    reader.input_file = io.StringIO(_complete_lines(path))
     out: list[tuple[float, float, HdrHistogram]] = []
-    try:
-        while True:
-            histogram = reader.get_next_interval_histogram()
-            if histogram is None:
-                return out
-            start = histogram.get_start_time_stamp() / 1000
-            end = histogram.get_end_time_stamp() / 1000
-            out.append((start, end, histogram))
-    finally:
-        reader.close()
+    while True:
+        histogram = reader.get_next_interval_histogram()
+        if histogram is None:
+            return out
+        origin = reader.get_start_time_sec()
+        start = histogram.get_start_time_stamp() / 1000 - origin
+        end = histogram.get_end_time_stamp() / 1000 - origin
+        out.append((round(start, 3), round(end, 3), histogram))
 
 
 def load_run(directory: Path) -> LoadedRun:
@@ -222,8 +233,8 @@ def load_run(directory: Path) -> LoadedRun:
     rows: list[dict[str, str]] = []
     timeseries_path = directory / "timeseries.csv"
     if timeseries_path.exists():
-        with timeseries_path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if row.get("t_s")]
+        lines = io.StringIO(_complete_lines(timeseries_path), newline="")
+        rows = [row for row in csv.DictReader(lines) if row.get("t_s")]
     summary_path = directory / "summary.json"
     summary = orjson.loads(summary_path.read_bytes()) if summary_path.exists() else None
     return LoadedRun(directory, run, totals, series, counters, finished, rows, summary)

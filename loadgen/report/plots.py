@@ -1,0 +1,340 @@
+"""The report's plots, drawn with matplotlib and returned as PNG bytes.
+
+Every plot reads the results folder as written (interval histograms, ``timeseries.csv``) or the
+summary, never live objects, so a report rebuilt after a kill looks like one written at the end.
+Each builder returns PNG bytes or, when its data is absent (a sync-only run has no
+``first_response``; a folder killed before its first interval has no rows), a short note saying
+what is missing: a report is never refused because one plot has nothing to show.
+
+Figures are ``matplotlib.figure.Figure`` objects rendered by ``FigureCanvasAgg`` directly: no
+pyplot, no global backend switch, no state shared between reports or threads.
+
+The percentile spectrum is HdrHistogram's own plot (``HistogramLogAnalyzer``, hdrhistogram.org's
+plotter): the x axis is ``1 / (1 - p)`` on a log scale, so 90 %, 99 %, 99.9 % ... are evenly
+spaced and the tail, where coordinated omission hides, gets as much room as the median.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final
+
+from hdrh.histogram import HdrHistogram
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from loadgen.report.results import LoadedRun
+
+__all__ = ["FIGSIZE", "Plot", "build_plots", "spectrum_points"]
+
+FIGSIZE: Final = (9.0, 3.2)  # inches; at DPI 100 one PNG is 20-60 kB
+DPI: Final = 100
+TIME_PHASES: Final = ("complete", "ack", "first_response")
+SPECTRUM_PHASES: Final = ("complete", "complete.service", "ack", "first_response")
+SPECTRUM_NINES: Final = 5  # the spectrum ends at 99.999 %
+SPECTRUM_POINTS: Final = 251
+COLOURS: Final = {
+    "p50": "#1f77b4",
+    "p90": "#ff7f0e",
+    "p99": "#d62728",
+    "service": "#7f7f7f",
+    "offered": "#7f7f7f",
+    "sent": "#1f77b4",
+    "completed": "#2ca02c",
+    "in_flight": "#9467bd",
+    "failed": "#d62728",
+    "timed_out": "#ff7f0e",
+    "errors": "#8c564b",
+    "lateness": "#d62728",
+    "loop_lag": "#1f77b4",
+    "cpu": "#2ca02c",
+    "ok": "#2ca02c",
+    "bad": "#d62728",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plot:
+    """One plot of the report: its PNG, or the note saying why it is absent."""
+
+    key: str
+    title: str
+    png: bytes | None = None
+    note: str = ""
+
+    def __repr__(self) -> str:
+        size = f"{len(self.png)} B" if self.png is not None else f"skipped: {self.note}"
+        return f"<Plot {self.key} {size}>"
+
+
+def _figure(left: float = 0.07) -> Figure:
+    # fixed margins (room for a twin axis on the right): constrained layout would double the
+    # drawing time of every figure for the same result
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    figure.subplots_adjust(left=left, right=0.92, bottom=0.15, top=0.96)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _number(value: str | None) -> float:
+    """A timeseries cell as a float; NaN (a gap in the line) when empty."""
+    if not value:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def _column(rows: Sequence[Mapping[str, str]], name: str) -> list[float]:
+    return [_number(row.get(name)) for row in rows]
+
+
+def _has_data(values: Sequence[float]) -> bool:
+    return any(not math.isnan(v) for v in values)
+
+
+def _values_at(histogram: HdrHistogram, percentiles: Sequence[float]) -> list[int]:
+    """The values at many percentiles in one pass over the counts (µs, HdrHistogram's answers).
+
+    ``get_value_at_percentile`` scans the whole counts array on every call: a spectrum of 250
+    points would take a second per histogram.
+    """
+    found = histogram.get_percentile_to_value_dict(list(percentiles))
+    return [int(found[p]) for p in percentiles]
+
+
+def _count(histogram: HdrHistogram | None) -> int:
+    return 0 if histogram is None else int(histogram.get_total_count())
+
+
+# --- (a) latency percentiles over time ---------------------------------------------------------
+
+
+def latency_over_time(run: LoadedRun, phase: str) -> bytes | str:
+    intervals = [item for item in run.series.get(phase, []) if _count(item[2])]
+    if not intervals:
+        return f"no {phase} latencies were recorded"
+    figure = _figure()
+    axes = figure.add_subplot()
+    ends = [end for _, end, _ in intervals]
+    levels = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
+    per_interval = [_values_at(h, [p for _, p in levels]) for _, _, h in intervals]
+    for column, (key, _) in enumerate(levels):
+        values = [row[column] / 1000 for row in per_interval]
+        axes.plot(ends, values, color=COLOURS[key], label=f"{key} (intended)", linewidth=1.4)
+    twin = {end: h for _, end, h in run.series.get(f"{phase}.service", []) if _count(h)}
+    if twin:
+        times = sorted(twin)
+        values = [_values_at(twin[t], [99.0])[0] / 1000 for t in times]
+        axes.plot(times, values, color=COLOURS["service"], linestyle="--", linewidth=1.2,
+                  label="p99 (service time)")  # fmt: skip
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("latency (ms)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize="small")
+    return _png(figure)
+
+
+# --- (b) percentile spectrum ---------------------------------------------------------------------
+
+
+def spectrum_points(histogram: HdrHistogram) -> tuple[list[float], list[float]]:
+    """(x = 1 / (1 - p), latency ms) from p = 0 to 99.999 %, evenly spaced on the log x axis."""
+    xs = [10.0 ** (SPECTRUM_NINES * i / (SPECTRUM_POINTS - 1)) for i in range(SPECTRUM_POINTS)]
+    percentiles = [100.0 * (1.0 - 1.0 / x) for x in xs]
+    return xs, [value / 1000 for value in _values_at(histogram, percentiles)]
+
+
+def percentile_spectrum(run: LoadedRun) -> bytes | str:
+    present = [name for name in SPECTRUM_PHASES if _count(run.totals.get(name))]
+    if not present:
+        return "no latencies were recorded"
+    figure = _figure()
+    axes = figure.add_subplot()
+    styles = {
+        "complete": ("complete (intended)", COLOURS["p99"], "-"),
+        "complete.service": ("complete (service time)", COLOURS["service"], "--"),
+        "ack": ("ack (intended)", COLOURS["p50"], "-"),
+        "first_response": ("first_response (intended)", COLOURS["p90"], "-"),
+    }
+    for name in present:
+        label, colour, style = styles[name]
+        xs, ys = spectrum_points(run.totals[name])
+        axes.plot(xs, ys, label=label, color=colour, linestyle=style, linewidth=1.4)
+    axes.set_xscale("log")
+    axes.set_xlim(1.0, 10.0**SPECTRUM_NINES)
+    ticks = [10.0**k for k in range(SPECTRUM_NINES + 1)]
+    axes.set_xticks(ticks, ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"][: len(ticks)])
+    axes.minorticks_off()
+    axes.set_xlabel("percentile")
+    axes.set_ylabel("latency (ms)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize="small")
+    return _png(figure)
+
+
+# --- (c) offered vs achieved rate ----------------------------------------------------------------
+
+
+def rates_over_time(run: LoadedRun) -> bytes | str:
+    rows = run.timeseries
+    if not rows:
+        return "timeseries.csv has no rows"
+    times = _column(rows, "t_s")
+    figure = _figure()
+    axes = figure.add_subplot()
+    for column, key, label, style in (
+        ("offered_rate", "offered", "offered", "--"),
+        ("sent_per_s", "sent", "sent", "-"),
+        ("completed_per_s", "completed", "completed (achieved)", "-"),
+    ):
+        values = _column(rows, column)
+        if _has_data(values):
+            axes.plot(times, values, color=COLOURS[key], linestyle=style, label=label)
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("operations / s")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize="small")
+    return _png(figure)
+
+
+# --- (d) in-flight and errors --------------------------------------------------------------------
+
+
+def in_flight_and_errors(run: LoadedRun) -> bytes | str:
+    rows = run.timeseries
+    if not rows:
+        return "timeseries.csv has no rows"
+    times = _column(rows, "t_s")
+    widths = [t - previous for previous, t in zip([0.0, *times[:-1]], times, strict=True)]
+    figure = _figure()
+    axes = figure.add_subplot()
+    errors = figure.axes[0].twinx()
+    bottom = [0.0] * len(rows)
+    handles: list[Artist | BarContainer] = []
+    for column in ("failed", "timed_out", "errors"):
+        values = [0.0 if math.isnan(v) else v for v in _column(rows, column)]
+        if not any(values):
+            continue
+        bars = errors.bar(times, values, width=[-0.8 * w for w in widths], bottom=bottom,
+                          align="edge", color=COLOURS[column], alpha=0.6, label=column)  # fmt: skip
+        handles.append(bars)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    errors.set_ylabel("errors per interval" if handles else "no errors")
+    errors.set_ylim(bottom=0, top=max(1.0, *bottom) * 1.1)
+    errors.yaxis.set_major_locator(MaxNLocator(integer=True))
+    in_flight = _column(rows, "in_flight")
+    if _has_data(in_flight):
+        (line,) = axes.plot(times, in_flight, color=COLOURS["in_flight"], label="in flight")
+        handles.insert(0, line)
+    axes.set_zorder(errors.get_zorder() + 1)  # the line over the bars
+    axes.patch.set_visible(False)
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("operations in flight")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(handles=handles, loc="upper left", fontsize="small")
+    return _png(figure)
+
+
+# --- (e) result codes ----------------------------------------------------------------------------
+
+
+def result_codes(summary: Mapping[str, Any]) -> bytes | str:
+    results: Mapping[str, int] = summary.get("results") or {}
+    if not results:
+        return "no result codes were counted"
+    items = sorted(results.items(), key=lambda item: item[1])
+    longest = max(len(name) for name in results)
+    figure = _figure(left=min(0.5, 0.04 + longest * 0.0095))  # room for the code names
+    axes = figure.add_subplot()
+    names = [name for name, _ in items]
+    counts = [count for _, count in items]
+    colours = [COLOURS["ok"] if name == "SUCCESSFUL" else COLOURS["bad"] for name in names]
+    bars = axes.barh(names, counts, color=colours)
+    axes.bar_label(bars, padding=3, fontsize="small")
+    axes.set_xlim(0, max(counts) * 1.15 or 1)
+    axes.set_xlabel("operations")
+    axes.tick_params(axis="y", labelsize="small")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+# --- (f) generator health ------------------------------------------------------------------------
+
+
+def generator_health(run: LoadedRun) -> bytes | str:
+    rows = run.timeseries
+    if not rows:
+        return "timeseries.csv has no rows"
+    times = _column(rows, "t_s")
+    lateness = _column(rows, "lateness_p99_ms")
+    loop_lag = _column(rows, "loop_lag_p99_ms")
+    cpu = _column(rows, "cpu_percent")
+    if not any(_has_data(values) for values in (lateness, loop_lag, cpu)):
+        return "no lateness, loop lag or CPU figures were recorded"
+    figure = _figure()
+    axes = figure.add_subplot()
+    handles: list[Artist] = []
+    for values, key, label in (
+        (lateness, "lateness", "send lateness p99 (ms)"),
+        (loop_lag, "loop_lag", "event-loop lag p99 (ms)"),
+    ):
+        if _has_data(values):
+            handles.append(axes.plot(times, values, color=COLOURS[key], label=label)[0])
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("ms")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    if _has_data(cpu):
+        right = axes.twinx()
+        handles.append(right.plot(times, cpu, color=COLOURS["cpu"], linestyle="--",
+                                  label="CPU (% of one core)")[0])  # fmt: skip
+        right.set_ylabel("CPU %")
+        right.set_ylim(bottom=0, top=max(100.0, max(v for v in cpu if not math.isnan(v)) * 1.1))
+    axes.legend(handles=handles, loc="upper left", fontsize="small")
+    return _png(figure)
+
+
+def build_plots(run: LoadedRun, summary: Mapping[str, Any]) -> list[Plot]:
+    """Every plot of the report in order, each drawn or skipped with its note."""
+    builders: list[tuple[str, str, Callable[[], bytes | str]]] = [
+        (
+            f"latency_{phase}",
+            f"{phase} latency over time: p50 / p90 / p99 per interval",
+            partial(latency_over_time, run, phase),
+        )
+        for phase in TIME_PHASES
+    ]
+    builders += [
+        ("spectrum", "Latency by percentile (whole run)", lambda: percentile_spectrum(run)),
+        ("rates", "Offered vs achieved rate", lambda: rates_over_time(run)),
+        ("in_flight", "In flight and errors", lambda: in_flight_and_errors(run)),
+        ("results", "Result codes", lambda: result_codes(summary)),
+        ("health", "Generator health", lambda: generator_health(run)),
+    ]
+    plots = []
+    for key, title, build in builders:
+        drawn = build()
+        if isinstance(drawn, bytes):
+            plots.append(Plot(key, title, png=drawn))
+        else:
+            plots.append(Plot(key, title, note=drawn))
+    return plots

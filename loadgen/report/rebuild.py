@@ -1,0 +1,132 @@
+"""Rebuild ``summary.json`` and ``report.html`` from a results folder (``loadgen report DIR``).
+
+A run writes everything the summary needs after every interval (the ``.hlog`` files, the
+cumulative counters line, the time-series row), so the summary is a pure function of the folder.
+That is what lets a run killed with SIGKILL, or one whose report code failed, still end with a
+summary and a report: the numbers are those of the intervals that reached the disk, marked
+``interrupted``.
+
+What the folder cannot give back is taken from ``run.json`` (written before the first interval):
+``campaign``, ``started_at``, ``offered_rate``, ``load_duration_s`` (the planned load window),
+``thresholds`` (the expressions, re-evaluated here), ``generator`` and ``health_limits``.
+The duration is the end of the last interval on disk. The generator verdict of a previous
+``summary.json`` is kept; without one it is recomputed from the lateness and loop-lag histograms
+and the CPU column against ``HealthLimits``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from loadgen.campaign.thresholds import parse_threshold
+from loadgen.errors import ConfigError
+from loadgen.metrics.health import HealthLimits
+from loadgen.report.html import render_report
+from loadgen.report.results import LoadedRun, load_run
+from loadgen.report.summary import build_summary, write_summary
+
+__all__ = ["generator_verdict", "last_interval_end", "rebuild", "rebuild_summary"]
+
+
+def last_interval_end(run: LoadedRun) -> float | None:
+    """Seconds from the start to the end of the last interval on disk (None: no interval)."""
+    ends = [end for intervals in run.series.values() for _, end, _ in intervals]
+    for row in run.timeseries:
+        try:
+            ends.append(float(row["t_s"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return max(ends) if ends else None
+
+
+def _p99_ms(histogram: HdrHistogram | None) -> float | None:
+    if histogram is None or not histogram.get_total_count():
+        return None
+    return float(histogram.get_value_at_percentile(99.0)) / 1000
+
+
+def generator_verdict(
+    histograms: Mapping[str, HdrHistogram],
+    rows: Sequence[Mapping[str, str]],
+    limits: HealthLimits,
+) -> dict[str, Any]:
+    """Saturated when the whole run's lateness or loop-lag p99, or its mean CPU, passes its limit."""
+    reasons = []
+    for name, label, limit in (
+        ("lateness", "send lateness", limits.lateness_p99_ms),
+        ("loop_lag", "event-loop lag", limits.loop_lag_p99_ms),
+    ):
+        p99 = _p99_ms(histograms.get(name))
+        if p99 is not None and p99 > limit:
+            reasons.append(f"{label} p99 {p99:.1f} ms > {limit:g} ms")
+    cpu = []
+    for row in rows:
+        try:
+            cpu.append(float(row.get("cpu_percent") or "nan"))
+        except ValueError:
+            continue
+    cpu = [value for value in cpu if not math.isnan(value)]
+    if cpu and sum(cpu) / len(cpu) > limits.cpu_percent:
+        reasons.append(f"CPU {sum(cpu) / len(cpu):.0f}% of a core > {limits.cpu_percent:g}%")
+    return {"saturated": bool(reasons), "reasons": reasons}
+
+
+def _expressions(items: object) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, Mapping) and isinstance(item.get("expression"), str):
+            out.append(item["expression"])
+    return out
+
+
+def rebuild_summary(run: LoadedRun) -> dict[str, Any]:
+    """The summary of a loaded folder, from its hlog totals and its last counters line."""
+    previous = run.summary or {}
+    meta: dict[str, Any] = {key: value for key, value in run.run.items() if key != "thresholds"}
+    duration = last_interval_end(run)
+    meta["duration_s"] = None if duration is None else round(duration, 3)
+    planned = run.run.get("load_duration_s")
+    if isinstance(planned, (int, float)) and planned > 0:
+        # a killed run's load window ends where its data ends
+        meta["load_duration_s"] = planned if run.finished else min(planned, duration or 0.0)
+    else:
+        meta["load_duration_s"] = meta["duration_s"]
+    meta["interrupted"] = not run.finished or bool(previous.get("interrupted"))
+    verdict = previous.get("generator") or run.run.get("generator")
+    if isinstance(verdict, Mapping) and "saturated" in verdict:
+        meta["generator"] = {
+            key: value for key, value in verdict.items() if key in ("saturated", "reasons")
+        }
+    else:
+        try:
+            limits = HealthLimits(**run.run.get("health_limits", {}))
+        except TypeError as exc:
+            raise ConfigError(
+                f"{exc}", source=str(run.directory / "run.json"), key="health_limits"
+            ) from exc
+        meta["generator"] = generator_verdict(run.totals, run.timeseries, limits)
+    summary = build_summary(run.totals, run.counters, meta)
+    summary["thresholds"] = [
+        parse_threshold(expression).evaluate(summary).as_dict()
+        for expression in _expressions(run.run.get("thresholds"))
+        or _expressions(previous.get("thresholds"))
+    ]
+    return summary
+
+
+def rebuild(directory: Path) -> tuple[dict[str, Any], Path]:
+    """Rewrite ``summary.json`` and ``report.html`` of a results folder; (summary, report path)."""
+    run = load_run(directory)
+    summary = rebuild_summary(run)
+    write_summary(directory, summary)
+    run.summary = summary
+    return summary, render_report(run, summary, directory)
