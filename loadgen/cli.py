@@ -30,10 +30,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    from loadgen.device.cli import register as devices
     from loadgen.report.cli import register as report
     from loadgen.scale.cli import register as scale
 
-    return [report, scale]
+    return [devices, report, scale]
 
 
 def build_parser() -> argparse.ArgumentParser:
