@@ -1,0 +1,569 @@
+"""The virtual platform's configuration: what to load, how hard, with what, and how long to wait.
+
+Every record is a frozen, slotted, keyword-only dataclass that validates itself in
+``__post_init__`` and raises ``ConfigError`` with the key path of the offending value
+(``arrival.stages[1].rate``), so a scenario fails before any load starts, naming what was
+expected. Records nested in a larger one are re-validated with their prefix by the parent
+(``_within``), so the key a user sees is the full path from ``PlatformConfig``.
+
+Targets come in two shapes (issue 4 §1): a base URL plus an id pattern and a count (a fleet that
+shares one address, such as the virtual fleet), or an explicit list of ``(device_id, url)`` pairs
+read from a CSV or JSON-lines file by ``load_targets_file`` (real devices with their own
+addresses). A URL is a device's *base* address, ``scheme://host[:port][/prefix]``; the request
+path ``{prefix}{base_path}/{deviceId}/operation/request`` is appended to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+
+from loadgen.errors import ConfigError
+from loadgen.http.client import Origin
+from loadgen.metrics.health import HealthLimits
+from loadgen.protocol import DEFAULT_BASE_PATH, OPERATION_NAMES, PathTemplate
+from loadgen.protocol.enums import RESULT_CODE_BY_VALUE, RESULT_CODE_EXPECTED
+
+__all__ = [
+    "DEFAULT_ID_PATTERN",
+    "Arrival",
+    "ArrivalModel",
+    "DeviceChoice",
+    "MixEntry",
+    "PlatformConfig",
+    "SouthAPI",
+    "Stage",
+    "Target",
+    "Targets",
+    "Timeouts",
+    "config_from_dict",
+    "load_targets_file",
+]
+
+ArrivalModel = Literal["open", "poisson", "closed"]
+DeviceChoice = Literal["uniform", "round-robin", "zipf"]
+
+DEFAULT_ID_PATTERN: Final = "dev-{index:06d}"
+DEFAULT_DEVICE_URL: Final = "http://127.0.0.1:1123"
+#: The grace period after the last stage, when none is given: min(timeout, this).
+MAX_DEFAULT_GRACE: Final = 30.0
+
+
+@contextmanager
+def _within(prefix: str) -> Iterator[None]:
+    """Re-raise a nested record's ConfigError with its key prefixed by where it sits."""
+    try:
+        yield
+    except ConfigError as exc:
+        key = f"{prefix}.{exc.key}" if exc.key else prefix
+        message = str(exc).split(": ", 1)[1] if exc.key else str(exc)
+        raise ConfigError(message, source=exc.source, key=key) from None
+
+
+def _positive(value: float, key: str, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"expected a number, got {value!r}", key=key)
+    if value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"expected a finite number {bound}, got {value!r}", key=key)
+
+
+def _check_url(url: str, key: str) -> None:
+    try:
+        Origin.parse(url)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), key=key) from None
+
+
+# --- arrival ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stage:
+    """``duration`` seconds at ``rate`` operations per second.
+
+    With ``ramp``, the rate goes linearly from the previous stage's end rate (0 for the first
+    stage) to ``rate`` over the stage; without, it is ``rate`` throughout.
+    """
+
+    duration: float
+    rate: float
+    ramp: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self.duration, "duration")
+        _positive(self.rate, "rate", allow_zero=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arrival:
+    """How operations arrive.
+
+    ``open``: at ``t0 + i / rate`` (integrated over the stages); ``poisson``: a seeded Poisson
+    process with the same mean; ``closed``: ``concurrency`` operations in flight, a new one as
+    soon as one ends (or, with ``per_device``, one in flight per device), for the stages' total
+    duration (rates are ignored).
+    """
+
+    model: ArrivalModel = "open"
+    stages: tuple[Stage, ...] = (Stage(duration=10.0, rate=100.0),)
+    concurrency: int = 1
+    per_device: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model not in ("open", "poisson", "closed"):
+            raise ConfigError(
+                f"expected one of open, poisson, closed, got {self.model!r}", key="model"
+            )
+        if type(self.stages) is not tuple:
+            object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise ConfigError("expected at least one stage", key="stages")
+        for i, stage in enumerate(self.stages):
+            if not isinstance(stage, Stage):
+                raise ConfigError(f"expected a Stage, got {stage!r}", key=f"stages[{i}]")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise ConfigError(f"expected an integer, got {self.concurrency!r}", key="concurrency")
+        if self.concurrency < 1:
+            raise ConfigError(f"expected >= 1, got {self.concurrency}", key="concurrency")
+
+    @property
+    def duration(self) -> float:
+        return math.fsum(stage.duration for stage in self.stages)
+
+
+# --- operation mix ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """PROTOCOL.md §7: ``ackTimeout``, ``timeout``, ``retries``, ``retriesDelay``,
+    ``retryResultList``.
+
+    ``ack_timeout`` bounds the wait for the HTTP answer to the request, ``timeout`` the wait for
+    the final response; both count from the intended send time of the attempt (the retry's send
+    time for a retry). A final response whose code is in ``retry_result_list`` is re-sent after
+    ``retries_delay`` seconds, at most ``retries`` times, with the same operation id.
+    """
+
+    ack_timeout: float = 10.0
+    timeout: float = 90.0
+    retries: int = 0
+    retries_delay: float = 1.0
+    retry_result_list: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _positive(self.ack_timeout, "ack_timeout")
+        _positive(self.timeout, "timeout")
+        _positive(self.retries_delay, "retries_delay", allow_zero=True)
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"expected an integer >= 0, got {self.retries!r}", key="retries")
+        if type(self.retry_result_list) is not tuple:
+            object.__setattr__(self, "retry_result_list", tuple(self.retry_result_list))
+        for i, code in enumerate(self.retry_result_list):
+            if code not in RESULT_CODE_BY_VALUE:
+                raise ConfigError(
+                    f"expected {RESULT_CODE_EXPECTED}, got {code!r}",
+                    key=f"retry_result_list[{i}]",
+                )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MixEntry:
+    """One operation of the mix: its ``name``, relative ``weight`` and ``parameters``.
+
+    ``parameters`` ``None`` means the catalogue default of PROTOCOL.md §6 (``{}`` for a custom
+    name); ``timeouts`` ``None`` means the platform's.
+    """
+
+    name: str
+    weight: float = 1.0
+    parameters: Mapping[str, Any] | None = None
+    timeouts: Timeouts | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"expected a non-empty operation name, got {self.name!r}", key="name")
+        _positive(self.weight, "weight", allow_zero=True)
+        if self.parameters is not None:
+            if not isinstance(self.parameters, Mapping):
+                raise ConfigError(f"expected an object, got {self.parameters!r}", key="parameters")
+            try:
+                orjson.dumps(dict(self.parameters))
+            except TypeError as exc:
+                raise ConfigError(f"not JSON: {exc}", key="parameters") from None
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One device with its own base address."""
+
+    device_id: str
+    url: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device_id, str) or not self.device_id:
+            raise ConfigError(
+                f"expected a non-empty device id, got {self.device_id!r}", key="device_id"
+            )
+        _check_url(self.url, "url")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Targets:
+    """Devices to send to: ``count`` ids from ``id_pattern`` at ``base_url``, or ``devices``.
+
+    ``id_pattern`` is a ``str.format`` pattern with ``index`` (``first_index`` ..
+    ``first_index + count - 1``; a shard sets ``first_index``). When ``devices`` is not empty,
+    it is the whole target list and the other fields are ignored.
+    """
+
+    base_url: str = DEFAULT_DEVICE_URL
+    id_pattern: str = DEFAULT_ID_PATTERN
+    count: int = 1
+    first_index: int = 0
+    devices: tuple[Target, ...] = ()
+
+    def __post_init__(self) -> None:
+        if type(self.devices) is not tuple:
+            object.__setattr__(self, "devices", tuple(self.devices))
+        if self.devices:
+            seen: set[str] = set()
+            for i, target in enumerate(self.devices):
+                if not isinstance(target, Target):
+                    raise ConfigError(f"expected a Target, got {target!r}", key=f"devices[{i}]")
+                if target.device_id in seen:
+                    raise ConfigError(
+                        f"device id {target.device_id!r} listed twice", key=f"devices[{i}]"
+                    )
+                seen.add(target.device_id)
+            return
+        _check_url(self.base_url, "base_url")
+        for key in ("count", "first_index"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"expected an integer >= 0, got {value!r}", key=key)
+        if self.count < 1:
+            raise ConfigError(f"expected at least 1 device, got {self.count}", key="count")
+        try:
+            first = self.id_pattern.format(index=self.first_index)
+            second = self.id_pattern.format(index=self.first_index + 1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"expected a str.format pattern using {{index}}, got {self.id_pattern!r} ({exc})",
+                key="id_pattern",
+            ) from None
+        if first == second or not first:
+            raise ConfigError(
+                f"the pattern must give each index its own id, got {self.id_pattern!r}",
+                key="id_pattern",
+            )
+
+    def __len__(self) -> int:
+        return len(self.devices) if self.devices else self.count
+
+    def resolve(self) -> list[tuple[str, str]]:
+        """Every ``(device_id, base_url)`` in order."""
+        if self.devices:
+            return [(t.device_id, t.url) for t in self.devices]
+        pattern, url = self.id_pattern, self.base_url
+        first = self.first_index
+        return [(pattern.format(index=i), url) for i in range(first, first + self.count)]
+
+
+_ID_KEYS: Final = ("device_id", "deviceId", "id")
+
+
+def _row(source: str, line: int, device_id: object, url: object) -> Target:
+    where = f"{source}:{line}"
+    if not isinstance(device_id, str) or not device_id.strip():
+        raise ConfigError(f"expected a device id, got {device_id!r}", source=where)
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"expected a URL after the device id, got {url!r}", source=where)
+    try:
+        return Target(device_id=device_id.strip(), url=url.strip())
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source=where) from None
+
+
+def _jsonl_row(source: str, line: int, text: str) -> Target:
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(
+            f"expected a JSON object per line ({exc})", source=f"{source}:{line}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ConfigError(
+            'expected a JSON object like {"device_id": "...", "url": "..."}',
+            source=f"{source}:{line}",
+        )
+    device_id = next((obj[key] for key in _ID_KEYS if key in obj), None)
+    return _row(source, line, device_id, obj.get("url"))
+
+
+def load_targets_file(path: str | Path) -> Targets:
+    """Read ``device id, URL`` pairs from a CSV or JSON-lines file.
+
+    CSV: two columns, an optional header row (``device_id,url``), ``#`` comments and blank lines
+    ignored. JSON lines (``.jsonl``/``.ndjson``, or any file whose first entry starts with
+    ``{``): one ``{"device_id": ..., "url": ...}`` per line. Errors name the file and line.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the targets file: {exc}", source=source) from None
+    lines = [
+        (number, raw.strip())
+        for number, raw in enumerate(text.splitlines(), start=1)
+        if raw.strip() and not raw.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise ConfigError("no targets in the file", source=source)
+    jsonl = Path(path).suffix in (".jsonl", ".ndjson") or lines[0][1].startswith("{")
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
+    for number, content in lines:
+        if jsonl:
+            target = _jsonl_row(source, number, content)
+        else:
+            cells = next(csv.reader(io.StringIO(content)))
+            if (
+                number == lines[0][0]
+                and cells
+                and cells[0].strip().lower() in (*_ID_KEYS, "device")
+            ):
+                continue  # the header row
+            if len(cells) != 2:
+                raise ConfigError(
+                    f"expected 2 columns (device id, URL), got {len(cells)}",
+                    source=f"{source}:{number}",
+                )
+            target = _row(source, number, cells[0], cells[1])
+        if target.device_id in seen:
+            raise ConfigError(
+                f"device id {target.device_id!r} already listed on line {seen[target.device_id]}",
+                source=f"{source}:{number}",
+            )
+        seen[target.device_id] = number
+        targets.append(target)
+    if not targets:
+        raise ConfigError("no targets in the file", source=source)
+    return Targets(devices=tuple(targets))
+
+
+# --- the south API and the whole platform ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SouthAPI:
+    """Where the platform's south API listens (devices POST their responses there).
+
+    ``port`` 0 picks a free port. ``advertise_host`` is the host put in ``south_url`` when it
+    differs from the bind address (binding 0.0.0.0 in a container). With ``tls`` the API serves
+    HTTPS with ``cert_file``/``key_file``, or a generated self-signed certificate when none is
+    given. ``api_key``: when set, requests without that ``X-ApiKey`` get 401.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    advertise_host: str | None = None
+    api_key: str | None = None
+    tls: bool = False
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 0 <= self.port < 65536
+        ):
+            raise ConfigError(f"expected a port number 0..65535, got {self.port!r}", key="port")
+        if not self.host:
+            raise ConfigError("expected a host to bind", key="host")
+        if self.key_file and not self.cert_file:
+            raise ConfigError("a key file needs its certificate file", key="cert_file")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformConfig:
+    """Everything ``run_platform`` needs. Defaults: 100 ops/s of REBOOT_EQUIPMENT for 10 s at
+    one device on 127.0.0.1:1123, keep-alive, open model, seed 0."""
+
+    targets: Targets = field(default_factory=Targets)
+    arrival: Arrival = field(default_factory=Arrival)
+    mix: tuple[MixEntry, ...] = (MixEntry(name=OPERATION_NAMES[0]),)
+    device_choice: DeviceChoice = "uniform"
+    zipf_s: float = 1.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    south: SouthAPI = field(default_factory=SouthAPI)
+    api_key: str | None = None  # sent to devices as X-ApiKey
+    verify: bool = True
+    ca_file: str | None = None
+    keep_alive: bool = True
+    max_connections: int = 64  # per device address; also the sender's workers per address
+    max_in_flight: int | None = None
+    seed: int = 0
+    base_path: str = DEFAULT_BASE_PATH
+    plural_requests: bool = False  # .../operation/requests, as real device agents serve it
+    sleepy_share: float = 0.0
+    sleepy_devices: frozenset[str] = frozenset()
+    health: HealthLimits = field(default_factory=HealthLimits)
+    breakdown_by_name: bool = False
+    drain_grace: float | None = None  # None: min(timeout, 30 s)
+
+    def __post_init__(self) -> None:
+        for key, kind in (
+            ("targets", Targets),
+            ("arrival", Arrival),
+            ("timeouts", Timeouts),
+            ("south", SouthAPI),
+            ("health", HealthLimits),
+        ):
+            if not isinstance(getattr(self, key), kind):
+                raise ConfigError(f"expected a {kind.__name__}", key=key)
+        if type(self.mix) is not tuple:
+            object.__setattr__(self, "mix", tuple(self.mix))
+        if not self.mix:
+            raise ConfigError("expected at least one operation", key="mix")
+        for i, entry in enumerate(self.mix):
+            if not isinstance(entry, MixEntry):
+                raise ConfigError(f"expected a MixEntry, got {entry!r}", key=f"mix[{i}]")
+        if not any(entry.weight > 0 for entry in self.mix):
+            raise ConfigError("expected at least one operation with a weight > 0", key="mix")
+        if self.device_choice not in ("uniform", "round-robin", "zipf"):
+            raise ConfigError(
+                f"expected one of uniform, round-robin, zipf, got {self.device_choice!r}",
+                key="device_choice",
+            )
+        _positive(self.zipf_s, "zipf_s")
+        if self.max_connections < 1:
+            raise ConfigError(f"expected >= 1, got {self.max_connections}", key="max_connections")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ConfigError(
+                f"expected >= 1 or none, got {self.max_in_flight}", key="max_in_flight"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"expected an integer, got {self.seed!r}", key="seed")
+        try:
+            PathTemplate(self.base_path)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="base_path") from None
+        if not 0.0 <= self.sleepy_share <= 1.0:
+            raise ConfigError(
+                f"expected a share in [0, 1], got {self.sleepy_share}", key="sleepy_share"
+            )
+        if type(self.sleepy_devices) is not frozenset:
+            object.__setattr__(self, "sleepy_devices", frozenset(self.sleepy_devices))
+        if self.drain_grace is not None:
+            _positive(self.drain_grace, "drain_grace", allow_zero=True)
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ConfigError(f"no such file: {self.ca_file}", key="ca_file")
+
+    @property
+    def grace(self) -> float:
+        """How long to wait for operations in flight after the last stage."""
+        if self.drain_grace is not None:
+            return self.drain_grace
+        longest = max((e.timeouts or self.timeouts).timeout for e in self.mix)
+        return min(longest, MAX_DEFAULT_GRACE)
+
+    def timeouts_of(self, entry: MixEntry) -> Timeouts:
+        return entry.timeouts or self.timeouts
+
+
+# --- building from plain data (a scenario file, the command line) ----------------------------
+
+
+def _build(cls: Any, data: object, key: str, nested: Mapping[str, Any] | None = None) -> Any:
+    """``cls(**data)`` with unknown keys refused and errors keyed from the root."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a table/object, got {data!r}", key=key)
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} (expected one of {', '.join(sorted(known))})",
+            key=f"{key}.{unknown[0]}" if key else unknown[0],
+        )
+    values = dict(data)
+    for name, builder in (nested or {}).items():
+        if name in values:
+            values[name] = builder(values[name], f"{key}.{name}" if key else name)
+    with _within(key) if key else _noop():
+        return cls(**values)
+
+
+@contextmanager
+def _noop() -> Iterator[None]:
+    yield
+
+
+def _list(builder: Any) -> Any:
+    def build(items: object, key: str) -> tuple[Any, ...]:
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"expected a list, got {items!r}", key=key)
+        return tuple(builder(item, f"{key}[{i}]") for i, item in enumerate(items))
+
+    return build
+
+
+def _stage(data: object, key: str) -> Stage:
+    return _build(Stage, data, key)  # type: ignore[no-any-return]
+
+
+def _timeouts(data: object, key: str) -> Timeouts:
+    return _build(Timeouts, data, key)  # type: ignore[no-any-return]
+
+
+def _mix_entry(data: object, key: str) -> MixEntry:
+    return _build(MixEntry, data, key, {"timeouts": _timeouts})  # type: ignore[no-any-return]
+
+
+def _target(data: object, key: str) -> Target:
+    return _build(Target, data, key)  # type: ignore[no-any-return]
+
+
+def _health(data: object, key: str) -> HealthLimits:
+    return _build(HealthLimits, data, key)  # type: ignore[no-any-return]
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> PlatformConfig:
+    """A ``PlatformConfig`` from plain data (a parsed TOML/JSON table).
+
+    Errors carry ``source`` and the full key path, e.g. ``scenario.toml: arrival.stages[1].rate:
+    expected a finite number >= 0, got -5``.
+    """
+    try:
+        return _build(  # type: ignore[no-any-return]
+            PlatformConfig,
+            data,
+            "",
+            {
+                "targets": lambda d, k: _build(Targets, d, k, {"devices": _list(_target)}),
+                "arrival": lambda d, k: _build(Arrival, d, k, {"stages": _list(_stage)}),
+                "mix": _list(_mix_entry),
+                "timeouts": _timeouts,
+                "south": lambda d, k: _build(SouthAPI, d, k),
+                "health": _health,
+                "sleepy_devices": lambda d, k: frozenset(d),
+            },
+        )
+    except ConfigError as exc:
+        if source is None or exc.source:
+            raise
+        message = str(exc).split(": ", 1)[1] if exc.key else str(exc)
+        raise ConfigError(message, source=source, key=exc.key) from None

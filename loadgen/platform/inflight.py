@@ -1,0 +1,492 @@
+"""The in-flight table: every operation from its send to its one and only end (pure).
+
+Theory of operation
+-------------------
+The platform matches asynchronous responses to requests by operation id alone (PROTOCOL.md §7),
+so the table is a dict ``id -> Operation`` holding ``(device, name, t_intended, t_sent, t_ack,
+t_first, steps, deadline)``. An operation's lifecycle is a small state machine, kept as data in
+``TRANSITIONS`` below, in the manner of h11's ``_state.py``. The rules of this file:
+
+1. Every change of state goes through ``_move``, which looks the ``(state, event)`` pair up in
+   ``TRANSITIONS``; a pair that is not there is a bug in the caller and raises.
+2. An operation ends exactly once, in one of the three terminal states (``COMPLETED``,
+   ``TIMED_OUT``, ``ERROR``), and leaves the live dict at that moment; ``ops.sent ==
+   ops.completed + ops.timed_out + ops.errors`` once nothing is live. The id is remembered
+   (``ended``, bounded) so that a later message for it is classified ``late`` or
+   ``duplicate`` rather than ``orphan``; none of them changes anything but a counter.
+3. Every latency is recorded from the intended send time, with its service-time twin from the
+   actual send time (``metrics.phase(name).record(now - t_intended, now - t_sent)``), each phase
+   at most once per operation (``step`` once per partial message). A missing answer is recorded
+   *at its deadline*, as the deadline's value: a timed-out operation records ``complete`` (and
+   ``ack`` when it was never acknowledged) as ``deadline - t_intended``, never dropped.
+4. Time is an argument (``now: float``); nothing here reads a clock or imports trio, so a test
+   drives every timing with plain floats.
+
+Deadlines
+---------
+Each live operation has exactly one pending timer, whose meaning follows from its state: in
+``SENT`` it is the ack deadline (``t_anchor + ackTimeout``), in ``ACKED``/``PARTIAL`` the final
+deadline (``t_anchor + timeout``), in ``RETRY_WAIT`` the time to re-send. ``t_anchor`` is the
+intended send time of the first attempt (so a timed-out operation records exactly ``timeout``),
+and the re-send time of a retry. Timers live in one binary heap of ``(deadline, seq, op)``
+serviced by one task (``expire(now)``), not a task or a cancel scope per operation: arming is an
+O(log n) push, and a timer made obsolete by an answer is not removed but recognised by its
+``seq`` when it surfaces (the heap is rebuilt when stale entries outnumber live ones), which keeps
+100k operations in flight cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from loadgen.metrics.registry import Metrics, PhaseRecorder
+
+if TYPE_CHECKING:  # config pulls in the HTTP layer (and trio); this module stays pure
+    from loadgen.platform.config import Timeouts
+
+__all__ = [
+    "ENDED",
+    "TRANSITIONS",
+    "Event",
+    "InflightTable",
+    "Operation",
+    "State",
+    "TableStats",
+]
+
+#: How many ended ids are remembered to tell late/duplicate messages from orphans.
+REMEMBER_ENDED: Final = 1_000_000
+_SUCCESSFUL: Final = "SUCCESSFUL"
+_ERROR_TIMEOUT: Final = "ERROR_TIMEOUT"
+
+
+class State(enum.Enum):
+    SENT = "sent"  # issued: being written, or waiting for the HTTP answer (or a pending poll)
+    ACKED = "acked"  # HTTP 2xx without a response: the device will POST its responses
+    PARTIAL = "partial"  # at least one partial response arrived
+    RETRY_WAIT = "retry_wait"  # a final code in retryResultList: waiting retriesDelay to re-send
+    COMPLETED = "completed"  # final response (or sync answer) received
+    TIMED_OUT = "timed_out"  # ack or final deadline passed: ERROR_TIMEOUT
+    ERROR = "error"  # no response: transport error or non-2xx answer
+
+
+class Event(enum.Enum):
+    ACK = "ack"  # HTTP 2xx with an empty body, or the operation served to a pending poll
+    SYNC_FINAL = "sync_final"  # HTTP 2xx whose body is the final response
+    PARTIAL = "partial"  # async message without resultCode
+    FINAL = "final"  # async message with resultCode
+    RETRY = "retry"  # a final (sync or async) whose code asks for a retry, retries left
+    ERROR = "error"  # the exchange failed (transport error or non-2xx)
+    ACK_DEADLINE = "ack_deadline"
+    DEADLINE = "deadline"
+    RESEND = "resend"  # the retry delay has passed
+
+
+TERMINAL: Final = frozenset({State.COMPLETED, State.TIMED_OUT, State.ERROR})
+
+S, E = State, Event
+#: Every legal move. Anything absent is a bug in the caller.
+TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
+    (S.SENT, E.ACK): S.ACKED,
+    (S.SENT, E.SYNC_FINAL): S.COMPLETED,
+    (S.SENT, E.PARTIAL): S.PARTIAL,  # the device POSTed before we read its 201
+    (S.SENT, E.FINAL): S.COMPLETED,  # likewise
+    (S.SENT, E.RETRY): S.RETRY_WAIT,
+    (S.SENT, E.ERROR): S.ERROR,
+    (S.SENT, E.ACK_DEADLINE): S.TIMED_OUT,
+    (S.ACKED, E.PARTIAL): S.PARTIAL,
+    (S.ACKED, E.FINAL): S.COMPLETED,
+    (S.ACKED, E.RETRY): S.RETRY_WAIT,
+    (S.ACKED, E.DEADLINE): S.TIMED_OUT,
+    (S.PARTIAL, E.ACK): S.PARTIAL,  # the 201 read after an early partial
+    (S.PARTIAL, E.ERROR): S.PARTIAL,  # the exchange broke, but the device is working on it
+    (S.PARTIAL, E.PARTIAL): S.PARTIAL,
+    (S.PARTIAL, E.FINAL): S.COMPLETED,
+    (S.PARTIAL, E.RETRY): S.RETRY_WAIT,
+    (S.PARTIAL, E.DEADLINE): S.TIMED_OUT,
+    (S.RETRY_WAIT, E.RESEND): S.SENT,
+    (S.RETRY_WAIT, E.DEADLINE): S.TIMED_OUT,  # only when the run ends before the re-send
+}
+del S, E
+
+#: A wire message (or HTTP answer) for an operation no longer live: the counter it goes to.
+ENDED: Final[dict[tuple[State, Event], str]] = {
+    (State.COMPLETED, Event.FINAL): "south.duplicate",
+    (State.COMPLETED, Event.PARTIAL): "south.late",
+    (State.TIMED_OUT, Event.FINAL): "south.late",
+    (State.TIMED_OUT, Event.PARTIAL): "south.late",
+    (State.ERROR, Event.FINAL): "south.late",
+    (State.ERROR, Event.PARTIAL): "south.late",
+}
+
+
+class Operation:
+    """One operation in flight (and, once ended, what is left of it for the sender)."""
+
+    __slots__ = (
+        "body",
+        "device",
+        "entry",
+        "id",
+        "name",
+        "retries_left",
+        "state",
+        "steps",
+        "t_ack",
+        "t_anchor",
+        "t_first",
+        "t_intended",
+        "t_sent",
+        "timeouts",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        op_id: str,
+        *,
+        device: int,
+        name: str,
+        t_intended: float,
+        timeouts: Timeouts,
+        body: bytes = b"",
+        entry: int = 0,
+    ) -> None:
+        self.id = op_id
+        self.device = device
+        self.name = name
+        self.entry = entry
+        self.body = body
+        self.t_intended = t_intended
+        self.t_anchor = t_intended
+        self.t_sent: float | None = None
+        self.t_ack: float | None = None
+        self.t_first: float | None = None
+        self.steps: list[Any] | None = None  # accumulated over the messages, when any
+        self.timeouts = timeouts
+        self.retries_left = timeouts.retries
+        self.state = State.SENT
+        self.timer = -1  # seq of the one live heap entry
+
+    @property
+    def deadline(self) -> float:
+        """The pending deadline implied by the state (inf once ended)."""
+        state = self.state
+        if state is State.SENT:
+            return self.t_anchor + self.timeouts.ack_timeout
+        if state is State.ACKED or state is State.PARTIAL:
+            return self.t_anchor + self.timeouts.timeout
+        if state is State.RETRY_WAIT:
+            return self.t_anchor
+        return float("inf")
+
+    def __repr__(self) -> str:
+        return (
+            f"<Operation {self.id} {self.name} dev={self.device} {self.state.value} "
+            f"intended={self.t_intended:.6f} sent={self.t_sent} ack={self.t_ack} "
+            f"steps={len(self.steps or ())}>"
+        )
+
+
+class TableStats:
+    """A frozen view for status lines."""
+
+    __slots__ = ("in_flight", "peak", "timers")
+
+    def __init__(self, in_flight: int, peak: int, timers: int) -> None:
+        self.in_flight = in_flight
+        self.peak = peak
+        self.timers = timers
+
+    def __repr__(self) -> str:
+        return f"TableStats(in_flight={self.in_flight}, peak={self.peak}, timers={self.timers})"
+
+
+def _add_steps(op: Operation, steps: Sequence[Any]) -> None:
+    if op.steps is None:
+        op.steps = list(steps)
+    else:
+        op.steps.extend(steps)
+
+
+def _move(op: Operation, event: Event) -> State:
+    state = TRANSITIONS.get((op.state, event))
+    if state is None:
+        raise RuntimeError(f"illegal {event.value} for {op!r}")
+    op.state = state
+    return state
+
+
+class InflightTable:
+    """Live operations by id, their deadlines, and the recording of every transition.
+
+    ``on_end(op)`` is called once per operation as it ends (the closed model uses it to start
+    the next one); ``on_earlier(deadline)`` when a timer is armed before every other one (the
+    timer task then wakes earlier).
+    """
+
+    __slots__ = (
+        "_ack",
+        "_breakdown",
+        "_complete",
+        "_first",
+        "_heap",
+        "_older",
+        "_remember",
+        "_seq",
+        "_step",
+        "counters",
+        "ended",
+        "live",
+        "metrics",
+        "on_earlier",
+        "on_end",
+        "peak",
+    )
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        breakdown_by_name: bool = False,
+        remember: int = REMEMBER_ENDED,
+        on_end: Callable[[Operation], None] | None = None,
+        on_earlier: Callable[[float], None] | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.counters = metrics.counters
+        self.live: dict[str, Operation] = {}
+        # Ended ids in two generations: when ``ended`` holds ``remember // 2`` ids it becomes
+        # ``_older`` and a fresh dict starts, so remembering is O(1) and bounded.
+        self.ended: dict[str, State] = {}
+        self._older: dict[str, State] = {}
+        self.peak = 0
+        self.on_end = on_end
+        self.on_earlier = on_earlier
+        self._remember = remember
+        self._breakdown = breakdown_by_name
+        self._heap: list[tuple[float, int, Operation]] = []
+        self._seq = itertools.count()
+        self._ack = metrics.phase("ack")
+        self._first = metrics.phase("first_response")
+        self._complete = metrics.phase("complete")
+        self._step = metrics.phase("step")
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __repr__(self) -> str:
+        return f"<InflightTable live={len(self.live)} peak={self.peak} timers={len(self._heap)}>"
+
+    def statistics(self) -> TableStats:
+        return TableStats(len(self.live), self.peak, len(self._heap))
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def _arm(self, op: Operation, deadline: float) -> None:
+        heap = self._heap
+        seq = next(self._seq)
+        op.timer = seq
+        if self.on_earlier is not None and (not heap or deadline < heap[0][0]):
+            self.on_earlier(deadline)
+        heapq.heappush(heap, (deadline, seq, op))
+        if len(heap) > 2 * len(self.live) + 4096:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._heap = [entry for entry in self._heap if entry[2].timer == entry[1]]
+        heapq.heapify(self._heap)
+
+    @property
+    def next_deadline(self) -> float:
+        """The earliest pending deadline (inf when none); drops stale heap heads."""
+        heap = self._heap
+        while heap:
+            deadline, seq, op = heap[0]
+            if op.timer == seq:
+                return deadline
+            heapq.heappop(heap)
+        return float("inf")
+
+    def expire(self, now: float) -> list[Operation]:
+        """Fire every timer due at ``now``. Returns the operations to re-send (retries)."""
+        heap = self._heap
+        resend: list[Operation] = []
+        while heap and heap[0][0] <= now:
+            deadline, seq, op = heapq.heappop(heap)
+            if op.timer != seq:
+                continue
+            if op.state is State.RETRY_WAIT:
+                _move(op, Event.RESEND)
+                op.t_anchor = deadline
+                op.t_sent = None
+                self._arm(op, deadline + op.timeouts.ack_timeout)
+                resend.append(op)
+            else:
+                self._time_out(op, deadline)
+        return resend
+
+    def drain(self) -> int:
+        """End every live operation as timed out at its own deadline (the run is over)."""
+        remaining = list(self.live.values())
+        for op in remaining:
+            self._time_out(op, op.deadline)
+        self._heap.clear()
+        return len(remaining)
+
+    # --- the lifecycle -----------------------------------------------------------------------
+
+    def open(self, op: Operation) -> None:
+        """A new operation has been issued (it is about to be written or queued)."""
+        live = self.live
+        live[op.id] = op
+        if len(live) > self.peak:
+            self.peak = len(live)
+        self.counters["ops.sent"] += 1
+        self._arm(op, op.t_anchor + op.timeouts.ack_timeout)
+
+    def ack(self, op: Operation, now: float) -> None:
+        """The HTTP answer was 2xx with no response in it (or a pending poll served it)."""
+        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+            self._after_end(op, Event.ACK, now)
+            return
+        state = _move(op, Event.ACK)
+        self._record_ack(op, now)
+        if state is State.ACKED:
+            self._arm(op, op.t_anchor + op.timeouts.timeout)
+
+    def final(
+        self, op: Operation, now: float, code: str, steps: Sequence[Any], *, sync: bool
+    ) -> None:
+        """A final response: the HTTP answer's body (``sync``) or an async message."""
+        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+            self._after_end(op, Event.FINAL, now)
+            return
+        if steps:
+            _add_steps(op, steps)
+        if sync:
+            self._record_ack(op, now)
+        elif op.t_first is None:
+            op.t_first = now
+            self._record(self._first, op, now)
+        if op.retries_left and code in op.timeouts.retry_result_list:
+            _move(op, Event.RETRY)
+            op.retries_left -= 1
+            self.counters["ops.retries"] += 1
+            op.t_anchor = now + op.timeouts.retries_delay
+            self._arm(op, op.t_anchor)
+            return
+        _move(op, Event.SYNC_FINAL if sync else Event.FINAL)
+        self._record(self._complete, op, now)
+        if self._breakdown:
+            self._record(self.metrics.phase(f"complete.{op.name}"), op, now)
+        counters = self.counters
+        counters["ops.completed"] += 1
+        counters["ops.succeeded" if code == _SUCCESSFUL else "ops.failed"] += 1
+        counters[f"result.{code}"] += 1
+        self._end(op)
+
+    def partial(self, op: Operation, now: float, steps: Sequence[Any]) -> None:
+        """An async message without resultCode: accumulate its steps."""
+        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+            self._after_end(op, Event.PARTIAL, now)
+            return
+        previous = op.state
+        _move(op, Event.PARTIAL)
+        if steps:
+            _add_steps(op, steps)
+        if op.t_first is None:
+            op.t_first = now
+            self._record(self._first, op, now)
+        self._record(self._step, op, now)
+        self.counters["ops.partials"] += 1
+        if previous is State.SENT:
+            self._arm(op, op.t_anchor + op.timeouts.timeout)
+
+    def error(self, op: Operation, now: float, counter: str) -> None:
+        """The exchange failed: ``counter`` names why (``transport.<kind>``, ``http.status.<n>``)."""
+        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+            # The operation ended (timed out, or answered by an async final) while its exchange
+            # was still going: that exchange's end is no longer an outcome.
+            self.counters["ops.abandoned_exchanges"] += 1
+            return
+        self.counters[counter] += 1
+        if _move(op, Event.ERROR) is State.ERROR:
+            self.counters["ops.errors"] += 1
+            self._end(op)
+
+    def message(self, op_id: str, now: float, code: str | None, steps: Sequence[Any]) -> str:
+        """An async message from the south API. Returns ``ok``, ``orphan``, ``late`` or
+        ``duplicate`` (each counted as ``south.<outcome>`` except ``ok``)."""
+        op = self.live.get(op_id)
+        if op is None:
+            state = self.ended.get(op_id) or self._older.get(op_id)
+            if state is None:
+                self.counters["south.orphan"] += 1
+                return "orphan"
+            counter = ENDED[(state, Event.PARTIAL if code is None else Event.FINAL)]
+            self.counters[counter] += 1
+            return counter.split(".", 1)[1]
+        if op.state is State.RETRY_WAIT:
+            self.counters["south.late"] += 1
+            return "late"
+        if code is None:
+            self.partial(op, now, steps)
+        else:
+            self.final(op, now, code, steps, sync=False)
+        return "ok"
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def _record(self, phase: PhaseRecorder, op: Operation, now: float) -> None:
+        # ``phase.record`` unrolled: this runs two or three times per operation.
+        sent = op.t_sent
+        phase.intended.record(now - op.t_intended)
+        phase.service.record(now - (sent if sent is not None else op.t_anchor))
+
+    def _record_ack(self, op: Operation, now: float, *, answered: bool = True) -> None:
+        if op.t_ack is None:
+            op.t_ack = now
+            self._record(self._ack, op, now)
+            if answered:
+                self.counters["ops.acked"] += 1
+
+    def _after_end(self, op: Operation, event: Event, now: float) -> None:
+        """An answer or message for an operation that has ended (or awaits its retry)."""
+        if event is Event.ACK:
+            if op.state in (State.COMPLETED, State.RETRY_WAIT) and op.t_ack is None:
+                self._record_ack(op, now)  # the 201 read after the async final: still a fact
+            else:
+                self.counters["ops.late_answers"] += 1
+            return
+        if op.state is State.RETRY_WAIT:
+            self.counters["south.late"] += 1
+            return
+        self.counters[ENDED[(op.state, event)]] += 1
+
+    def _time_out(self, op: Operation, deadline: float) -> None:
+        _move(op, Event.ACK_DEADLINE if op.state is State.SENT else Event.DEADLINE)
+        if op.t_ack is None:
+            self._record_ack(op, deadline, answered=False)
+        self._record(self._complete, op, deadline)
+        if self._breakdown:
+            self._record(self.metrics.phase(f"complete.{op.name}"), op, deadline)
+        counters = self.counters
+        counters["ops.timed_out"] += 1
+        counters[f"result.{_ERROR_TIMEOUT}"] += 1
+        self._end(op)
+
+    def _end(self, op: Operation) -> None:
+        op.timer = -1  # its heap entry, if any, is stale from now on
+        del self.live[op.id]
+        ended = self.ended
+        ended[op.id] = op.state
+        if len(ended) >= self._remember // 2:
+            self._older = ended
+            self.ended = {}
+        if self.on_end is not None:
+            self.on_end(op)

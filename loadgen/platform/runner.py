@@ -1,0 +1,401 @@
+"""``run_platform``: the virtual platform's whole run, from the south API to the drain.
+
+Start sequence (what a campaign needs)::
+
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(partial(run_platform, config, metrics, hold=True))
+        # the south API is up: info.south_url is where devices POST their responses
+        ... start the fleet pointing at info.south_url, learn its address ...
+        info.begin_load(targets)   # the load starts now (targets may replace config.targets)
+
+Without ``hold`` the load starts as soon as the south API is up. The run then goes:
+
+1. **load**: the issuing task follows the arrival model until the last stage ends
+   (``t0 + duration`` on the trio clock);
+2. **drain**: operations still in flight get up to ``config.grace`` seconds to end;
+3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
+   patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
+   ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
+   ``PlatformResult``.
+
+Cancelled mid-run (Ctrl-C), it raises ``Cancelled`` like any trio function; everything measured
+so far is in ``metrics`` and ``info.statistics()`` still answers.
+
+Generator health is watched throughout: scheduler lateness (recorded per send), event-loop lag
+(``monitor_loop_lag``) and process CPU over the load window. When lateness p99, loop lag p99 or
+CPU exceed ``config.health``, the result is flagged *saturated*: its numbers describe the
+generator, not the target.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import trio
+
+from loadgen.errors import ConfigError
+from loadgen.http.client import ClientLimits, Origin, open_pool
+from loadgen.http.server import HTTPServer
+from loadgen.http.tls import client_context, server_context
+from loadgen.metrics.health import monitor_loop_lag
+from loadgen.metrics.registry import Metrics
+from loadgen.platform.config import PlatformConfig, Targets
+from loadgen.platform.inflight import InflightTable, TableStats
+from loadgen.platform.mix import DeviceChooser, OperationMix
+from loadgen.platform.schedule import Schedule
+from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
+from loadgen.platform.south import PendingQueues, SouthCore
+from loadgen.protocol import PathTemplate
+
+__all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
+
+Phase = Literal["waiting", "load", "drain", "done"]
+#: Connection attempts give up after this (or the ack timeout, if shorter).
+_CONNECT_TIMEOUT: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformStats:
+    """A live snapshot for status lines."""
+
+    phase: Phase
+    elapsed: float  # seconds since the load started (0 while waiting)
+    intended_rate: float  # the schedule's rate now (0 for the closed model)
+    in_flight: int
+    peak_in_flight: int
+    pending_queued: int
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformResult:
+    """What a finished run says about itself (the counters and histograms are in ``metrics``)."""
+
+    started_at: float  # epoch seconds at the load start
+    load_duration_s: float
+    duration_s: float  # load + drain
+    offered_rate: float | None  # None for the closed model
+    achieved_rate: float  # completed per second of load window
+    sent_rate: float
+    counters: dict[str, int]
+    peak_in_flight: int
+    cut_off: int  # operations still in flight after the grace period (recorded as timed out)
+    saturated: bool
+    reasons: tuple[str, ...]
+    generator: dict[str, Any] = field(default_factory=dict)
+
+    def run_info(self) -> dict[str, Any]:
+        """The ``run`` mapping ``loadgen.report.summary.build_summary`` takes."""
+        return {
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "load_duration_s": round(self.load_duration_s, 3),
+            "offered_rate": None if self.offered_rate is None else round(self.offered_rate, 3),
+            "generator": {
+                **self.generator,
+                "saturated": self.saturated,
+                "reasons": list(self.reasons),
+            },
+        }
+
+
+class PlatformInfo:
+    """Handed out by ``task_status.started``: the south API's address and the load trigger."""
+
+    def __init__(
+        self,
+        *,
+        south_url: str,
+        south_ca_pem: bytes | None,
+        core: SouthCore,
+        table: InflightTable,
+        metrics: Metrics,
+        schedule: Schedule | None,
+    ) -> None:
+        self.south_url = south_url
+        self.south_ca_pem = south_ca_pem
+        self.core = core
+        self.table = table
+        self.metrics = metrics
+        self.schedule = schedule
+        self.phase: Phase = "waiting"
+        self.t0: float | None = None
+        self._begin = trio.Event()
+        self._targets: Targets | None = None
+
+    def __repr__(self) -> str:
+        return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
+
+    def begin_load(self, targets: Targets | None = None) -> None:
+        """Start the load (with ``hold=True``), optionally at other ``targets``."""
+        if self._begin.is_set():
+            raise RuntimeError("the load has already begun")
+        self._targets = targets
+        self._begin.set()
+
+    def statistics(self) -> PlatformStats:
+        elapsed = 0.0 if self.t0 is None else trio.current_time() - self.t0
+        rate = 0.0
+        if self.schedule is not None and self.phase == "load":
+            rate = self.schedule.rate_at(elapsed)
+        table: TableStats = self.table.statistics()
+        return PlatformStats(
+            phase=self.phase,
+            elapsed=elapsed,
+            intended_rate=rate,
+            in_flight=table.in_flight,
+            peak_in_flight=table.peak,
+            pending_queued=len(self.core.pending),
+            counters=dict(self.metrics.counters),
+        )
+
+
+async def _serve_south(
+    core: SouthCore,
+    config: PlatformConfig,
+    *,
+    task_status: trio.TaskStatus[tuple[str, bytes | None]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    south = config.south
+    ssl_context: ssl.SSLContext | None = None
+    ca_pem = None
+    if south.tls:
+        tls = server_context(south.cert_file, south.key_file)
+        ssl_context, ca_pem = tls.context, tls.ca_pem
+    server = HTTPServer(core.http_handler)
+    async with trio.open_nursery() as nursery:
+        [(host, port), *_] = await nursery.start(
+            lambda task_status: server.serve(
+                south.host, south.port, ssl_context=ssl_context, task_status=task_status
+            )
+        )
+        shown = south.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        if ":" in shown:
+            shown = f"[{shown}]"
+        scheme = "https" if south.tls else "http"
+        task_status.started((f"{scheme}://{shown}:{port}", ca_pem))
+
+
+def _routes(config: PlatformConfig, targets: Targets) -> list[DeviceRoute]:
+    paths = PathTemplate(config.base_path)
+    lanes: dict[Origin, Lane] = {}
+    routes: list[DeviceRoute] = []
+    pairs = targets.resolve()
+    sleepy_every = 0 if config.sleepy_share <= 0 else max(1, round(1 / config.sleepy_share))
+    for index, (device_id, url) in enumerate(pairs):
+        origin, prefix = Origin.parse(url)
+        lane = lanes.get(origin)
+        if lane is None:
+            lane = lanes[origin] = Lane(origin, config.max_connections)
+        target = (prefix + paths.request_path(device_id, plural=config.plural_requests)).encode()
+        sleepy = device_id in config.sleepy_devices or (
+            sleepy_every > 0 and index % sleepy_every == 0
+        )
+        routes.append(DeviceRoute(device_id, lane, target, sleepy))
+    return routes
+
+
+def _client_ssl(config: PlatformConfig, targets: Targets) -> ssl.SSLContext | None:
+    urls = [t.url for t in targets.devices] if targets.devices else [targets.base_url]
+    if not any(url.startswith("https:") for url in urls):
+        return None
+    return client_context(verify=config.verify, ca_file=config.ca_file)
+
+
+async def _timer(
+    table: InflightTable,
+    resend: Callable[[list[Any]], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The one task that fires every deadline (ack, final, retry) of the in-flight table."""
+    scope: trio.CancelScope | None = None
+
+    def earlier(deadline: float) -> None:
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    table.on_earlier = earlier
+    task_status.started()
+    try:
+        while True:
+            with trio.CancelScope(deadline=table.next_deadline) as scope:
+                await trio.sleep_forever()
+            scope = None
+            due = table.expire(trio.current_time())
+            if due:
+                resend(due)
+    finally:
+        table.on_earlier = None
+
+
+def _health(
+    config: PlatformConfig, metrics: Metrics, cpu_percent: float
+) -> tuple[bool, tuple[str, ...], dict[str, Any]]:
+    limits = config.health
+    lateness = metrics.single("lateness").merged()
+    lag = metrics.single("loop_lag").merged()
+    lateness_p99 = (
+        lateness.get_value_at_percentile(99.0) / 1000 if lateness.get_total_count() else 0.0
+    )
+    lag_p99 = lag.get_value_at_percentile(99.0) / 1000 if lag.get_total_count() else 0.0
+    reasons = []
+    if lateness_p99 > limits.lateness_p99_ms:
+        reasons.append(f"send lateness p99 {lateness_p99:.1f} ms > {limits.lateness_p99_ms:g} ms")
+    if lag_p99 > limits.loop_lag_p99_ms:
+        reasons.append(f"event-loop lag p99 {lag_p99:.1f} ms > {limits.loop_lag_p99_ms:g} ms")
+    if cpu_percent > limits.cpu_percent:
+        reasons.append(f"CPU {cpu_percent:.0f}% > {limits.cpu_percent:g}%")
+    late = int(metrics.counters.get("ops.late_sends", 0))
+    generator = {
+        "lateness_p99_ms": lateness_p99,
+        "loop_lag_p99_ms": lag_p99,
+        "cpu_percent": round(cpu_percent, 1),
+        "late_sends": late,
+        "fell_behind": late > 0,
+    }
+    return bool(reasons), tuple(reasons), generator
+
+
+async def run_platform(
+    config: PlatformConfig,
+    metrics: Metrics,
+    *,
+    hold: bool = False,
+    transport: Transport | None = None,
+    task_status: trio.TaskStatus[PlatformInfo] = trio.TASK_STATUS_IGNORED,
+) -> PlatformResult:
+    """Run the virtual platform once (see the module docstring for the sequence).
+
+    ``transport`` replaces the HTTP connection pool (tests run an in-memory device on a mock
+    clock with it); ``hold`` waits for ``info.begin_load()`` before the load starts.
+    """
+    arrival = config.arrival
+    schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
+    table = InflightTable(metrics, breakdown_by_name=config.breakdown_by_name)
+    core = SouthCore(
+        table, metrics, paths=PathTemplate(config.base_path), api_key=config.south.api_key,
+        pending=PendingQueues(),
+    )  # fmt: skip
+    for name in ("ack", "first_response", "complete", "step"):
+        metrics.phase(name)
+    metrics.single("lateness")
+    async with trio.open_nursery() as nursery:
+        south_url, ca_pem = await nursery.start(_serve_south, core, config)
+        info = PlatformInfo(
+            south_url=south_url, south_ca_pem=ca_pem, core=core, table=table, metrics=metrics,
+            schedule=schedule,
+        )  # fmt: skip
+        await nursery.start(monitor_loop_lag, metrics)
+        task_status.started(info)
+        if hold:
+            await info._begin.wait()
+        targets = info._targets or config.targets
+        routes = _routes(config, targets)
+        if not routes:
+            raise ConfigError("no targets to send to", key="targets")
+        if transport is None:
+            headers = [(b"X-ApiKey", config.api_key.encode())] if config.api_key else []
+            longest_ack = max(config.timeouts_of(e).ack_timeout for e in config.mix)
+            limits = ClientLimits(
+                max_connections=config.max_connections,
+                keep_alive=config.keep_alive,
+                connect_timeout=min(_CONNECT_TIMEOUT, longest_ack),
+                read_timeout=longest_ack + 1.0,
+            )
+            async with open_pool(
+                limits=limits, ssl_context=_client_ssl(config, targets), headers=headers
+            ) as pool:
+                result = await _load(config, metrics, info, routes, pool.request, schedule)
+        else:
+            result = await _load(config, metrics, info, routes, transport, schedule)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def _load(
+    config: PlatformConfig,
+    metrics: Metrics,
+    info: PlatformInfo,
+    routes: list[DeviceRoute],
+    transport: Transport,
+    schedule: Schedule | None,
+) -> PlatformResult:
+    arrival = config.arrival
+    table = info.table
+    started_at = time.time()
+    t0 = trio.current_time()
+    mix = OperationMix(config.mix, seed=config.seed, timestamp_ms=int(started_at * 1000))
+    chooser = DeviceChooser(
+        len(routes), config.device_choice, seed=config.seed, zipf_s=config.zipf_s
+    )
+    async with trio.open_nursery() as workers:
+        sender = Sender(
+            table=table,
+            metrics=metrics,
+            routes=routes,
+            mix=mix,
+            timeouts=[config.timeouts_of(e) for e in config.mix],
+            chooser=chooser,
+            transport=transport,
+            pending=info.core.pending,
+            nursery=workers,
+            t0=t0,
+            wall0_ms=int(started_at * 1000),
+            max_in_flight=config.max_in_flight,
+        )
+        await workers.start(_timer, table, sender.resend)
+        info.t0 = t0
+        info.phase = "load"
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        end = t0 + arrival.duration
+        if schedule is not None:
+            await sender.run_open(schedule.times(arrival.model, config.seed), end)
+        else:
+            await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+        load_end = trio.current_time()
+        info.phase = "drain"
+        if len(table):
+            drained = trio.Event()
+            previous_on_end = table.on_end
+
+            def ended(op: Any) -> None:
+                if previous_on_end is not None:
+                    previous_on_end(op)
+                if not table.live:
+                    drained.set()
+
+            table.on_end = ended
+            with trio.move_on_after(config.grace):
+                await drained.wait()
+        cut_off = table.drain()
+        workers.cancel_scope.cancel()
+    info.phase = "done"
+    finished = trio.current_time()
+    load_s = max(load_end - t0, 1e-9)
+    cpu_percent = 100.0 * (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
+    saturated, reasons, generator = _health(config, metrics, cpu_percent)
+    counters = dict(metrics.counters)
+    generator["issued"] = sender.issued
+    return PlatformResult(
+        started_at=started_at,
+        load_duration_s=load_s,
+        duration_s=finished - t0,
+        offered_rate=None if schedule is None else schedule.offered_rate,
+        achieved_rate=counters.get("ops.completed", 0) / load_s,
+        sent_rate=counters.get("ops.sent", 0) / load_s,
+        counters=counters,
+        peak_in_flight=table.peak,
+        cut_off=cut_off,
+        saturated=saturated,
+        reasons=reasons,
+        generator={
+            k: v for k, v in generator.items() if not isinstance(v, float) or math.isfinite(v)
+        },
+    )

@@ -1,0 +1,316 @@
+"""The sender: issues operations on schedule and carries each one's HTTP exchange (trio).
+
+Shape of the hot path
+---------------------
+One *issuing* task runs the arrival model. In the open model it sleeps until the next intended
+time (``loadgen.platform.schedule`` explains the pacing) and then issues every operation that is
+due; in the closed model it issues one as soon as an in-flight slot frees. Issuing an operation
+is synchronous and cheap: draw the mix entry and the device, render the body from its template,
+open the operation in the in-flight table (which arms its ack deadline), record the send's
+lateness, and append it to its *lane*.
+
+A lane is the queue of one device address (``Origin``). It is served by up to
+``max_connections`` worker tasks, each holding at most one connection of the pool at a time
+and running one exchange after another, like wrk2's connections. Workers are started on demand
+and park when their lane is empty, so there is no task per operation, and an operation's
+``t_sent`` is the moment a worker actually writes it: when every connection of an address is
+busy (a frozen device), operations wait in the lane, the intended-time latency keeps growing
+(coordinated omission corrected) while the service time shows the closed-loop view.
+
+Operations for *sleepy* devices are not written at all: they wait in the south API's pending
+queue until the device polls (``GET .../operation/pending``).
+
+The transport is a parameter (``Transport``: ``(origin, target, body) -> answer``), normally
+``ConnectionPool.request``; tests pass an in-memory fake and run everything on a mock clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, Protocol
+
+import orjson
+import trio
+
+from loadgen.errors import TransportError
+from loadgen.http.client import Origin
+from loadgen.metrics.registry import Metrics
+from loadgen.platform.config import Timeouts
+from loadgen.platform.inflight import InflightTable, Operation, State
+from loadgen.platform.mix import DeviceChooser, OperationIds, OperationMix
+from loadgen.platform.south import PendingQueues
+from loadgen.protocol.enums import RESULT_CODE_BY_VALUE
+
+__all__ = ["LATE_SEND", "Answer", "DeviceRoute", "Lane", "Sender", "Transport", "parse_sync_body"]
+
+#: A send more than this after its intended time counts in ``ops.late_sends``. ``sleep_until``
+#: alone wakes up to ~1.2 ms late (epoll's whole-millisecond timeout), which is not the
+#: generator falling behind; 2 ms is.
+LATE_SEND: Final = 0.002
+#: Operations issued back to back before the issuing task yields to the workers.
+BURST: Final = 64
+
+
+class Answer(Protocol):
+    """What a transport returns: the HTTP status and body (``parser.Response`` fits)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+Transport = Callable[[Origin, bytes, bytes], Awaitable[Answer]]
+
+
+class Lane:
+    """The queue of one device address and the workers that serve it."""
+
+    __slots__ = ("lot", "max_workers", "origin", "queue", "workers")
+
+    def __init__(self, origin: Origin, max_workers: int) -> None:
+        self.origin = origin
+        self.queue: deque[Operation] = deque()
+        self.lot = trio.lowlevel.ParkingLot()
+        self.workers = 0
+        self.max_workers = max_workers
+
+    def __repr__(self) -> str:
+        return f"<Lane {self.origin} queued={len(self.queue)} workers={self.workers}>"
+
+
+class DeviceRoute:
+    """Where one device's operations go: its lane and request target, or its pending queue."""
+
+    __slots__ = ("device_id", "lane", "sleepy", "target")
+
+    def __init__(self, device_id: str, lane: Lane, target: bytes, sleepy: bool) -> None:
+        self.device_id = device_id
+        self.lane = lane
+        self.target = target
+        self.sleepy = sleepy
+
+    def __repr__(self) -> str:
+        kind = "sleepy" if self.sleepy else str(self.lane.origin)
+        return f"<DeviceRoute {self.device_id} {kind} {self.target.decode()}>"
+
+
+def parse_sync_body(body: bytes) -> tuple[str | None, list[Any]] | None:
+    """``(resultCode or None, steps)`` of a response envelope, or None if it is not one.
+
+    The sync answer is read on the hot path, so only what the platform uses is checked (the
+    envelope, a known ``resultCode``, a ``steps`` array); the south API validates fully.
+    """
+    try:
+        response = orjson.loads(body)["operation"]["response"]
+        code = response.get("resultCode")
+        steps = response.get("steps")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if code is not None and code not in RESULT_CODE_BY_VALUE:
+        return None
+    if steps is None:
+        return code, []
+    if not isinstance(steps, list):
+        return None
+    return code, steps
+
+
+class Sender:
+    """Issues operations and runs their exchanges; workers are started in ``nursery``."""
+
+    def __init__(
+        self,
+        *,
+        table: InflightTable,
+        metrics: Metrics,
+        routes: Sequence[DeviceRoute],
+        mix: OperationMix,
+        timeouts: Sequence[Timeouts],
+        chooser: DeviceChooser,
+        transport: Transport,
+        pending: PendingQueues,
+        nursery: trio.Nursery,
+        t0: float,
+        wall0_ms: int,
+        max_in_flight: int | None = None,
+        ids: OperationIds | None = None,
+    ) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.counters = metrics.counters
+        self.routes = routes
+        self.mix = mix
+        self.timeouts = tuple(timeouts)
+        self.chooser = chooser
+        self.transport = transport
+        self.pending = pending
+        self.nursery = nursery
+        self.t0 = t0
+        self.wall0_ms = wall0_ms
+        self.max_in_flight = max_in_flight
+        self.ids = ids or OperationIds()
+        self.issued = 0
+        self._lateness = metrics.single("lateness")
+        self._names = tuple(entry.name for entry in mix.entries)
+        self._templates = mix.templates
+
+    def __repr__(self) -> str:
+        return (
+            f"<Sender issued={self.issued} in_flight={len(self.table)} devices={len(self.routes)}>"
+        )
+
+    # --- issuing -----------------------------------------------------------------------------
+
+    def issue(self, t_intended: float, now: float, device: int | None = None) -> bool:
+        """Issue one operation intended at ``t_intended``; False if the in-flight cap refused it."""
+        table = self.table
+        if self.max_in_flight is not None and len(table.live) >= self.max_in_flight:
+            self.counters["ops.rejected"] += 1
+            return False
+        entry = self.mix.choose()
+        if device is None:
+            device = self.chooser.choose()
+        op_id = self.ids.next()
+        body = self._templates[entry].render(
+            op_id.encode(), self.wall0_ms + int((now - self.t0) * 1000)
+        )
+        op = Operation(
+            op_id,
+            device=device,
+            name=self._names[entry],
+            t_intended=t_intended,
+            timeouts=self.timeouts[entry],
+            body=body,
+            entry=entry,
+        )
+        table.open(op)
+        self.issued += 1
+        late = now - t_intended
+        self._lateness.record(late)
+        if late > LATE_SEND:
+            self.counters["ops.late_sends"] += 1
+        self.dispatch(op)
+        return True
+
+    def dispatch(self, op: Operation) -> None:
+        """Queue an opened operation on its lane (or its sleepy device's pending queue)."""
+        route = self.routes[op.device]
+        if route.sleepy:
+            op.t_sent = op.t_anchor  # "sent" = offered to the device; served when it polls
+            self.pending.put(route.device_id, op)
+            return
+        lane = route.lane
+        lane.queue.append(op)
+        if lane.lot:
+            lane.lot.unpark()
+        elif lane.workers < lane.max_workers:
+            lane.workers += 1
+            self.nursery.start_soon(self._worker, lane)
+
+    def resend(self, ops: Iterable[Operation]) -> None:
+        """Retries whose delay has passed (from the timer task)."""
+        for op in ops:
+            self.counters["ops.resent"] += 1
+            self.dispatch(op)
+
+    async def run_open(self, times: Iterable[float], end: float) -> None:
+        """Issue at ``t0 + t`` for each ``t`` of ``times``, then wait until ``end``."""
+        issue = self.issue
+        current_time = trio.current_time
+        t0 = self.t0
+        now = current_time()
+        burst = 0
+        for t in times:
+            intended = t0 + t
+            if intended > now:
+                await trio.sleep_until(intended)
+                now = current_time()
+                burst = 0
+            elif burst >= BURST:
+                # Behind schedule (or a large batch due at once): let the workers run.
+                await trio.lowlevel.checkpoint()
+                now = current_time()
+                burst = 0
+            issue(intended, now)
+            burst += 1
+        await trio.sleep_until(end)
+
+    async def run_closed(self, slots: int, end: float, *, per_device: bool) -> None:
+        """Keep ``slots`` operations in flight until ``end`` (one per device with
+        ``per_device``); each is intended at the moment the previous one of its slot ended.
+
+        The next operation is issued from the end of the previous one, synchronously (the
+        table's ``on_end``), so the worker that finished finds it in its lane at once.
+        """
+        current_time = trio.current_time
+        issue = self.issue
+        refused: list[int | None] = []
+
+        def next_one(op: Operation) -> None:
+            now = current_time()
+            if now < end and not issue(now, now, op.device if per_device else None):
+                refused.append(op.device if per_device else None)
+
+        self.table.on_end = next_one
+        try:
+            now = current_time()
+            first = range(len(self.routes)) if per_device else [None] * slots
+            refused.extend(device for device in first if not issue(now, now, device))
+            # A slot refused by the in-flight cap is retried every millisecond.
+            while current_time() < end:
+                await trio.sleep_until(min(end, current_time() + 0.001) if refused else end)
+                now = current_time()
+                retry, refused[:] = refused[:], []
+                if now < end:
+                    refused.extend(device for device in retry if not issue(now, now, device))
+        finally:
+            self.table.on_end = None
+
+    # --- exchanges ---------------------------------------------------------------------------
+
+    async def _worker(self, lane: Lane) -> None:
+        queue = lane.queue
+        lot = lane.lot
+        routes = self.routes
+        table = self.table
+        request = self.transport
+        origin = lane.origin
+        current_time = trio.current_time
+        sent_state = State.SENT
+        while True:
+            while not queue:
+                await lot.park()
+            op = queue.popleft()
+            if op.state is not sent_state or op.t_sent is not None:
+                continue  # timed out while it waited for a connection
+            op.t_sent = current_time()
+            try:
+                answer = await request(origin, routes[op.device].target, op.body)
+            except TransportError as exc:
+                table.error(op, current_time(), "transport." + exc.kind)
+                continue
+            self._answered(op, answer, current_time())
+
+    def _answered(self, op: Operation, answer: Answer, now: float) -> None:
+        table = self.table
+        status = answer.status
+        if not 200 <= status < 300:
+            table.error(op, now, f"http.status.{status}")
+            return
+        body = answer.body
+        if not body:
+            table.ack(op, now)
+            return
+        parsed = parse_sync_body(body)
+        if parsed is None:
+            table.error(op, now, "http.malformed_body")
+            return
+        code, steps = parsed
+        if code is None:  # a partial in the answer: acknowledged, more to come
+            table.ack(op, now)
+            table.partial(op, now, steps)
+        else:
+            table.final(op, now, code, steps, sync=True)
