@@ -38,7 +38,9 @@ class ConfigError(LoadgenError, ValueError):
 class ProtocolError(LoadgenError):
     """An OpenGate message does not follow PROTOCOL.md; the message names the field path."""
 
-    def __init__(self, field: str, expected: str, got: object = None, *, has_got: bool = True) -> None:
+    def __init__(
+        self, field: str, expected: str, got: object = None, *, has_got: bool = True
+    ) -> None:
         self.field = field
         self.expected = expected
         self.got = got

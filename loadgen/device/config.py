@@ -26,6 +26,7 @@ from typing import Final, Literal
 from loadgen.errors import ConfigError
 from loadgen.http.server import ServerLimits
 from loadgen.protocol import DEFAULT_BASE_PATH, DEVICE_RESULT_CODES, PathTemplate, ResultCode
+from loadgen.units import Seconds
 
 __all__ = [
     "DEFAULT_HTTPS_PORT",
@@ -104,13 +105,13 @@ class Delay:
     """
 
     kind: DelayKind = "fixed"
-    value: float = 0.0
-    low: float = 0.0
-    high: float = 0.0
-    mean: float = 0.0
-    median: float = 0.0
-    p99: float = 0.0
-    cap: float = math.inf
+    value: Seconds = 0.0
+    low: Seconds = 0.0
+    high: Seconds = 0.0
+    mean: Seconds = 0.0
+    median: Seconds = 0.0
+    p99: Seconds = 0.0
+    cap: Seconds = math.inf
 
     def __post_init__(self) -> None:
         _choice(self.kind, _DELAY_KINDS, "kind")
@@ -348,7 +349,7 @@ class Faults:
     duplicate_final: float = 0.0
     partial_after_final: float = 0.0
     drip_bytes: int = 8
-    drip_interval: float = 0.05
+    drip_interval: Seconds = 0.05
 
     def __post_init__(self) -> None:
         for name in FAULT_NAMES:
@@ -382,10 +383,10 @@ class Responder:
     api_key: str | None = None
     base_path: str = DEFAULT_BASE_PATH
     retries: int = 3
-    backoff_base: float = 0.1
-    backoff_max: float = 2.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
+    backoff_base: Seconds = 0.1
+    backoff_max: Seconds = 2.0
+    connect_timeout: Seconds = 5.0
+    read_timeout: Seconds = 10.0
     max_connections: int = 64
     verify_tls: bool = True
     ca_file: str | None = None
@@ -418,7 +419,7 @@ class Sleepy:
     REFRESH_INFO (sleepy or not) the device POSTs fresh data to ``collect/iot``."""
 
     share: float = 0.0
-    poll_period: float = 60.0
+    poll_period: Seconds = 60.0
     jitter: float = 0.1
     max_polls: int = 256
     collect_after_refresh: bool = False
@@ -486,7 +487,7 @@ class FleetConfig:
     sleepy: Sleepy = field(default_factory=Sleepy)
     seed: int = 0
     limits: ServerLimits = field(default_factory=ServerLimits)
-    drain_timeout: float = 30.0
+    drain_timeout: Seconds = 30.0
 
     def __post_init__(self) -> None:
         _count(self.count, "count", minimum=0)

@@ -52,6 +52,7 @@ from loadgen.http.parser import (
 )
 from loadgen.http.render import JSON, reason_phrase, render_error, render_response
 from loadgen.http.stream import RawStream, accept_loop
+from loadgen.units import Seconds
 
 __all__ = [
     "Action",
@@ -115,10 +116,10 @@ Handler = Callable[[Request], Awaitable[Reply]]
 class ServerLimits:
     max_head: int = DEFAULT_MAX_HEAD  # bytes of request line + headers -> 431
     max_body: int = DEFAULT_MAX_BODY  # bytes of body -> 413
-    idle_timeout: float = 120.0  # keep-alive connection with no request in progress
-    read_timeout: float = 30.0  # from the first byte of a request to its last -> 408
-    write_timeout: float = 30.0  # to write one answer
-    hang_limit: float = 3600.0  # a HANG reply never holds a connection longer than this
+    idle_timeout: Seconds = 120.0  # keep-alive connection with no request in progress
+    read_timeout: Seconds = 30.0  # from the first byte of a request to its last -> 408
+    write_timeout: Seconds = 30.0  # to write one answer
+    hang_limit: Seconds = 3600.0  # a HANG reply never holds a connection longer than this
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from loadgen.http.client import Origin
 from loadgen.metrics.health import HealthLimits
 from loadgen.protocol import DEFAULT_BASE_PATH, OPERATION_NAMES, PathTemplate
 from loadgen.protocol.enums import RESULT_CODE_BY_VALUE, RESULT_CODE_EXPECTED
+from loadgen.units import Seconds
 
 __all__ = [
     "DEFAULT_ID_PATTERN",
@@ -51,7 +52,7 @@ __all__ = [
 ArrivalModel = Literal["open", "poisson", "closed"]
 DeviceChoice = Literal["uniform", "round-robin", "zipf"]
 
-DEFAULT_ID_PATTERN: Final = "dev-{index:06d}"
+DEFAULT_ID_PATTERN: Final = "dev-{:06d}"  # the fleet's default; "dev-{index:06d}" works too
 DEFAULT_DEVICE_URL: Final = "http://127.0.0.1:1123"
 #: The grace period after the last stage, when none is given: min(timeout, this).
 MAX_DEFAULT_GRACE: Final = 30.0
@@ -94,9 +95,10 @@ class Stage:
     stage) to ``rate`` over the stage; without, it is ``rate`` throughout.
     """
 
-    duration: float
+    duration: Seconds
     rate: float
     ramp: bool = False
+    name: str = ""  # shown in progress and the time series ("warm-up", "hold", ...)
 
     def __post_init__(self) -> None:
         _positive(self.duration, "duration")
@@ -154,10 +156,10 @@ class Timeouts:
     ``retries_delay`` seconds, at most ``retries`` times, with the same operation id.
     """
 
-    ack_timeout: float = 10.0
-    timeout: float = 90.0
+    ack_timeout: Seconds = 10.0
+    timeout: Seconds = 90.0
     retries: int = 0
-    retries_delay: float = 1.0
+    retries_delay: Seconds = 1.0
     retry_result_list: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -224,7 +226,8 @@ class Target:
 class Targets:
     """Devices to send to: ``count`` ids from ``id_pattern`` at ``base_url``, or ``devices``.
 
-    ``id_pattern`` is a ``str.format`` pattern with ``index`` (``first_index`` ..
+    ``id_pattern`` is a ``str.format`` pattern with one field, positional (``dev-{:06d}``, the
+    fleet's form) or named ``index`` (``first_index`` ..
     ``first_index + count - 1``; a shard sets ``first_index``). When ``devices`` is not empty,
     it is the whole target list and the other fields are ignored.
     """
@@ -257,11 +260,12 @@ class Targets:
         if self.count < 1:
             raise ConfigError(f"expected at least 1 device, got {self.count}", key="count")
         try:
-            first = self.id_pattern.format(index=self.first_index)
-            second = self.id_pattern.format(index=self.first_index + 1)
+            first = self.id_pattern.format(self.first_index, index=self.first_index)
+            second = self.id_pattern.format(self.first_index + 1, index=self.first_index + 1)
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(
-                f"expected a str.format pattern using {{index}}, got {self.id_pattern!r} ({exc})",
+                "expected a str.format pattern with one field, positional ('dev-{:06d}', as the "
+                f"fleet's) or named ('dev-{{index:06d}}'), got {self.id_pattern!r} ({exc})",
                 key="id_pattern",
             ) from None
         if first == second or not first:
@@ -279,7 +283,7 @@ class Targets:
             return [(t.device_id, t.url) for t in self.devices]
         pattern, url = self.id_pattern, self.base_url
         first = self.first_index
-        return [(pattern.format(index=i), url) for i in range(first, first + self.count)]
+        return [(pattern.format(i, index=i), url) for i in range(first, first + self.count)]
 
 
 _ID_KEYS: Final = ("device_id", "deviceId", "id")
@@ -423,7 +427,7 @@ class PlatformConfig:
     sleepy_devices: frozenset[str] = frozenset()
     health: HealthLimits = field(default_factory=HealthLimits)
     breakdown_by_name: bool = False
-    drain_grace: float | None = None  # None: min(timeout, 30 s)
+    drain_grace: Seconds | None = None  # None: min(timeout, 30 s)
 
     def __post_init__(self) -> None:
         for key, kind in (

@@ -12,6 +12,7 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
 
 1. **load**: the issuing task follows the arrival model until the last stage ends
    (``t0 + duration`` on the trio clock);
+   (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C);
 2. **drain**: operations still in flight get up to ``config.grace`` seconds to end;
 3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
    patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
@@ -127,6 +128,7 @@ class PlatformInfo:
         self.t0: float | None = None
         self._begin = trio.Event()
         self._targets: Targets | None = None
+        self._load_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
@@ -137,6 +139,12 @@ class PlatformInfo:
             raise RuntimeError("the load has already begun")
         self._targets = targets
         self._begin.set()
+
+    def stop_load(self) -> None:
+        """End the load phase now (Ctrl-C): nothing more is issued; the drain follows as usual."""
+        self._load_scope.cancel()
+        if not self._begin.is_set():
+            self._begin.set()
 
     def statistics(self) -> PlatformStats:
         elapsed = 0.0 if self.t0 is None else trio.current_time() - self.t0
@@ -354,10 +362,11 @@ async def _load(
         info.phase = "load"
         cpu0, wall0 = time.process_time(), time.perf_counter()
         end = t0 + arrival.duration
-        if schedule is not None:
-            await sender.run_open(schedule.times(arrival.model, config.seed), end)
-        else:
-            await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
+        with info._load_scope:
+            if schedule is not None:
+                await sender.run_open(schedule.times(arrival.model, config.seed), end)
+            else:
+                await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         load_end = trio.current_time()
         info.phase = "drain"

@@ -101,7 +101,7 @@ def test_missing_targets_file(tmp_path: Path) -> None:
         ({"timeouts": {"retry_result_list": ["NOPE"]}}, "timeouts.retry_result_list[0]",
          "expected one of SUCCESSFUL"),
         ({"targets": {"id_pattern": "dev"}}, "targets.id_pattern", "its own id"),
-        ({"targets": {"id_pattern": "{nope}"}}, "targets.id_pattern", "{index}"),
+        ({"targets": {"id_pattern": "{nope}"}}, "targets.id_pattern", "one field, positional"),
         ({"targets": {"base_url": "localhost:1123"}}, "targets.base_url", "http:// or https://"),
         ({"targets": {"bogus": 1}}, "targets.bogus", "unknown key 'bogus'"),
         ({"south": {"port": 70000}}, "south.port", "0..65535"),
