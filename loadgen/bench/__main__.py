@@ -1,38 +1,188 @@
-"""``python -m loadgen.bench``: run the self-benchmark, print the table, save the figures."""
+"""``python -m loadgen.bench`` (``make bench``): the self-benchmark of this machine.
+
+Every figure the issues name is measured in one run, next to its in-run reference, and checked
+against its target; the table is printed and written with ``bench.json`` and ``bench.html`` to
+``results/bench/<UTC timestamp>/``. Absolute numbers belong to this machine; the ratios are what
+carries over.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import html
 import os
 import platform
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from loadgen.bench.devicebench import device_figures, memory_per_device
 from loadgen.bench.httpbench import PairResult, parser_figures, run_pair
+from loadgen.bench.senderbench import sender_figures
+from loadgen.bench.systembench import callback_figures, merge_figure, pacing_figure, shard_figures
+from loadgen.report.html import CSS
 
-# Figures the issues ask for: (what, numerator row, denominator row, at least).
-HTTP_TARGETS = (
-    ("fast path vs h11, req/s per core", "fast", "h11", 4.0),
-    ("fast path vs httpx/hypercorn, req/s per core", "fast", "httpx", 30.0),
-)
+Check = dict[str, Any]
 
 
-def _table(rows: list[PairResult]) -> str:
+def _check(
+    figure: str, value: float | None, reference: str, target: float, unit: str = "x"
+) -> Check:
+    met = value is not None and value >= target
+    return {"figure": figure, "value": value, "reference": reference, "target": target,
+            "unit": unit, "met": met}  # fmt: skip
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _http_table(rows: list[PairResult]) -> str:
     head = (
-        f"{'pair':<28}{'req/s':>10}{'client µs/req':>15}{'server µs/req':>15}"
+        f"  {'pair':<30}{'req/s':>9}{'client µs/req':>15}{'server µs/req':>15}"
         f"{'req/s per core':>16}{'errors':>8}"
     )
-    lines = [head, "-" * len(head)]
+    lines = [head, "  " + "-" * (len(head) - 2)]
     for row in rows:
         server_us = "n/a" if row.server_us is None else f"{row.server_us:.1f}"
         lines.append(
-            f"{row.name:<28}{row.rps:>10.0f}{row.client_us:>15.1f}{server_us:>15}"
+            f"  {row.name:<30}{row.rps:>9.0f}{row.client_us:>15.1f}{server_us:>15}"
             f"{row.per_core:>16.0f}{row.errors:>8}"
         )
     return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def run(duration: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    out: dict[str, Any] = {}
+    checks: list[Check] = []
+
+    _say(f"loadgen self-benchmark on {platform.node()} ({os.cpu_count()} cores), "
+         f"Python {platform.python_version()}; each pair: client on core 0, server on core 1")  # fmt: skip
+
+    parse = parser_figures()
+    out["parser"] = parse
+    _say(f"\n[1] parse one request: fast path {parse['fast_parse_us']:.2f} µs, h11 "
+         f"{parse['h11_parse_us']:.2f} µs (x{parse['h11_parse_us'] / parse['fast_parse_us']:.1f})")  # fmt: skip
+
+    _say("\n[2] HTTP/1.1 transport, 16 keep-alive connections")
+    pairs = {
+        "fast": run_pair("fast path (raw trio sockets)", "fast", "fast", duration=duration),
+        "h11": run_pair("h11 (same server and pool)", "h11", "h11", duration=duration),
+        "httpx": run_pair("httpx / hypercorn", "hypercorn", "httpx", duration=duration),
+    }
+    _say(_http_table(list(pairs.values())))
+    out["http"] = {key: row.as_dict() for key, row in pairs.items()}
+    checks.append(_check("HTTP fast path vs h11 (req/s per core)",
+                         _ratio(pairs["fast"].per_core, pairs["h11"].per_core), "h11 pair", 4.0))  # fmt: skip
+    checks.append(_check("HTTP fast path vs httpx/hypercorn (req/s per core)",
+                         _ratio(pairs["fast"].per_core, pairs["httpx"].per_core),
+                         "httpx client + hypercorn", 30.0))  # fmt: skip
+
+    _say("\n[3] device fleet: sync operations answered per CPU-second of the fleet")
+    devices: list[dict[str, Any]] = device_figures(duration)
+    for row in devices:
+        _say(f"  {row['name']:<34}{row['ops_per_core_s'] or 0:>10.0f} ops per core-second"
+             f"   x{row['vs_h11']} vs h11")  # fmt: skip
+    memory: dict[str, Any] = memory_per_device(100_000)
+    _say(f"  100,000 idle devices add {memory['delta_bytes'] / 1e6:.1f} MB "
+         f"({memory['bytes_per_device']} bytes per device)")  # fmt: skip
+    out["devices"] = {"pairs": devices, "memory": memory}
+    checks.append(_check("device fleet fast path vs h11 (ops per core)", devices[0]["vs_h11"],
+                         "same handler on h11", 3.0))  # fmt: skip
+    checks.append(_check("MB added by 100,000 devices (at most 200)",
+                         200.0 - float(memory["delta_bytes"]) / 1e6, "empty fleet", 0.0, "MB spare"))  # fmt: skip
+
+    _say("\n[4] platform sender: sync operations per CPU-second of the sender (closed model)")
+    senders = sender_figures(duration)
+    platform_row, httpx_row = senders[0], senders[1]
+    for row in senders:
+        _say(f"  {row['sender']:<10}{row['ops_per_cpu_s']:>10.0f} ops per core-second"
+             f"   ({row['cpu_us_per_op']} µs CPU per operation)")  # fmt: skip
+    out["sender"] = senders
+    checks.append(_check("sender ops per core-second (at least 25,000)",
+                         platform_row["ops_per_cpu_s"], "-", 25_000.0, "ops/s"))  # fmt: skip
+    checks.append(_check("sender vs httpx sender", platform_row.get("ratio_vs_httpx")
+                         or _ratio(platform_row["ops_per_cpu_s"], httpx_row["ops_per_cpu_s"]),
+                         "httpx sender", 20.0))  # fmt: skip
+
+    _say("\n[5] async callback loop: device POSTs received by the south API per CPU-second")
+    callbacks = callback_figures(duration)
+    for row in callbacks:
+        _say(f"  {row['name']:<34}{row['messages_per_core_s'] or 0:>10.0f} messages per "
+             f"core-second   x{row['vs_h11']} vs h11")  # fmt: skip
+    out["callbacks"] = callbacks
+
+    ceiling = float(platform_row["ops_per_cpu_s"])
+    _say(
+        f"\n[6] scheduler lateness, open model at 50% of the sender ceiling ({ceiling / 2:.0f} ops/s)"
+    )
+    pacing = pacing_figure(ceiling / 2, duration=max(3.0, duration))
+    late = pacing["lateness_ms"]
+    _say(f"  lateness p50 {late['p50']} ms, p99 {late['p99']} ms, p99.9 {late['p999']} ms, "
+         f"max {late['max']} ms; late sends (>2 ms) {pacing['late_sends']} of {pacing['sent']}; "
+         f"generator saturated: {pacing['saturated']}")  # fmt: skip
+    out["pacing"] = pacing
+
+    _say("\n[7] scale out: sender operations per CPU-second with 1 and 2 shard processes")
+    shards = shard_figures(duration)
+    for key in ("1_shard", "2_shard"):
+        row = shards[key]
+        _say(f"  {row['shards']} shard(s): {row['ops_per_s']:>9.0f} ops/s, "
+             f"{row['ops_per_sender_cpu_s']:>9.0f} per sender CPU-second, "
+             f"target server at {row['server_cpu_percent']}% CPU")  # fmt: skip
+    per_device = float(memory["bytes_per_device"] or 0)
+    shards["devices_per_shard_100k_2_shards"] = {
+        "devices": 50_000,
+        "mb": round(per_device * 50_000 / 1e6, 1),
+    }
+    merge = merge_figure()
+    shards["merge"] = merge
+    _say(f"  2 shards of 100,000 devices: 50,000 devices, "
+         f"{per_device * 50_000 / 1e6:.1f} MB each; merging {merge['shards']} shard folders "
+         f"({merge['interval_logs']} interval logs) took {merge['merge_s']} s")  # fmt: skip
+    out["shards"] = shards
+    checks.append(_check("2 shards vs 1: ops per sender CPU-second (at least 0.90)",
+                         shards["efficiency"], "1 shard", 0.90, "ratio"))  # fmt: skip
+
+    _say("\nTargets")
+    for check in checks:
+        value = "n/a" if check["value"] is None else f"{check['value']:,}"
+        _say(
+            f"  {'OK  ' if check['met'] else 'MISS'} {check['figure']}: {value} "
+            f"(target {check['target']:,} {check['unit']}, reference: {check['reference']})"
+        )
+    out["checks"] = checks
+    out["machine"] = {"node": platform.node(), "cores": os.cpu_count(),
+                      "python": platform.python_version()}  # fmt: skip
+    out["duration_s"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _html(report: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(c['figure'])}</td><td class=n>{c['value']}</td>"
+        f"<td class=n>{c['target']} {html.escape(c['unit'])}</td>"
+        f"<td>{html.escape(c['reference'])}</td>"
+        f"<td class={'ok' if c['met'] else 'fail'}>{'met' if c['met'] else 'missed'}</td></tr>"
+        for c in report["checks"]
+    )
+    figures = html.escape(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>loadgen bench</title>"
+        f"<style>{CSS}</style></head><body><h1>loadgen self-benchmark</h1>"
+        f"<p>{html.escape(str(report['machine']))}, {report['duration_s']} s</p>"
+        f"<table><tr><th>figure</th><th>value</th><th>target</th><th>in-run reference</th>"
+        f"<th></th></tr>{rows}</table><h2>All figures</h2><pre>{figures}</pre></body></html>"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,57 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per pair")
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
-
-    print(
-        f"loadgen self-benchmark on {platform.node()} ({os.cpu_count()} cores), "
-        f"Python {platform.python_version()}",
-        flush=True,
-    )
-    parse = parser_figures()
-    print(
-        f"\nparse one request: fast path {parse['fast_parse_us']:.2f} µs, "
-        f"h11 {parse['h11_parse_us']:.2f} µs "
-        f"(x{parse['h11_parse_us'] / parse['fast_parse_us']:.1f})",
-        flush=True,
-    )
-    print(
-        "\nHTTP/1.1 on loopback: client on core 0, server on core 1, 16 keep-alive connections",
-        flush=True,
-    )
-    pairs = [
-        ("fast", "fast", "fast", "fast path (raw trio sockets)"),
-        ("h11", "h11", "h11", "h11 (same server/pool, h11)"),
-        ("httpx", "hypercorn", "httpx", "httpx client / hypercorn"),
-    ]
-    rows: dict[str, PairResult] = {}
-    for key, server_kind, client_kind, label in pairs:
-        rows[key] = run_pair(label, server_kind, client_kind, duration=args.duration)
-        print(f"  measured {label}: {rows[key].rps:.0f} req/s", flush=True)
-    print()
-    print(_table(list(rows.values())))
-    verdicts = []
-    print()
-    for what, num, den, target in HTTP_TARGETS:
-        ratio = rows[num].per_core / rows[den].per_core if rows[den].per_core else float("inf")
-        ok = ratio >= target
-        verdicts.append({"figure": what, "ratio": round(ratio, 2), "target": target, "met": ok})
-        print(f"{what}: x{ratio:.1f} (target >= x{target:g}) {'OK' if ok else 'BELOW TARGET'}")
-
+    report = run(args.duration)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.results / stamp
     out.mkdir(parents=True, exist_ok=True)
-    report = {
-        "machine": {
-            "node": platform.node(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "parser": parse,
-        "http_pairs": {key: row.as_dict() for key, row in rows.items()},
-        "ratios": verdicts,
-    }
     (out / "bench.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print(f"\nfigures written to {out / 'bench.json'}")
+    (out / "bench.html").write_text(_html(report), encoding="utf-8")
+    _say(
+        f"\nbench took {report['duration_s']} s; figures written to {out}/bench.json and bench.html"
+    )
     return 0
 
 

@@ -1,0 +1,235 @@
+"""The system figures of ``make bench`` beyond the HTTP pairs.
+
+- **callback loop**: the platform's south API receiving device POSTs (parse, validate, correlate,
+  count) on the fast server, on h11 and under hypercorn; messages per CPU-second of the server.
+- **scheduler lateness at 50% of the sender ceiling**: the open model paced at half the measured
+  closed-model ceiling; how late sends are after their intended times.
+- **shards**: the sender with 1 shard process vs 2 at once against the same fast server;
+  operations per sender CPU-second of each (sharding must cost nothing per core), with the
+  server's CPU share reported beside it because this machine has only two cores.
+- **merge**: the time to merge 100 shard result folders exactly.
+
+Each pair runs as separate pinned processes, like ``httpbench``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from loadgen.bench.httpbench import _cpu_seconds
+
+__all__ = ["callback_figures", "merge_figure", "pacing_figure", "shard_figures"]
+
+_TWO_CORES = (os.cpu_count() or 1) >= 2
+
+
+def _spawn(module: str, args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _line(stream: IO[str] | None, prefix: str, what: str) -> str:
+    assert stream is not None
+    line = stream.readline()
+    if not line.startswith(prefix):
+        raise RuntimeError(f"benchmark {what} said {line!r}, expected {prefix!r}")
+    return line
+
+
+def _cpu(flag: int) -> list[str]:
+    return ["--cpu", str(flag)] if _TWO_CORES else []
+
+
+def _server(module: str, kind: str) -> tuple[subprocess.Popen[str], int]:
+    server = _spawn(module, ["server", "--kind", kind, *_cpu(1)])
+    port = int(_line(server.stdout, "READY", f"{kind} server").split()[1])
+    return server, port
+
+
+def callback_figures(duration: float = 3.0) -> list[dict[str, Any]]:
+    rows = []
+    for kind, label in (
+        ("fast", "south API, fast path"),
+        ("h11", "south API, h11"),
+        ("hypercorn", "south API, hypercorn ASGI"),
+    ):
+        server, port = _server("loadgen.bench.southpeer", kind)
+        try:
+            client = _spawn(
+                "loadgen.bench.southpeer",
+                ["client", "--port", str(port), "--duration", str(duration), *_cpu(0)],
+            )
+            try:
+                _line(client.stdout, "WARM", "south client")
+                cpu0 = _cpu_seconds(server.pid)
+                result = orjson.loads(_line(client.stdout, "{", "south client"))
+                cpu1 = _cpu_seconds(server.pid)
+            finally:
+                client.wait(timeout=60)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        requests = result["requests"]
+        rows.append(
+            {
+                "name": label,
+                "kind": kind,
+                "messages": requests,
+                "errors": result["errors"],
+                "messages_per_s": round(requests / result["wall_s"], 1),
+                "server_us_per_message": round(server_cpu / requests * 1e6, 2)
+                if server_cpu and requests
+                else None,
+                "messages_per_core_s": round(requests / server_cpu, 1) if server_cpu else None,
+            }
+        )
+    h11 = rows[1]["messages_per_core_s"]
+    for row in rows:
+        mine = row["messages_per_core_s"]
+        row["vs_h11"] = round(mine / h11, 2) if mine and h11 else None
+    return rows
+
+
+def pacing_figure(rate: float, duration: float = 4.0) -> dict[str, Any]:
+    server, port = _server("loadgen.bench.peer", "fast")
+    try:
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "loadgen.bench.pacepeer", "--port", str(port),
+                "--rate", f"{rate:.1f}", "--duration", str(duration), *_cpu(0),
+            ],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _senders(port: int, count: int, duration: float) -> list[dict[str, Any]]:
+    clients = [
+        _spawn(
+            "loadgen.bench.senderpeer",
+            [
+                "--kind",
+                "platform",
+                "--port",
+                str(port),
+                "--duration",
+                str(duration),
+                "--warmup",
+                "1.0",
+                *(["--cpu", str(i % 2)] if _TWO_CORES else []),
+            ],
+        )
+        for i in range(count)
+    ]
+    try:
+        for client in clients:
+            _line(client.stdout, "WARM", "sender")
+        return [orjson.loads(_line(client.stdout, "{", "sender")) for client in clients]
+    finally:
+        for client in clients:
+            client.wait(timeout=60)
+
+
+def shard_figures(duration: float = 3.0) -> dict[str, Any]:
+    """Sender operations per CPU-second with one shard process and with two at once."""
+    out: dict[str, Any] = {}
+    for shards in (1, 2):
+        server = _spawn("loadgen.bench.peer", ["server", "--kind", "fast"])
+        try:
+            port = int(_line(server.stdout, "READY", "fast server").split()[1])
+            wall0, cpu0 = time.perf_counter(), _cpu_seconds(server.pid)
+            results = _senders(port, shards, duration)
+            wall1, cpu1 = time.perf_counter(), _cpu_seconds(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        operations = sum(int(r["operations"]) for r in results)
+        sender_cpu = sum(float(r["cpu_s"]) for r in results)
+        wall = max(float(r["wall_s"]) for r in results)
+        server_share = (
+            None
+            if cpu0 is None or cpu1 is None
+            else round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1)
+        )
+        out[f"{shards}_shard"] = {
+            "shards": shards,
+            "operations": operations,
+            "ops_per_s": round(operations / wall, 1),
+            "ops_per_sender_cpu_s": round(operations / sender_cpu, 1) if sender_cpu else None,
+            "server_cpu_percent": server_share,
+        }
+    one = out["1_shard"]["ops_per_sender_cpu_s"]
+    two = out["2_shard"]["ops_per_sender_cpu_s"]
+    out["efficiency"] = round(two / one, 3) if one and two else None
+    return out
+
+
+def _write_shards(root: Path, count: int, intervals: int) -> list[Path]:
+    from loadgen.metrics.intervals import Interval
+    from loadgen.metrics.registry import Metrics
+    from loadgen.report.results import RunWriter
+
+    folders = []
+    for shard in range(count):
+        metrics = Metrics(["complete", "ack"])
+        folder = root / f"shard-{shard}"
+        folder.mkdir()
+        writer = RunWriter(folder, 1_764_000_000.0, {"campaign": "bench-merge", "interval": 1.0})
+        for index in range(intervals):
+            for value in range(1, 500):
+                latency = value * 1e-4 * (1 + shard % 7)
+                metrics.phase("complete").record(latency, latency / 2)
+                metrics.phase("ack").record(value * 1e-5, value * 1e-5)
+            metrics.count("ops.sent", 499)
+            metrics.count("ops.completed", 499)
+            histograms = {r.name: r.rollover() for r in metrics.recorders()}
+            writer(
+                Interval(
+                    index,
+                    float(index),
+                    index + 1.0,
+                    histograms,
+                    {},
+                    dict(metrics.counters),
+                    {},
+                    final=index == intervals - 1,
+                )
+            )
+        writer.close()
+        folders.append(folder)
+    return folders
+
+
+def merge_figure(count: int = 100, intervals: int = 10) -> dict[str, Any]:
+    """Seconds to merge ``count`` shard folders of ``intervals`` intervals, 4 recorders each."""
+    from loadgen.scale.merge import merge_runs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folders = _write_shards(root, count, intervals)
+        start = time.perf_counter()
+        merge_runs(folders, root / "merged")
+        seconds = time.perf_counter() - start
+    return {
+        "shards": count,
+        "intervals_each": intervals,
+        "interval_logs": count * 4,
+        "merge_s": round(seconds, 3),
+    }
