@@ -30,13 +30,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    from loadgen.campaign.capacity_cli import register as capacity
     from loadgen.campaign.cli import register as campaign
     from loadgen.device.cli import register as devices
     from loadgen.platform.cli import register as platform
     from loadgen.report.cli import register as report
     from loadgen.scale.cli import register as scale
 
-    return [campaign, devices, platform, report, scale]
+    return [campaign, capacity, devices, platform, report, scale]
 
 
 def build_parser() -> argparse.ArgumentParser:

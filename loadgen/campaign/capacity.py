@@ -12,6 +12,10 @@ system, the loopback pair, or a fake in the tests.
    geometric mean until ``hi / lo - 1 <= resolution``. The answer is ``lo``: the highest rate
    *measured* to pass, never an interpolation.
 
+With ``integral`` the step parameter is a whole number (a device count, ``--dimension
+devices``): every value tried is rounded, and bisection also stops when no whole number lies
+strictly between ``lo`` and ``hi``.
+
 A step passes when every SLO holds, achieved >= ``min_achieved_ratio`` x offered, and the error
 rate is within ``max_error_rate``. A step where the *generator* was saturated (its own lateness or
 CPU over the limits) is a third verdict, ``generator_limit``: it stops the search, and the result
@@ -19,7 +23,9 @@ says the generator's ceiling was reached, never that the target's capacity was f
 
 The report names the **knee** (the highest passing rate before p99 of ``complete`` exceeds
 ``knee_factor`` x its value at the lowest rate measured) and the **phase that degraded first**
-(at the first failing step, the phase whose p99 grew most relative to the lowest rate).
+(at the first failing step, the phase whose p99 grew most relative to the lowest rate, if one
+grew by more than ``DEGRADED_GROWTH``: a step that failed on errors or throughput alone, latency
+flat, names none).
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from loadgen.errors import ConfigError
 
 __all__ = ["CapacityResult", "SearchConfig", "StepResult", "search"]
 
 Verdict = Literal["pass", "fail", "generator_limit"]
+#: A phase whose p99 grew less than this (x its value at the lowest rate) has not degraded.
+DEGRADED_GROWTH: Final = 1.2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +52,7 @@ class SearchConfig:
     resolution: float = 0.05  # stop bisecting when hi/lo - 1 <= resolution
     max_steps: int = 30
     knee_factor: float = 2.0
+    integral: bool = False  # the parameter is a count: try whole numbers only
 
     def __post_init__(self) -> None:
         if not self.start_rate > 0:
@@ -54,6 +63,22 @@ class SearchConfig:
             raise ConfigError("expected 0 < resolution < 1", key="capacity.resolution")
         if self.max_rate < self.start_rate:
             raise ConfigError("expected max_rate >= start_rate", key="capacity.max_rate")
+        if self.integral and self.start_rate < 1:
+            raise ConfigError("expected a start >= 1 for a count", key="capacity.start_rate")
+
+    def snap(self, value: float) -> float:
+        """``value`` as the search tries it (rounded to a whole number when ``integral``)."""
+        return float(max(1, round(value))) if self.integral else value
+
+    def between(self, lo: float, hi: float) -> float | None:
+        """The next value to try between ``lo`` (passed) and ``hi`` (failed), or None when the
+        interval is narrow enough."""
+        if hi / lo - 1 <= self.resolution:
+            return None
+        mid = self.snap(math.sqrt(lo * hi))
+        if self.integral and not lo < mid < hi:
+            mid = lo + 1
+        return mid if lo < mid < hi else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +177,7 @@ def _first_degraded(steps: list[StepResult]) -> str | None:
     if not failing:
         return None
     baseline = ordered[0].p99_ms
-    worst, worst_growth = None, 0.0
+    worst, worst_growth = None, DEGRADED_GROWTH
     for phase, p99 in failing[0].p99_ms.items():
         base = baseline.get(phase)
         if p99 is None or not base:
@@ -180,7 +205,7 @@ async def search(
     lo: float | None = None
     hi: float | None = None
     generator_limited = False
-    rate = config.start_rate
+    rate = config.snap(config.start_rate)
     while len(steps) < config.max_steps:
         result = await step(rate)
         if result.verdict == "generator_limit":
@@ -192,10 +217,15 @@ async def search(
         lo = rate
         if rate >= config.max_rate:
             break
-        rate = min(rate * config.growth, config.max_rate)
+        grown = config.snap(rate * config.growth)
+        if grown <= rate:  # a small count times a small growth rounds back to itself
+            grown = rate + 1
+        rate = min(grown, config.max_rate)
     if not generator_limited and lo is not None and hi is not None:
-        while hi / lo - 1 > config.resolution and len(steps) < config.max_steps:
-            mid = math.sqrt(lo * hi)
+        while len(steps) < config.max_steps:
+            mid = config.between(lo, hi)
+            if mid is None:
+                break
             result = await step(mid)
             if result.verdict == "generator_limit":
                 generator_limited = True

@@ -15,7 +15,9 @@ Sequence (sides = "both", everything in one trio run on loopback):
 Interruptions lose nothing: the first Ctrl-C (or SIGTERM) stops the load and lets operations in
 flight drain up to the grace period; a second one cuts the drain short. Either way the results are
 written and marked interrupted. With ``abort_on_fail``, thresholds are checked every interval once
-``abort_delay`` has passed and the first failure interrupts the run the same way.
+``abort_delay`` has passed and the first failure interrupts the run the same way. A harness
+failure (an exception) propagates, and the last interval line on disk then reads "not finished",
+as a killed run's does, so a merge of shards that includes it is marked interrupted.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenari
 from loadgen.campaign.thresholds import Threshold
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
-from loadgen.metrics.health import CpuGauge, monitor_loop_lag
+from loadgen.errors import ConfigError
+from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import PlatformConfig, Stage, Targets
@@ -45,7 +48,14 @@ from loadgen.report.results import RunWriter, load_run, new_run_directory
 from loadgen.report.summary import histograms_of, summary_from_metrics, write_summary
 from loadgen.scale.shard import Shard
 
-__all__ = ["EXIT_THRESHOLDS", "CampaignOutcome", "apply_shard", "run_campaign"]
+__all__ = [
+    "EXIT_THRESHOLDS",
+    "CampaignOutcome",
+    "SidesOutcome",
+    "apply_shard",
+    "run_campaign",
+    "run_sides",
+]
 
 EXIT_OK: Final = 0
 EXIT_THRESHOLDS: Final = 99
@@ -85,7 +95,8 @@ def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
         arrival = dataclasses.replace(
             platform.arrival,
             stages=stages,
-            concurrency=max(1, platform.arrival.concurrency // shard.count),
+            # spread like the devices, so the shards' concurrencies add up to the campaign's
+            concurrency=max(1, len(shard.devices(platform.arrival.concurrency))),
         )
         targets = platform.targets
         if targets.devices:
@@ -93,7 +104,10 @@ def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
             targets = dataclasses.replace(
                 targets, devices=targets.devices[owned.start : owned.stop]
             )
-        else:
+        elif scenario.campaign.sides != "both":
+            # With both sides the targets are the shard's own fleet (set once it listens), so
+            # the placeholder range is not split (its default count of 1 would leave shard 0
+            # with no device at all).
             owned = shard.devices(targets.count)
             targets = dataclasses.replace(
                 targets, first_index=targets.first_index + owned.start, count=len(owned)
@@ -147,6 +161,7 @@ class _Run:
         self.fleet: FleetInfo | None = None
         self.platform_result: PlatformResult | None = None
         self.interrupted = False
+        self.failed = False  # ended by an exception (a harness failure): not a finished run
         self.abort_reason: str | None = None
         self.stop_load = trio.Event()
         self.cut = trio.Event()
@@ -211,6 +226,16 @@ async def _serve_fleet(
     done.cancel()
 
 
+def _count_devices(metrics: Metrics, fleet: FleetInfo) -> None:
+    """Put the fleet's size in the counters, so that ``counters.jsonl`` carries it from the
+    first interval: a rebuilt run and the merge of shards (which sums counters) still know how
+    many devices served, where ``summary["extra"]["devices"]`` exists only in a live run."""
+    statistics = fleet.handle.statistics()
+    for name in ("device.devices", "device.sleepy.devices"):
+        if statistics.get(name):
+            metrics.counters[name] = statistics[name]
+
+
 async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
     """Sides "both" or "platform": the platform drives; the fleet (if any) serves it."""
     platform_config = scenario.platform
@@ -239,6 +264,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                 run.fleet = await nursery.start(
                     _serve_fleet, run, fleet_config, nursery.cancel_scope
                 )
+                _count_devices(run.metrics, run.fleet)
                 if not platform_config.targets.devices and run.fleet.http_url:
                     targets = dataclasses.replace(
                         platform_config.targets,
@@ -253,6 +279,27 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
             run.fleet.handle.shutdown()  # the nursery then waits for the fleet's drain
         else:
             nursery.cancel_scope.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class SidesOutcome:
+    """What ``run_sides`` returns: the platform's result and the fleet's statistics (if any)."""
+
+    platform: PlatformResult
+    devices: dict[str, Any] | None
+
+
+async def run_sides(scenario: Scenario, metrics: Metrics) -> SidesOutcome:
+    """Run a scenario's platform side once (and its fleet, with sides = "both"), recording into
+    ``metrics``: the load and its drain, without a results folder, a progress display or signal
+    handling. A capacity step is this, with its own stages."""
+    if scenario.platform is None or scenario.campaign.sides == "devices":
+        raise ConfigError("expected a scenario with a platform side", key="campaign.sides")
+    run = _Run(scenario, metrics)
+    await _platform_then_fleet(run, scenario)
+    assert run.platform_result is not None
+    devices = None if run.fleet is None else dict(run.fleet.handle.statistics())
+    return SidesOutcome(platform=run.platform_result, devices=devices)
 
 
 async def _stop_load_on_interrupt(run: _Run, platform_scope: trio.CancelScope) -> None:
@@ -271,6 +318,7 @@ async def _fleet_only(run: _Run, scenario: Scenario) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cut_on_second_signal, run, nursery.cancel_scope)
         run.fleet = await nursery.start(_serve_fleet, run, config, nursery.cancel_scope)
+        _count_devices(run.metrics, run.fleet)
         with trio.move_on_after(scenario.load_seconds):
             await run.stop_load.wait()
         run.fleet.handle.shutdown()
@@ -317,7 +365,12 @@ async def run_campaign(
     }
     writer = RunWriter(directory, start_epoch, meta)
     bar = Progress(scenario.load_seconds, mode=progress or scenario.output.progress)
-    sinks: list[IntervalSink] = [writer, bar]
+
+    def write(interval: Interval) -> None:
+        # "final" says the run ended normally; one ended by an error must read as a kill does
+        writer(dataclasses.replace(interval, final=False) if run.failed else interval)
+
+    sinks: list[IntervalSink] = [write, bar]
     if scenario.abort_on_fail and thresholds:
         sinks.append(_abort_sink(run, thresholds, ABORT_DELAY))
     exporter = PrometheusExporter() if scenario.output.metrics_port is not None else None
@@ -331,11 +384,15 @@ async def run_campaign(
             if exporter is not None:
                 url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)
                 print(f"live metrics: {url}", flush=True)
-            if campaign.sides == "devices":
-                await nursery.start(monitor_loop_lag, metrics)
-                await _fleet_only(run, scenario)
-            else:
-                await _platform_then_fleet(run, scenario)
+            try:
+                if campaign.sides == "devices":
+                    await nursery.start(monitor_loop_lag, metrics)
+                    await _fleet_only(run, scenario)
+                else:
+                    await _platform_then_fleet(run, scenario)
+            except BaseException:
+                run.failed = True  # before the intervals task writes its last line
+                raise
             nursery.cancel_scope.cancel()
     finally:
         writer.close()
@@ -365,17 +422,23 @@ def _finish(
     start_epoch: float,
 ) -> CampaignOutcome:
     from loadgen.report.html import render_report
+    from loadgen.report.rebuild import generator_verdict
     from loadgen.report.summary import build_summary
 
     result = run.platform_result
     if result is not None:
         info = result.run_info()
     else:
+        # devices only: no platform judged the generator; the same verdict a rebuild gives
+        # (loop lag and CPU against the default limits), so summary.generator always has one
         info = {
             "started_at": start_epoch,
             "duration_s": round(time.time() - start_epoch, 3),
             "load_duration_s": scenario.load_seconds,
             "offered_rate": _offered_rate(scenario.platform),
+            "generator": generator_verdict(
+                histograms_of(run.metrics), load_run(directory).timeseries, HealthLimits()
+            ),
         }
     info["campaign"] = scenario.campaign.name
     info["interrupted"] = run.interrupted

@@ -10,7 +10,8 @@ parser declines (HTTP/1.0, read-until-close, chunked, 1xx) is handed with its by
 from then on.
 
 A connection goes back to the pool only when the exchange completed and both sides allow keep-alive;
-anything else closes it. The per-origin limit counts open connections, not requests: taking an
+anything else closes it. An answer that arrives whole with the same head as the previous one on
+its connection is cut without re-parsing its head (``_SameHead``). The per-origin limit counts open connections, not requests: taking an
 idle connection costs a list pop, and a request finding the origin full parks until a connection
 is released. A request that fails on a *reused* connection before a single response byte
 arrived (the server closed an idle keep-alive connection: the classic race) is retried once on a new
@@ -61,6 +62,9 @@ from loadgen.http.stream import RawStream, open_raw_stream
 __all__ = ["ClientLimits", "ConnectionPool", "Origin", "PoolStats", "open_pool"]
 
 RECEIVE_SIZE: Final = 65536
+#: Request heads kept per origin (one per target: ~200 bytes each).
+MAX_CACHED_TARGETS: Final = 100_000
+_NO_BODY_TAIL: Final = b"0\r\n\r\n"  # how a rendered request without a body ends
 USER_AGENT: Final = b"loadgen/0.1"
 
 
@@ -134,6 +138,45 @@ class PoolStats:
         }
 
 
+class _SameHead:
+    """The head of the last answer on a connection, to recognise the next one without parsing.
+
+    Load traffic repeats itself: a target answers operation after operation with the same status
+    line and headers, byte for byte, Content-Length included. The fast parser is a function of
+    the bytes (and of the request method), so an answer that arrives whole in one read, whose
+    head is byte-identical to that of an answer the parser accepted, whole, for the same method,
+    and whose body has the length that head declares, gets the same status, reason, headers and
+    keep-alive decision: ``cut`` makes that ``Response`` with two C-level comparisons instead of
+    re-parsing the head. Any other read (split, longer, a different head) goes to the parser,
+    which then teaches the next ``_SameHead``.
+    """
+
+    __slots__ = ("block", "head", "keep_alive", "method", "reason", "size", "status")
+
+    def __init__(self, method: bytes, data: bytes | bytearray, response: Response) -> None:
+        """``response`` is what the parser made of exactly ``data`` (nothing left over)."""
+        self.method = method
+        self.size = len(data)
+        self.head = head = bytes(data[: len(data) - len(response.body)])
+        end = len(head) - 4  # the CRLF CRLF
+        first = head.find(b"\r\n")  # the end of the status line; the header block follows it
+        self.block = head[first + 2 : end] if first < end else b""
+        self.status = response.status
+        self.reason = response.reason
+        self.keep_alive = response.keep_alive
+
+    def __repr__(self) -> str:
+        return f"<_SameHead {self.status} head={len(self.head)} size={self.size}>"
+
+    def cut(self, data: bytes | bytearray) -> Response | None:
+        """The answer in ``data`` if it is one with this head, else None (ask the parser)."""
+        if len(data) != self.size or not data.startswith(self.head):
+            return None
+        return Response(
+            self.status, self.reason, self.block, bytes(data[len(self.head) :]), self.keep_alive
+        )
+
+
 class _Conn:
     """One connection: a stream plus either the fast reader or, after a decline, an h11 state.
 
@@ -149,6 +192,7 @@ class _Conn:
         "h11",
         "raw",
         "reader",
+        "same_head",
         "served",
         "stream",
     )
@@ -159,6 +203,7 @@ class _Conn:
         self.raw = raw
         self.stream = stream
         self.reader = ResponseReader(max_head=limits.max_head, max_body=limits.max_body)
+        self.same_head: _SameHead | None = None
         self.h11: h11.Connection | None = (
             h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_head)
             if force_h11
@@ -182,13 +227,25 @@ class _Conn:
 class _OriginPool:
     """The connections of one origin: idle ones (most recent last) and a count of all open."""
 
-    __slots__ = ("idle", "lot", "open", "template")
+    __slots__ = ("_heads", "idle", "lot", "open", "template")
 
     def __init__(self, origin: Origin, headers: Headers) -> None:
         self.idle: list[_Conn] = []
         self.open = 0  # idle + busy + connecting
         self.lot = trio.lowlevel.ParkingLot()  # requests waiting for a connection slot
         self.template = RequestTemplate(b"POST", origin.host_header, headers)
+        self._heads: dict[bytes, bytes] = {}  # target -> head up to "Content-Length: "
+
+    def post(self, target: bytes, body: bytes) -> bytes:
+        """``template.render(target, body)``; each target's head is rendered (and its target
+        checked) once: a load generator POSTs to the same few thousand targets over and over."""
+        head = self._heads.get(target)
+        if head is None:
+            head = self.template.render(target)[: -len(_NO_BODY_TAIL)]
+            if len(self._heads) >= MAX_CACHED_TARGETS:
+                self._heads.clear()
+            self._heads[target] = head
+        return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
 
 class ConnectionPool:
@@ -270,10 +327,10 @@ class ConnectionPool:
         """One exchange. Raises a ``TransportError`` subclass on any failure (counted by kind)."""
         pool = self._origin_pool(origin)
         if method == b"POST" and content_type == JSON:
-            template = pool.template
+            wire = pool.post(target, body)
         else:
             template = self._template(origin, method, content_type if body else b"")
-        wire = template.render(target, body)
+            wire = template.render(target, body)
         self.stats.requests += 1
         try:
             conn = await self._checkout(origin, pool)
@@ -409,28 +466,37 @@ class ConnectionPool:
     ) -> Response:
         reader = conn.reader
         receive = conn.stream.receive_some
-        while True:
-            response = reader.next_response(method) if reader.buffered else None
-            if response is None:
-                data = await receive(RECEIVE_SIZE)
-                if not data:
-                    raise ConnectionClosed(
-                        "server closed the connection before a complete answer"
-                        if reader.buffered
-                        else "server closed the connection without answering"
-                    )
-                reader.feed(data)
-                continue
-            if response is DECLINED:
-                self.stats.h11_fallbacks += 1
-                conn.h11 = h11.Connection(
-                    h11.CLIENT, max_incomplete_event_size=self.limits.max_head
+        buffered = reader.buffered
+        response = reader.next_response(method) if buffered else None
+        while response is None:
+            data = await receive(RECEIVE_SIZE)
+            if not data:
+                raise ConnectionClosed(
+                    "server closed the connection before a complete answer"
+                    if buffered
+                    else "server closed the connection without answering"
                 )
-                _h11_events(conn.h11, wire, method, target, body)  # already sent: drop the bytes
-                conn.h11.receive_data(reader.take_buffer())
-                return await self._read_h11(conn)
-            assert isinstance(response, Response)
-            return response
+            starts = not buffered  # these bytes begin an answer
+            if starts:
+                # The common case: a whole answer in one read, with the same head as the last.
+                same = conn.same_head
+                if same is not None and same.method == method:
+                    response = same.cut(data)
+                    if response is not None:
+                        return response
+            reader.feed(data)
+            response = reader.next_response(method)
+            buffered = reader.buffered
+            if starts and not buffered and isinstance(response, Response):
+                conn.same_head = _SameHead(method, data, response)
+        if response is DECLINED:
+            self.stats.h11_fallbacks += 1
+            conn.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.limits.max_head)
+            _h11_events(conn.h11, wire, method, target, body)  # already sent: drop the bytes
+            conn.h11.receive_data(reader.take_buffer())
+            return await self._read_h11(conn)
+        assert isinstance(response, Response)
+        return response
 
     async def _read_h11(self, conn: _Conn) -> Response:
         state = conn.h11

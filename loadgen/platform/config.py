@@ -428,6 +428,9 @@ class PlatformConfig:
     health: HealthLimits = field(default_factory=HealthLimits)
     breakdown_by_name: bool = False
     drain_grace: Seconds | None = None  # None: min(timeout, 30 s)
+    # Seconds after the load start: operations intended earlier (a warm-up) are run but not
+    # counted in the run's metrics (``loadgen.platform.measured``); None counts every one.
+    measure_from: Seconds | None = None
 
     def __post_init__(self) -> None:
         for key, kind in (
@@ -474,6 +477,8 @@ class PlatformConfig:
             object.__setattr__(self, "sleepy_devices", frozenset(self.sleepy_devices))
         if self.drain_grace is not None:
             _positive(self.drain_grace, "drain_grace", allow_zero=True)
+        if self.measure_from is not None:
+            _positive(self.measure_from, "measure_from", allow_zero=True)
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise ConfigError(f"no such file: {self.ca_file}", key="ca_file")
 

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from loadgen.metrics.registry import Metrics, PhaseRecorder
+from loadgen.protocol.enums import RESULT_CODE_BY_VALUE
 
 if TYPE_CHECKING:  # config pulls in the HTTP layer (and trio); this module stays pure
     from loadgen.platform.config import Timeouts
@@ -62,9 +63,15 @@ __all__ = [
 REMEMBER_ENDED: Final = 1_000_000
 _SUCCESSFUL: Final = "SUCCESSFUL"
 _ERROR_TIMEOUT: Final = "ERROR_TIMEOUT"
+#: ``result.<code>`` counter names, built once rather than per operation.
+_RESULT_COUNTER: Final = {code: f"result.{code}" for code in RESULT_CODE_BY_VALUE}
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity, so identity hashing is consistent with their
+    # equality; ``Enum.__hash__`` is a Python-level call, paid on every transition lookup.
+    __hash__ = object.__hash__
+
     SENT = "sent"  # issued: being written, or waiting for the HTTP answer (or a pending poll)
     ACKED = "acked"  # HTTP 2xx without a response: the device will POST its responses
     PARTIAL = "partial"  # at least one partial response arrived
@@ -75,6 +82,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__  # as for State
+
     ACK = "ack"  # HTTP 2xx with an empty body, or the operation served to a pending poll
     SYNC_FINAL = "sync_final"  # HTTP 2xx whose body is the final response
     PARTIAL = "partial"  # async message without resultCode
@@ -87,6 +96,8 @@ class Event(enum.Enum):
 
 
 TERMINAL: Final = frozenset({State.COMPLETED, State.TIMED_OUT, State.ERROR})
+#: The states in which an answer or message changes nothing but a counter (``_after_end``).
+_OVER_OR_WAITING: Final = TERMINAL | {State.RETRY_WAIT}
 
 S, E = State, Event
 #: Every legal move. Anything absent is a bug in the caller.
@@ -148,7 +159,6 @@ class Operation:
     def __init__(
         self,
         op_id: str,
-        *,
         device: int,
         name: str,
         t_intended: float,
@@ -156,6 +166,8 @@ class Operation:
         body: bytes = b"",
         entry: int = 0,
     ) -> None:
+        # Not keyword-only: the sender creates one per operation, positionally, and passing
+        # keywords would cost more than the rest of this constructor.
         self.id = op_id
         self.device = device
         self.name = name
@@ -351,7 +363,7 @@ class InflightTable:
 
     def ack(self, op: Operation, now: float) -> None:
         """The HTTP answer was 2xx with no response in it (or a pending poll served it)."""
-        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+        if op.state in _OVER_OR_WAITING:
             self._after_end(op, Event.ACK, now)
             return
         state = _move(op, Event.ACK)
@@ -363,36 +375,48 @@ class InflightTable:
         self, op: Operation, now: float, code: str, steps: Sequence[Any], *, sync: bool
     ) -> None:
         """A final response: the HTTP answer's body (``sync``) or an async message."""
-        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+        if op.state in _OVER_OR_WAITING:
             self._after_end(op, Event.FINAL, now)
             return
         if steps:
             _add_steps(op, steps)
+        counters = self.counters
+        # ``_record`` and ``_record_ack`` unrolled (the sync answer is the hot path): the ack and
+        # the completion of a sync answer are the same instant, hence the same two values.
+        sent = op.t_sent
+        intended = now - op.t_intended
+        service = now - (sent if sent is not None else op.t_anchor)
         if sync:
-            self._record_ack(op, now)
+            if op.t_ack is None:
+                op.t_ack = now
+                self._ack.intended.record(intended)
+                self._ack.service.record(service)
+                counters["ops.acked"] += 1
         elif op.t_first is None:
             op.t_first = now
-            self._record(self._first, op, now)
+            self._first.intended.record(intended)
+            self._first.service.record(service)
         if op.retries_left and code in op.timeouts.retry_result_list:
             _move(op, Event.RETRY)
             op.retries_left -= 1
-            self.counters["ops.retries"] += 1
+            counters["ops.retries"] += 1
             op.t_anchor = now + op.timeouts.retries_delay
             self._arm(op, op.t_anchor)
             return
         _move(op, Event.SYNC_FINAL if sync else Event.FINAL)
-        self._record(self._complete, op, now)
+        complete = self._complete
+        complete.intended.record(intended)
+        complete.service.record(service)
         if self._breakdown:
             self._record(self.metrics.phase(f"complete.{op.name}"), op, now)
-        counters = self.counters
         counters["ops.completed"] += 1
         counters["ops.succeeded" if code == _SUCCESSFUL else "ops.failed"] += 1
-        counters[f"result.{code}"] += 1
+        counters[_RESULT_COUNTER.get(code) or f"result.{code}"] += 1
         self._end(op)
 
     def partial(self, op: Operation, now: float, steps: Sequence[Any]) -> None:
         """An async message without resultCode: accumulate its steps."""
-        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+        if op.state in _OVER_OR_WAITING:
             self._after_end(op, Event.PARTIAL, now)
             return
         previous = op.state
@@ -409,7 +433,7 @@ class InflightTable:
 
     def error(self, op: Operation, now: float, counter: str) -> None:
         """The exchange failed: ``counter`` names why (``transport.<kind>``, ``http.status.<n>``)."""
-        if op.state in TERMINAL or op.state is State.RETRY_WAIT:
+        if op.state in _OVER_OR_WAITING:
             # The operation ended (timed out, or answered by an async final) while its exchange
             # was still going: that exchange's end is no longer an outcome.
             self.counters["ops.abandoned_exchanges"] += 1
@@ -477,7 +501,7 @@ class InflightTable:
             self._record(self.metrics.phase(f"complete.{op.name}"), op, deadline)
         counters = self.counters
         counters["ops.timed_out"] += 1
-        counters[f"result.{_ERROR_TIMEOUT}"] += 1
+        counters[_RESULT_COUNTER[_ERROR_TIMEOUT]] += 1
         self._end(op)
 
     def _end(self, op: Operation) -> None:

@@ -19,6 +19,11 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
    ``PlatformResult``.
 
+With ``config.measure_from`` (a capacity step's warm-up), operations intended before
+``t0 + measure_from`` run as usual but are recorded into the table's separate warm-up
+``Metrics`` (``loadgen.platform.measured``), and the result's rates and ``load_duration_s`` are
+those of the measured window.
+
 Cancelled mid-run (Ctrl-C), it raises ``Cancelled`` like any trio function; everything measured
 so far is in ``metrics`` and ``info.statistics()`` still answers.
 
@@ -47,6 +52,7 @@ from loadgen.metrics.health import monitor_loop_lag
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import PlatformConfig, Targets
 from loadgen.platform.inflight import InflightTable, TableStats
+from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
 from loadgen.platform.schedule import Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
@@ -285,7 +291,11 @@ async def run_platform(
     """
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
-    table = InflightTable(metrics, breakdown_by_name=config.breakdown_by_name)
+    table = (
+        InflightTable(metrics, breakdown_by_name=config.breakdown_by_name)
+        if config.measure_from is None
+        else MeasuredTable(metrics, breakdown_by_name=config.breakdown_by_name)
+    )
     core = SouthCore(
         table, metrics, paths=PathTemplate(config.base_path), api_key=config.south.api_key,
         pending=PendingQueues(),
@@ -338,6 +348,10 @@ async def _load(
     table = info.table
     started_at = time.time()
     t0 = trio.current_time()
+    # With a measured window, rates are per second of that window (its counters hold only it).
+    measured_from = t0 + (config.measure_from or 0.0)
+    if isinstance(table, MeasuredTable):
+        table.measure_from = measured_from
     mix = OperationMix(config.mix, seed=config.seed, timestamp_ms=int(started_at * 1000))
     chooser = DeviceChooser(
         len(routes), config.device_choice, seed=config.seed, zipf_s=config.zipf_s
@@ -387,7 +401,7 @@ async def _load(
         workers.cancel_scope.cancel()
     info.phase = "done"
     finished = trio.current_time()
-    load_s = max(load_end - t0, 1e-9)
+    load_s = max(load_end - measured_from, 1e-9)
     cpu_percent = 100.0 * (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
     saturated, reasons, generator = _health(config, metrics, cpu_percent)
     counters = dict(metrics.counters)

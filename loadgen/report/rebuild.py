@@ -11,7 +11,9 @@ What the folder cannot give back is taken from ``run.json`` (written before the 
 ``thresholds`` (the expressions, re-evaluated here), ``generator`` and ``health_limits``.
 The duration is the end of the last interval on disk. The generator verdict of a previous
 ``summary.json`` is kept; without one it is recomputed from the lateness and loop-lag histograms
-and the CPU column against ``HealthLimits``.
+and the CPU column against ``HealthLimits``. Likewise ``extra`` (the fleet's statistics) is kept
+from a previous summary; without one, ``extra.devices`` is the ``device.*`` counters, which for a
+merge of shards are their sums (``device.devices``: the whole fleet).
 """
 
 from __future__ import annotations
@@ -114,6 +116,17 @@ def rebuild_summary(run: LoadedRun) -> dict[str, Any]:
                 f"{exc}", source=str(run.directory / "run.json"), key="health_limits"
             ) from exc
         meta["generator"] = generator_verdict(run.totals, run.timeseries, limits)
+    extra = previous.get("extra")
+    if isinstance(extra, Mapping) and extra:
+        meta["extra"] = dict(extra)
+    else:
+        # a killed run or a merge of shards: the fleet's figures are its device.* counters
+        # (summed over the shards, device.devices included)
+        devices = {
+            name: value for name, value in run.counters.items() if name.startswith("device.")
+        }
+        if devices:
+            meta["extra"] = {"devices": dict(sorted(devices.items()))}
     summary = build_summary(run.totals, run.counters, meta)
     summary["thresholds"] = [
         parse_threshold(expression).evaluate(summary).as_dict()

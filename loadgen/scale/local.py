@@ -111,7 +111,8 @@ def run_local_shards(
     summary, report = rebuild(base)
     if not quiet:
         print(format_summary(summary))
-    print(f"\nresults: {base} (merged from {len(usable)} of {count} shards)")
+    failed = f", {len(crashed)} failed" if crashed else ""
+    print(f"\nresults: {base} (merged from {len(usable)} of {count} shards{failed})")
     print(f"report:  {report}")
     if crashed:
         return 1

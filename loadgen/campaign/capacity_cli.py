@@ -1,0 +1,149 @@
+"""``loadgen capacity``: search the highest rate (or fleet size) a scenario's target sustains.
+
+Argument parsing and the live lines only; the steps are ``loadgen.campaign.capacity_run``, the
+search ``loadgen.campaign.capacity``. Exit code 0 when the search found a sustainable rate, 99
+when the target failed at the first step, 2 for a scenario or usage error, 130 when interrupted
+(``capacity.json`` then holds every step measured so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import trio
+
+from loadgen.campaign.capacity import SearchConfig, StepResult
+from loadgen.campaign.capacity_run import CAPACITY_JSON, StepPlan, format_step, run_capacity
+from loadgen.campaign.scenario import load_scenario
+from loadgen.campaign.thresholds import parse_threshold
+from loadgen.report.results import new_run_directory
+from loadgen.units import parse_duration
+
+__all__ = ["register"]
+
+EXIT_NOTHING_PASSED = 99
+
+
+def _seconds(text: str) -> float:
+    """``3``, ``3s``, ``500ms``: seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = float(parse_duration(text))  # type: ignore[arg-type]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a duration, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0.01 or 1%, got {text!r}") from None
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    loaded = load_scenario(args.scenario, args.set or ())
+    scenario = loaded.scenario
+    expressions = args.slo if args.slo else list(scenario.thresholds)
+    slos = tuple(parse_threshold(text, key=f"--slo {text!r}") for text in expressions)
+    plan = StepPlan(
+        dimension=args.dimension,
+        warmup=args.warmup,
+        hold=args.hold,
+        slos=slos,
+        max_error_rate=args.max_error_rate,
+        rate=args.rate,
+    )
+    devices = args.dimension == "devices"
+    config = SearchConfig(
+        start_rate=args.start_rate if args.start_rate is not None else (10 if devices else 100),
+        growth=args.growth,
+        max_rate=args.max_rate if args.max_rate is not None else (100_000 if devices else 1e6),
+        resolution=args.resolution,
+        max_steps=args.max_steps,
+        integral=devices,
+    )
+    root = Path(args.results) if args.results else Path(scenario.output.results)
+    directory = new_run_directory(root, f"{scenario.campaign.name}-capacity")
+    slo_text = ", ".join(expressions) or "none (achieved and error rate only)"
+    print(f"capacity search of {scenario.campaign.name} by {args.dimension}; SLOs: {slo_text}")
+    print(f"results: {directory}", flush=True)
+
+    def show(index: int, step: StepResult) -> None:
+        print(format_step(index, step, args.dimension), flush=True)
+
+    try:
+        outcome = trio.run(
+            lambda: run_capacity(
+                loaded, plan, config, directory=directory, on_step=show, html=not args.no_html
+            )
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the steps measured so far are in {directory / CAPACITY_JSON}")
+        raise
+    print()
+    print(outcome.result.verdict_text())
+    print(f"\nresults: {directory / CAPACITY_JSON}")
+    if outcome.report is not None:
+        print(f"report:  {outcome.report}")
+    return 0 if outcome.result.max_sustainable_rate is not None else EXIT_NOTHING_PASSED
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``loadgen capacity`` to the top-level subcommands."""
+    cap = sub.add_parser(
+        "capacity",
+        help="find the highest rate (or fleet size) that meets the SLOs",
+        description="Run the scenario's sides in steps (a warm-up, then a measured hold, at one "
+        "rate each), doubling the rate while every SLO holds, then bisecting between the last "
+        "passing and the first failing rate. Writes capacity.json and capacity.html under "
+        "results/<campaign>-capacity/<UTC timestamp>/.",
+    )
+    cap.add_argument("scenario", metavar="SCENARIO")
+    cap.add_argument(
+        "--slo",
+        action="append",
+        metavar="EXPR",
+        help="a step passes when this holds on its hold, e.g. 'p99(complete) < 500ms' "
+        "(repeatable; default: the scenario's thresholds)",
+    )
+    cap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
+    cap.add_argument(
+        "--dimension",
+        choices=["rate", "devices"],
+        default="rate",
+        help="search the offered rate, or the device count at a fixed --rate",
+    )
+    cap.add_argument(
+        "--start-rate", type=float, default=None, metavar="R", help="first step (100; devices 10)"
+    )
+    cap.add_argument("--growth", type=float, default=2.0, metavar="G", help="factor per step")
+    cap.add_argument("--max-rate", type=float, default=None, metavar="R", help="highest step")
+    cap.add_argument(
+        "--resolution", type=float, default=0.05, metavar="F", help="stop when hi/lo - 1 <= F"
+    )
+    cap.add_argument("--max-steps", type=int, default=30, metavar="N")
+    cap.add_argument("--warmup", type=_seconds, default=3.0, metavar="DUR", help="default 3s")
+    cap.add_argument("--hold", type=_seconds, default=10.0, metavar="DUR", help="default 10s")
+    cap.add_argument(
+        "--max-error-rate",
+        type=_fraction,
+        default=0.01,
+        metavar="F",
+        help="failed + timed out + errors over sent (default 1%%)",
+    )
+    cap.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="the fixed rate of --dimension devices (default: the scenario's highest stage)",
+    )
+    cap.add_argument("--results", metavar="DIR", help="results root (default: output.results)")
+    cap.add_argument("--no-html", action="store_true", help="skip capacity.html")
+    cap.set_defaults(func=_capacity)
