@@ -45,6 +45,10 @@ async def pace(port: int, rate: float, duration: float) -> None:
                 "completed": result.counters.get("ops.completed", 0),
                 "late_sends": result.counters.get("ops.late_sends", 0),
                 "cpu_s": cpu,
+                # CPU of the load window alone (start-up and the drain excluded)
+                "load_cpu_s": float(result.generator.get("cpu_percent", 0.0))
+                / 100
+                * result.load_duration_s,
                 "load_s": result.load_duration_s,
                 "lateness_ms": lateness,
                 "saturated": result.saturated,
