@@ -18,11 +18,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import IO
 
 import orjson
 
-from loadgen.bench.httpbench import _cpu_seconds
+from loadgen.bench.procs import cpu_seconds, expect, spawn
 
 __all__ = ["SERVER_KINDS", "device_figures", "memory_per_device"]
 
@@ -32,23 +31,6 @@ SERVER_KINDS = (
     ("h11", "device fleet, same server on h11"),
     ("hypercorn", "device fleet on hypercorn (ASGI)"),
 )
-
-
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loadgen.bench.devicepeer", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _line(stream: IO[str] | None, prefix: str, what: str) -> str:
-    assert stream is not None
-    line = stream.readline()
-    if not line.startswith(prefix):
-        raise RuntimeError(f"device benchmark {what} said {line!r}, expected {prefix!r}")
-    return line
 
 
 def run_device_pair(
@@ -62,23 +44,23 @@ def run_device_pair(
 ) -> dict[str, object]:
     """One measured window of one server kind against the fast client."""
     two_cores = (os.cpu_count() or 1) >= 2
-    server = _spawn(
-        ["server", "--kind", kind, "--count", str(count), *(["--cpu", "1"] if two_cores else [])]
+    server = spawn(
+        "loadgen.bench.devicepeer",
+        ["server", "--kind", kind, "--count", str(count), *(["--cpu", "1"] if two_cores else [])],
     )
     try:
-        port = _line(server.stdout, "READY", f"{kind} server").split()[1]
-        client = _spawn(
-            [
+        port = expect(server.stdout, "READY", f"{kind} server").split()[1]
+        client = spawn("loadgen.bench.devicepeer", [
                 "client", "--port", port, "--devices", str(devices),
                 "--duration", str(duration), "--warmup", str(warmup),
                 "--concurrency", str(concurrency), *(["--cpu", "0"] if two_cores else []),
             ]
         )  # fmt: skip
         try:
-            _line(client.stdout, "WARM", "client")
-            cpu0 = _cpu_seconds(server.pid)
-            result = orjson.loads(_line(client.stdout, "{", "client"))
-            cpu1 = _cpu_seconds(server.pid)
+            expect(client.stdout, "WARM", "client")
+            cpu0 = cpu_seconds(server.pid)
+            result = orjson.loads(expect(client.stdout, "{", "client"))
+            cpu1 = cpu_seconds(server.pid)
         finally:
             client.wait(timeout=30)
     finally:

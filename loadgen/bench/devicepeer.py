@@ -28,12 +28,13 @@ from typing import Any
 import orjson
 import trio
 
-from loadgen.bench.peer import pin
+from loadgen.bench.procs import pin
 from loadgen.device.config import FleetConfig
 from loadgen.device.engine import Engine
 from loadgen.device.fleet import build_devices
 from loadgen.device.handler import DeviceHandler
 from loadgen.device.runner import run_fleet
+from loadgen.http.asgi import acknowledge_lifespan
 from loadgen.http.client import ClientLimits, Origin, open_pool
 from loadgen.http.parser import Request
 from loadgen.http.server import HTTPServer
@@ -63,11 +64,8 @@ def _asgi(handler: Callable[[Request], Awaitable[Any]]) -> Callable[..., Awaitab
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await acknowledge_lifespan(receive, send)
+            return
         body = b""
         more = True
         while more:

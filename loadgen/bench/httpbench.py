@@ -10,28 +10,14 @@ machine sustains for that implementation.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import timeit
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import IO
 
 import orjson
 
+from loadgen.bench.procs import core_args, cpu_seconds, expect, spawn
+
 __all__ = ["PairResult", "parser_figures", "run_pair"]
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process from /proc (Linux); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +60,6 @@ class PairResult:
         return out
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loadgen.bench.peer", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _expect(stream: IO[str] | None, prefix: str, what: str) -> str:
-    assert stream is not None
-    line = stream.readline()
-    if not line.startswith(prefix):
-        raise RuntimeError(f"benchmark {what} said {line!r}, expected {prefix!r}")
-    return line
-
-
 def run_pair(
     name: str,
     server_kind: str,
@@ -100,22 +69,22 @@ def run_pair(
     warmup: float = 0.5,
     concurrency: int = 16,
 ) -> PairResult:
-    two_cores = (os.cpu_count() or 1) >= 2
-    server = _spawn(["server", "--kind", server_kind, *(["--cpu", "1"] if two_cores else [])])
+    server = spawn("loadgen.bench.peer", ["server", "--kind", server_kind, *core_args(1)])
     try:
-        port = int(_expect(server.stdout, "READY", f"{server_kind} server").split()[1])
-        client = _spawn(
+        port = int(expect(server.stdout, "READY", f"{server_kind} server").split()[1])
+        client = spawn(
+            "loadgen.bench.peer",
             [
                 "client", "--kind", client_kind, "--port", str(port),
                 "--duration", str(duration), "--warmup", str(warmup),
-                "--concurrency", str(concurrency), *(["--cpu", "0"] if two_cores else []),
-            ]
+                "--concurrency", str(concurrency), *core_args(0),
+            ],
         )  # fmt: skip
         try:
-            _expect(client.stdout, "WARM", f"{client_kind} client")
-            server_cpu0 = _cpu_seconds(server.pid)
-            result = orjson.loads(_expect(client.stdout, "{", f"{client_kind} client"))
-            server_cpu1 = _cpu_seconds(server.pid)
+            expect(client.stdout, "WARM", f"{client_kind} client")
+            server_cpu0 = cpu_seconds(server.pid)
+            result = orjson.loads(expect(client.stdout, "{", f"{client_kind} client"))
+            server_cpu1 = cpu_seconds(server.pid)
         finally:
             client.wait(timeout=30)
     finally:

@@ -16,7 +16,7 @@ import time
 import orjson
 import trio
 
-from loadgen.bench.peer import pin
+from loadgen.bench.procs import pin
 from loadgen.metrics.hdr import percentiles_ms
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import Arrival, PlatformConfig, Stage, Targets, Timeouts

@@ -13,7 +13,6 @@ answered by 201 with a small JSON body, over keep-alive connections.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import orjson
 import trio
 
+from loadgen.bench.procs import pin
+from loadgen.http.asgi import acknowledge_lifespan
 from loadgen.http.client import ClientLimits, Origin, open_pool
 from loadgen.http.parser import Request
 from loadgen.http.server import HTTPServer, Reply
@@ -63,11 +64,8 @@ async def _handler(request: Request) -> Reply:
 
 async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await acknowledge_lifespan(receive, send)
+        return
     more = True
     while more:
         message = await receive()
@@ -80,11 +78,6 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": ANSWER})
-
-
-def pin(cpu: int | None) -> None:
-    if cpu is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        os.sched_setaffinity(0, {cpu})
 
 
 async def serve(kind: str) -> None:

@@ -15,13 +15,12 @@ on which side of the pair saturates first.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Any
 
 import orjson
 
-from loadgen.bench.httpbench import _cpu_seconds, _expect
+from loadgen.bench.procs import cpu_seconds, expect, spawn
 
 __all__ = ["TARGET_PER_CORE", "TARGET_RATIO", "sender_figures"]
 
@@ -29,23 +28,14 @@ TARGET_PER_CORE = 25_000.0
 TARGET_RATIO = 20.0
 
 
-def _spawn(module: str, args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _measure(kind: str, duration: float, warmup: float, concurrency: int) -> dict[str, Any]:
     two_cores = (os.cpu_count() or 1) >= 2
-    server = _spawn(
+    server = spawn(
         "loadgen.bench.peer", ["server", "--kind", "fast", *(["--cpu", "1"] if two_cores else [])]
     )
     try:
-        port = int(_expect(server.stdout, "READY", "fast server").split()[1])
-        client = _spawn(
+        port = int(expect(server.stdout, "READY", "fast server").split()[1])
+        client = spawn(
             "loadgen.bench.senderpeer",
             [
                 "--kind", kind, "--port", str(port), "--duration", str(duration),
@@ -54,10 +44,10 @@ def _measure(kind: str, duration: float, warmup: float, concurrency: int) -> dic
             ],
         )  # fmt: skip
         try:
-            _expect(client.stdout, "WARM", f"{kind} sender")
-            server_cpu0 = _cpu_seconds(server.pid)
-            result = orjson.loads(_expect(client.stdout, "{", f"{kind} sender"))
-            server_cpu1 = _cpu_seconds(server.pid)
+            expect(client.stdout, "WARM", f"{kind} sender")
+            server_cpu0 = cpu_seconds(server.pid)
+            result = orjson.loads(expect(client.stdout, "{", f"{kind} sender"))
+            server_cpu1 = cpu_seconds(server.pid)
         finally:
             client.wait(timeout=60)
     finally:

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import trio
 
-from loadgen.bench.peer import pin
+from loadgen.bench.procs import pin
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import Arrival, PlatformConfig, Stage, Targets, Timeouts
 from loadgen.platform.mix import OperationIds, OperationMix

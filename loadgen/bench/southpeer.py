@@ -23,7 +23,7 @@ import uuid
 import orjson
 import trio
 
-from loadgen.bench.peer import pin
+from loadgen.bench.procs import pin
 from loadgen.http.client import ClientLimits, Origin, open_pool
 from loadgen.http.server import HTTPServer
 from loadgen.metrics.registry import Metrics

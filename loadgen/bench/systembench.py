@@ -14,47 +14,23 @@ Each pair runs as separate pinned processes, like ``httpbench``.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
-from loadgen.bench.httpbench import _cpu_seconds
+from loadgen.bench.procs import TWO_CORES, core_args, cpu_seconds, expect, spawn
 
 __all__ = ["callback_figures", "merge_figure", "pacing_figure", "shard_figures"]
 
-_TWO_CORES = (os.cpu_count() or 1) >= 2
-
-
-def _spawn(module: str, args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _line(stream: IO[str] | None, prefix: str, what: str) -> str:
-    assert stream is not None
-    line = stream.readline()
-    if not line.startswith(prefix):
-        raise RuntimeError(f"benchmark {what} said {line!r}, expected {prefix!r}")
-    return line
-
-
-def _cpu(flag: int) -> list[str]:
-    return ["--cpu", str(flag)] if _TWO_CORES else []
-
 
 def _server(module: str, kind: str) -> tuple[subprocess.Popen[str], int]:
-    server = _spawn(module, ["server", "--kind", kind, *_cpu(1)])
-    port = int(_line(server.stdout, "READY", f"{kind} server").split()[1])
+    server = spawn(module, ["server", "--kind", kind, *core_args(1)])
+    port = int(expect(server.stdout, "READY", f"{kind} server").split()[1])
     return server, port
 
 
@@ -67,15 +43,15 @@ def callback_figures(duration: float = 3.0) -> list[dict[str, Any]]:
     ):
         server, port = _server("loadgen.bench.southpeer", kind)
         try:
-            client = _spawn(
+            client = spawn(
                 "loadgen.bench.southpeer",
-                ["client", "--port", str(port), "--duration", str(duration), *_cpu(0)],
+                ["client", "--port", str(port), "--duration", str(duration), *core_args(0)],
             )
             try:
-                _line(client.stdout, "WARM", "south client")
-                cpu0 = _cpu_seconds(server.pid)
-                result = orjson.loads(_line(client.stdout, "{", "south client"))
-                cpu1 = _cpu_seconds(server.pid)
+                expect(client.stdout, "WARM", "south client")
+                cpu0 = cpu_seconds(server.pid)
+                result = orjson.loads(expect(client.stdout, "{", "south client"))
+                cpu1 = cpu_seconds(server.pid)
             finally:
                 client.wait(timeout=60)
         finally:
@@ -109,7 +85,7 @@ def pacing_figure(rate: float, duration: float = 4.0) -> dict[str, Any]:
         out = subprocess.run(
             [
                 sys.executable, "-m", "loadgen.bench.pacepeer", "--port", str(port),
-                "--rate", f"{rate:.1f}", "--duration", str(duration), *_cpu(0),
+                "--rate", f"{rate:.1f}", "--duration", str(duration), *core_args(0),
             ],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
@@ -122,17 +98,17 @@ def pacing_figure(rate: float, duration: float = 4.0) -> dict[str, Any]:
 
 def _pacers(port: int, count: int, rate: float, duration: float) -> list[dict[str, Any]]:
     pacers = [
-        _spawn(
+        spawn(
             "loadgen.bench.pacepeer",
             [
                 "--port", str(port), "--rate", f"{rate:.1f}", "--duration", str(duration),
-                *(["--cpu", str(i % 2)] if _TWO_CORES else []),
+                *(["--cpu", str(i % 2)] if TWO_CORES else []),
             ],
         )
         for i in range(count)
     ]  # fmt: skip
     try:
-        return [orjson.loads(_line(pacer.stdout, "{", "pacer")) for pacer in pacers]
+        return [orjson.loads(expect(pacer.stdout, "{", "pacer")) for pacer in pacers]
     finally:
         for pacer in pacers:
             pacer.wait(timeout=120)
@@ -148,12 +124,12 @@ def shard_figures(rate: float = 4000.0, duration: float = 3.0) -> dict[str, Any]
     """
     out: dict[str, Any] = {"rate_per_shard": rate}
     for shards in (1, 2):
-        server = _spawn("loadgen.bench.peer", ["server", "--kind", "fast"])
+        server = spawn("loadgen.bench.peer", ["server", "--kind", "fast"])
         try:
-            port = int(_line(server.stdout, "READY", "fast server").split()[1])
-            wall0, cpu0 = time.perf_counter(), _cpu_seconds(server.pid)
+            port = int(expect(server.stdout, "READY", "fast server").split()[1])
+            wall0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
             results = _pacers(port, shards, rate, duration)
-            wall1, cpu1 = time.perf_counter(), _cpu_seconds(server.pid)
+            wall1, cpu1 = time.perf_counter(), cpu_seconds(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -12,22 +12,18 @@ interval) for every recorder, plus ``loadgen_gauge{name="in_flight"}`` for numer
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final
+from typing import Final
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from loadgen.http.asgi import Receive, Scope, Send, acknowledge_lifespan
 from loadgen.metrics.intervals import Interval
 
 __all__ = ["PrometheusExporter"]
 
 _QUANTILES: Final = (("0.5", 50.0), ("0.9", 90.0), ("0.99", 99.0), ("0.999", 99.9))
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def _label(value: str) -> str:
@@ -74,11 +70,8 @@ class PrometheusExporter:
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await acknowledge_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         found = scope["path"] in ("/metrics", "/")

@@ -8,20 +8,13 @@ calls the same ``SouthCore.handle``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 import trio
 
+from loadgen.http.asgi import ASGIApp, Receive, Scope, Send, acknowledge_lifespan
 from loadgen.platform.south import SouthCore
 
 __all__ = ["ASGIApp", "serve_asgi", "south_asgi_app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TEXT = b"text/plain; charset=utf-8"
 
@@ -31,12 +24,8 @@ def south_asgi_app(core: SouthCore) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"]
-                await send({"type": kind + ".complete"})
-                if kind == "lifespan.shutdown":
-                    return
+            await acknowledge_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         body = bytearray()
