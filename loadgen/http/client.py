@@ -458,7 +458,10 @@ class ConnectionPool:
             raise mapped from exc
         conn.deadline = math.inf
         conn.served += 1
-        self._release(pool, conn, reusable=response.keep_alive and limits.keep_alive)
+        # ``expired``: the watchdog closed the socket after the answer was read (while this task
+        # waited at a checkpoint); the answer stands, the connection is gone.
+        reusable = response.keep_alive and limits.keep_alive and not conn.expired
+        self._release(pool, conn, reusable=reusable)
         return response
 
     async def _read_fast(

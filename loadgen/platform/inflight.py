@@ -443,6 +443,11 @@ class InflightTable:
             self.counters["ops.errors"] += 1
             self._end(op)
 
+    def superseded(self, op: Operation) -> None:
+        """An exchange of an earlier attempt ended after its operation was re-sent (a retry):
+        its answer or failure says nothing about the attempt now live, so only a counter."""
+        self.counters["ops.abandoned_exchanges"] += 1
+
     def message(self, op_id: str, now: float, code: str | None, steps: Sequence[Any]) -> str:
         """An async message from the south API. Returns ``ok``, ``orphan``, ``late`` or
         ``duplicate`` (each counted as ``south.<outcome>`` except ``ok``)."""

@@ -133,6 +133,16 @@ class MeasuredTable(InflightTable):
         finally:
             self._use(self._main)
 
+    def superseded(self, op: Operation) -> None:
+        if op.t_intended >= self.measure_from:
+            super().superseded(op)
+            return
+        self._use(self._warm)
+        try:
+            super().superseded(op)
+        finally:
+            self._use(self._main)
+
     def _time_out(self, op: Operation, deadline: float) -> None:
         if op.t_intended >= self.measure_from:
             super()._time_out(op, deadline)

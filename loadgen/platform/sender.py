@@ -50,6 +50,9 @@ __all__ = ["LATE_SEND", "Answer", "DeviceRoute", "Lane", "Sender", "Transport", 
 LATE_SEND: Final = 0.002
 #: Operations issued back to back before the issuing task yields to the workers.
 BURST: Final = 64
+#: The states of an operation re-sent by a retry and not yet ended: an answer to an earlier
+#: attempt's exchange must not move them.
+_RESENT: Final = frozenset({State.SENT, State.ACKED, State.PARTIAL})
 
 
 class Answer(Protocol):
@@ -283,11 +286,21 @@ class Sender:
             op = queue.popleft()
             if op.state is not sent_state or op.t_sent is not None:
                 continue  # timed out while it waited for a connection
+            attempt = op.retries_left  # one less per retry: names this exchange's attempt
             op.t_sent = current_time()
             try:
                 answer = await request(origin, routes[op.device].target, op.body)
             except TransportError as exc:
+                if op.retries_left != attempt and op.state in _RESENT:
+                    table.superseded(op)
+                    continue
                 table.error(op, current_time(), "transport." + exc.kind)
+                continue
+            if op.retries_left != attempt and op.state in _RESENT:
+                # Re-sent while this exchange ran (an async final asked for a retry before its
+                # HTTP answer was read): that answer belongs to the earlier attempt, not the
+                # one now live.
+                table.superseded(op)
                 continue
             self._answered(op, answer, current_time())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -22,7 +23,7 @@ from loadgen.errors import (
     ReadTimeout,
     TransportError,
 )
-from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
+from loadgen.http.client import ClientLimits, ConnectionPool, Origin, _Conn, open_pool
 
 TinyServer = Callable[[TinyHandler], Awaitable[Origin]]
 
@@ -281,3 +282,45 @@ async def test_force_h11_end_to_end(
         assert pool.stats.reused == 5
         assert pool.stats.h11_fallbacks == 0
     assert (srv.stats.requests_h11, srv.stats.requests_fast) == ((6, 0) if server_h11 else (0, 6))
+
+
+async def test_a_connection_expired_as_its_answer_completes_is_not_reused(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchdog may close the socket while the task that has just read the whole answer
+    waits at a checkpoint: the answer stands, but the closed connection must not go back to the
+    pool (the next request would fail on it with a bogus write timeout)."""
+    _, origin = await start_server()
+    async with open_pool() as pool:
+        connect = pool._connect
+
+        async def connect_expiring_after_read(*args: Any) -> _Conn:
+            conn = await connect(*args)
+            stream = conn.stream
+
+            class ExpiringAfterRead(trio.abc.Stream):
+                async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+                    await stream.send_all(data)
+
+                async def wait_send_all_might_not_block(self) -> None:
+                    await stream.wait_send_all_might_not_block()
+
+                async def receive_some(self, max_bytes: int | None = None) -> bytes:
+                    data = await stream.receive_some(max_bytes)
+                    conn.expire()  # what the watchdog does at the deadline
+                    return bytes(data)
+
+                async def aclose(self) -> None:
+                    await stream.aclose()
+
+            conn.stream = ExpiringAfterRead()
+            return conn
+
+        monkeypatch.setattr(pool, "_connect", connect_expiring_after_read)
+        assert (await pool.request(origin, b"/echo", b"a")).body == b"a"
+        monkeypatch.setattr(pool, "_connect", connect)
+        assert (await pool.request(origin, b"/echo", b"b")).body == b"b"
+        assert pool.stats.connections_opened == 2
+        assert pool.stats.reused == 0
+        assert not pool.stats.errors
+        assert pool.stats.connections_open == 1

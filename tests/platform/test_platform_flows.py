@@ -7,10 +7,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import orjson
+import pytest
 import trio
 import trio.testing
-from platform_fakes import AsyncDevice, FreezingDevice, request_of, response_body, step
+from platform_fakes import (
+    AsyncDevice,
+    FakeAnswer,
+    FreezingDevice,
+    request_of,
+    response_body,
+    step,
+)
 
+from loadgen.http.client import Origin
 from loadgen.metrics.registry import Metrics
 from loadgen.platform import (
     Arrival,
@@ -133,6 +142,69 @@ async def test_retries_resend_until_success(autojump_clock: trio.testing.MockClo
     assert complete.get_value_at_percentile(0.1) == complete.get_highest_equivalent_value(700_000)
     assert complete.get_max_value() == complete.get_highest_equivalent_value(700_000)
     assert_accounted(metrics)
+
+
+@pytest.mark.parametrize("late_status", [201, 500])
+async def test_an_earlier_attempts_late_answer_does_not_move_the_retry(
+    autojump_clock: trio.testing.MockClock, late_status: int
+) -> None:
+    """The device POSTs a retryable final before its 201 is read, and that 201 (or a 500)
+    arrives after the re-send: it belongs to the first attempt, so it neither acknowledges nor
+    fails the retry (it used to raise ``illegal ack`` and end the whole run)."""
+    config = PlatformConfig(
+        targets=Targets(count=1),
+        arrival=Arrival(stages=(Stage(duration=1, rate=1),)),
+        timeouts=Timeouts(
+            ack_timeout=2.0, timeout=5.0, retries=1, retries_delay=0.5,
+            retry_result_list=("ERROR_PROCESSING",),
+        ),
+    )  # fmt: skip
+    metrics = Metrics()
+    infos: list[PlatformInfo] = []
+    nurseries: list[trio.Nursery] = []
+    seen: list[str] = []
+    path = f"{DEFAULT_BASE_PATH}/dev-000000/operation/response".encode()
+
+    async def post(final: bytes, after: float) -> None:
+        await trio.sleep(after)
+        infos[0].core.handle(b"POST", path, None, final, trio.current_time())
+
+    async def device(origin: Origin, target: bytes, body: bytes) -> FakeAnswer:
+        request = request_of(body)
+        first = request["id"] not in seen
+        seen.append(request["id"])
+        code = "ERROR_PROCESSING" if first else "SUCCESSFUL"
+        final = response_body(request["id"], request["name"], code)
+        if first:  # the final first; the HTTP answer 0.6 s later, after the re-send at 0.5
+            infos[0].core.handle(b"POST", path, None, final, trio.current_time())
+            await trio.sleep(0.6)
+            return FakeAnswer(late_status)
+        await trio.sleep(0.2)  # acknowledged at 0.7, final at 0.8
+        nurseries[0].start_soon(post, final, 0.1)
+        return FakeAnswer(201)
+
+    async with trio.open_nursery() as nursery:
+        nurseries.append(nursery)
+
+        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
+            await run_platform(config, metrics, transport=device, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+        infos.append(await nursery.start(platform))
+
+    c = metrics.counters
+    assert len(seen) == 2
+    assert c["ops.retries"] == 1
+    assert c["ops.completed"] == c["ops.succeeded"] == 1
+    assert c.get("ops.errors", 0) == 0
+    assert c["ops.abandoned_exchanges"] == 1
+    assert c.get(f"http.status.{late_status}", 0) == 0
+    assert_accounted(metrics)
+    # acknowledged by the retry's own 201 at 0.7; completed at 0.8, from the first intended time
+    ack = metrics.phase("ack").intended.merged()
+    assert ack.get_max_value() == ack.get_highest_equivalent_value(700_000)
+    complete = metrics.phase("complete").intended.merged()
+    assert complete.get_max_value() == complete.get_highest_equivalent_value(800_000)
 
 
 async def test_sleepy_devices_get_their_operations_when_they_poll(
