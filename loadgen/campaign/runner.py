@@ -209,9 +209,17 @@ def _abort_sink(run: _Run, thresholds: list[Threshold], delay: float) -> Interva
 
 
 async def _cut_on_second_signal(run: _Run, scope: trio.CancelScope) -> None:
-    """A second Ctrl-C cuts the drain short (the results are still written)."""
+    """A second Ctrl-C cuts the drain short (the results are still written).
+
+    While the platform runs, it is asked to end its drain rather than cancelled, so what is
+    still in flight is recorded as timed out at its deadline and the counts still add up; the
+    fleet is then stopped without its drain. Otherwise everything here is cancelled at once.
+    """
     await run.cut.wait()
-    scope.cancel()
+    if run.platform is not None and run.platform_result is None:
+        run.platform.cut_drain()
+    else:
+        scope.cancel()
 
 
 async def _serve_fleet(
@@ -275,7 +283,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                     )
             run.platform.begin_load(targets)
             platform_nursery.start_soon(_stop_load_on_interrupt, run, platform_nursery.cancel_scope)
-        if run.fleet is not None:
+        if run.fleet is not None and not run.cut.is_set():
             run.fleet.handle.shutdown()  # the nursery then waits for the fleet's drain
         else:
             nursery.cancel_scope.cancel()

@@ -306,6 +306,11 @@ class Engine:
                 await self._steps_and_final(device, request, behaviour, fault)
             finally:
                 device.leave()
+        except trio.Cancelled:
+            # The fleet was stopped (drain timeout, a second Ctrl-C) before this operation sent
+            # its final response: counted, so nothing leaves without a trace.
+            self._counters["device.ops.cancelled"] += 1
+            raise
         finally:
             self.in_flight -= 1
             if name in EXCLUSIVE_OPERATIONS:

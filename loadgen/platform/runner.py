@@ -13,7 +13,8 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
 1. **load**: the issuing task follows the arrival model until the last stage ends
    (``t0 + duration`` on the trio clock);
    (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C);
-2. **drain**: operations still in flight get up to ``config.grace`` seconds to end;
+2. **drain**: operations still in flight get up to ``config.grace`` seconds to end (less when
+   ``info.cut_drain()`` is called);
 3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
    patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
@@ -135,6 +136,7 @@ class PlatformInfo:
         self._begin = trio.Event()
         self._targets: Targets | None = None
         self._load_scope = trio.CancelScope()
+        self._drain_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
@@ -145,6 +147,14 @@ class PlatformInfo:
             raise RuntimeError("the load has already begun")
         self._targets = targets
         self._begin.set()
+
+    def cut_drain(self) -> None:
+        """End the drain now (a second Ctrl-C): what is still in flight is recorded as timed
+        out at its own deadline, exactly as after the grace period, and the run returns."""
+        self._load_scope.cancel()
+        self._drain_scope.cancel()
+        if not self._begin.is_set():
+            self._begin.set()
 
     def stop_load(self) -> None:
         """End the load phase now (Ctrl-C): nothing more is issued; the drain follows as usual."""
@@ -395,7 +405,8 @@ async def _load(
                     drained.set()
 
             table.on_end = ended
-            with trio.move_on_after(config.grace):
+            with info._drain_scope:
+                info._drain_scope.deadline = trio.current_time() + config.grace
                 await drained.wait()
         cut_off = table.drain()
         workers.cancel_scope.cancel()

@@ -35,8 +35,8 @@ PLANNED_OPERATIONS = 20 * 50
 WAIT = 30.0  # seconds: an upper bound on every wait below, never reached when things work
 
 
-def _start(results: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "loadgen", "run", str(SMOKE), *sets(*LONG)]
+def _start(results: Path, *extra: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "loadgen", "run", str(SMOKE), *sets(*LONG, *extra)]
     command += ["--results", str(results), "-q"]
     return subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
@@ -111,6 +111,47 @@ def test_ctrl_c_stops_the_load_drains_and_writes_results_marked_interrupted(
     # drained: every operation sent has its end, none is left uncounted
     assert ops["sent"] == ops["completed"] + ops["timed_out"] + ops["errors"]
     assert "INTERRUPTED" in (directory / "report.html").read_text(encoding="utf-8")
+
+
+# Every operation is an UPDATE whose final response comes 20 s later: at the first Ctrl-C all of
+# them are still in flight, and the drain (grace: min(timeout, 30 s)) would wait for them.
+SLOW_FINALS = (
+    'platform.mix=[{name="UPDATE"}]',
+    'devices.profiles.UPDATE.delays.final={kind="fixed", value="20s"}',
+    'platform.timeouts.timeout="25s"',
+)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_cuts_the_drain_and_still_accounts_for_every_operation(
+    tmp_path: Path,
+) -> None:
+    """Real time: a separate process interrupted twice mid-run (see the module docstring).
+
+    The first Ctrl-C stops the load; the second cuts the drain: the operations still in flight
+    are recorded as timed out at their deadlines, so the counts still add up, and the run ends
+    long before the 20 s the finals would take.
+    """
+    process = _start(tmp_path, *SLOW_FINALS)
+    directory = _wait_for_intervals(tmp_path, process, lines=2)
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=WAIT)
+
+    assert process.returncode == 130, err
+    assert time.monotonic() - interrupted_at < 8  # not the 20 s the finals would take
+    summary = check_results_folder(directory)
+    assert summary["interrupted"] is True
+    ops = summary["operations"]
+    # completed: a second UPDATE on a busy device is refused at once (ALREADY_IN_PROGRESS);
+    # timed out: every UPDATE that was running, its final still 20 s away
+    assert ops["timed_out"] > 0
+    assert ops["sent"] == ops["completed"] + ops["timed_out"] + ops["errors"]
+    assert summary["latency_ms"]["complete"]["count"] == ops["completed"] + ops["timed_out"]
+    # the cut operations are recorded at their deadline (25 s after their intended time)
+    assert summary["latency_ms"]["complete"]["max"] >= 25_000
 
 
 @pytest.fixture(scope="module")

@@ -346,3 +346,21 @@ async def test_lognormal_delays_follow_median_and_p99() -> None:
     draws = sorted(delay.sample(rng) for _ in range(20000))
     assert draws[10000] == pytest.approx(0.1, rel=0.05)
     assert draws[19800] == pytest.approx(1.0, rel=0.15)
+
+
+async def test_operations_cut_by_a_fleet_stop_are_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An async operation whose final is never sent because the fleet stopped (drain timeout,
+    a second Ctrl-C) is counted, not silently dropped."""
+    slow = Profile(flow="async", delays=Delays(final=Delay(kind="fixed", value=100.0)))
+    with trio.move_on_after(5):
+        async with engine_rig(fleet_config(slow)) as rig:
+            for index in (1, 2, 3):
+                reply = await rig.engine.handle(rig.device(index), request("REFRESH_INFO"))
+                assert reply.status == 201
+            await trio.sleep(1)
+            assert rig.engine.in_flight == 3
+    assert rig.platform.posts == []
+    assert rig.metrics.counters["device.ops.cancelled"] == 3
+    assert rig.engine.in_flight == 0
