@@ -286,6 +286,8 @@ async def test_reference_target_capacity_is_found_within_10_percent(tmp_path):
     elapsed = time.perf_counter() - started
     result = outcome.result
     print(f"found {result.max_sustainable_rate} ops/s in {elapsed:.1f} s: {result.verdict_text()}")
+    for step in result.steps:
+        print(step.offered_rate, step.verdict, step.reasons)
     assert not result.generator_limited
     assert result.max_sustainable_rate is not None
     assert abs(result.max_sustainable_rate / REFERENCE_CAPACITY - 1) <= 0.10
