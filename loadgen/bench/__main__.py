@@ -22,6 +22,7 @@ import orjson
 
 from loadgen.bench.devicebench import device_figures, memory_per_device
 from loadgen.bench.httpbench import PairResult, parser_figures, run_pair
+from loadgen.bench.procs import machine_control
 from loadgen.bench.senderbench import sender_figures
 from loadgen.bench.systembench import callback_figures, merge_figure, pacing_figure, shard_figures
 from loadgen.report.html import CSS
@@ -151,8 +152,22 @@ def run(duration: float) -> dict[str, Any]:
          f"{per_device * 50_000 / 1e6:.1f} MB each; merging {merge['shards']} shard folders "
          f"({merge['interval_logs']} interval logs) took {merge['merge_s']} s")  # fmt: skip
     out["shards"] = shards
+    control = machine_control()
+    shards["machine_control"] = control
+    normalised = (
+        round(shards["efficiency"] / control["efficiency"], 3)
+        if shards["efficiency"] and control["efficiency"]
+        else None
+    )
+    shards["efficiency_vs_machine"] = normalised
+    _say(f"  sharding efficiency (2 shards vs 1, per sender CPU-second): {shards['efficiency']}; "
+         f"this machine's own two-process efficiency for pure CPU work: {control['efficiency']} "
+         f"({control['two_processes_each']:.0f} vs {control['one_process']:.0f} loops per "
+         f"CPU-second); sharding's own cost: {normalised}")  # fmt: skip
     checks.append(_check("2 shards vs 1: ops per sender CPU-second (at least 0.90)",
                          shards["efficiency"], "1 shard", 0.90, "ratio"))  # fmt: skip
+    checks.append(_check("  the same, relative to this machine's two-process control",
+                         normalised, "pure-CPU 2 vs 1 process", 0.90, "ratio"))  # fmt: skip
 
     _say("\nTargets")
     for check in checks:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TWO_CORES", "core_args", "cpu_seconds", "expect", "pin", "spawn"]
+__all__ = ["TWO_CORES", "core_args", "cpu_seconds", "expect", "machine_control", "pin", "spawn"]
 
 TWO_CORES = (os.cpu_count() or 1) >= 2
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -56,3 +57,46 @@ def pin(cpu: int | None) -> None:
     """Pin this process to one core (when asked and possible)."""
     if cpu is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
         os.sched_setaffinity(0, {cpu})
+
+
+def _burn(seconds: float) -> float:
+    """Iterations of a fixed pure-Python loop per CPU-second of this process."""
+    table: dict[int, int] = {}
+    done = 0
+    cpu0 = time.process_time()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for i in range(1000):
+            table[i % 97] = table.get(i % 97, 0) + i
+        done += 1
+    return done / (time.process_time() - cpu0)
+
+
+def machine_control(seconds: float = 2.0) -> dict[str, float]:
+    """How much one busy process slows another on this machine, for pure CPU work.
+
+    The same loop runs alone, then as two processes at once (each pinned to its own core when
+    there are two); the ratio is what any two-process figure (two shards) must be read against,
+    since a VM's cores are not always independent.
+    """
+    alone = spawn("loadgen.bench.procs", ["burn", str(seconds), *core_args(0)])
+    single = float(expect(alone.stdout, "", "burn").strip())
+    alone.wait(timeout=60)
+    pair = [spawn("loadgen.bench.procs", ["burn", str(seconds), *core_args(i)]) for i in (0, 1)]
+    each = [float(expect(p.stdout, "", "burn").strip()) for p in pair]
+    for process in pair:
+        process.wait(timeout=60)
+    return {
+        "one_process": round(single, 1),
+        "two_processes_each": round(sum(each) / 2, 1),
+        "efficiency": round(sum(each) / 2 / single, 3),
+    }
+
+
+if __name__ == "__main__":  # python -m loadgen.bench.procs burn SECONDS [--cpu N]
+    args = sys.argv[1:]
+    if args[:1] != ["burn"]:
+        raise SystemExit("usage: python -m loadgen.bench.procs burn SECONDS [--cpu N]")
+    if "--cpu" in args:
+        pin(int(args[args.index("--cpu") + 1]))
+    print(_burn(float(args[1])), flush=True)
