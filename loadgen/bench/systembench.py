@@ -118,13 +118,14 @@ def shard_figures(rate: float = 4000.0, duration: float = 3.0) -> dict[str, Any]
     """Sender operations per CPU-second of one shard process, then of each of two at once.
 
     Every shard runs the open model at the same ``rate`` (a shard's share of a campaign), well
-    below its ceiling, so that on this 2-core machine the two shards and the target server do not
-    fight over the cores: what is compared is the cost per operation inside a shard, which is
-    what sharding must not change. The server's CPU share is reported beside it.
+    below its ceiling. The target server is pinned to core 1 in both cases, so with two shards
+    the one on core 0 shares its core with nothing, exactly like the single shard: comparing
+    the two isolates what sharding itself costs per core. The shard on core 1 shares its core
+    with the target server (this machine has two cores), and its figure is reported beside.
     """
     out: dict[str, Any] = {"rate_per_shard": rate}
     for shards in (1, 2):
-        server = spawn("loadgen.bench.peer", ["server", "--kind", "fast"])
+        server = spawn("loadgen.bench.peer", ["server", "--kind", "fast", *core_args(1)])
         try:
             port = int(expect(server.stdout, "READY", "fast server").split()[1])
             wall0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
@@ -133,6 +134,10 @@ def shard_figures(rate: float = 4000.0, duration: float = 3.0) -> dict[str, Any]
         finally:
             server.terminate()
             server.wait(timeout=30)
+        per_shard = [
+            round(int(r["sent"]) / float(r["load_cpu_s"]), 1) if r["load_cpu_s"] else None
+            for r in results
+        ]
         operations = sum(int(r["sent"]) for r in results)
         sender_cpu = sum(float(r["load_cpu_s"]) for r in results)
         server_share = (
@@ -145,12 +150,15 @@ def shard_figures(rate: float = 4000.0, duration: float = 3.0) -> dict[str, Any]
             "operations": operations,
             "completed": sum(int(r["completed"]) for r in results),
             "ops_per_sender_cpu_s": round(operations / sender_cpu, 1) if sender_cpu else None,
+            "per_shard_ops_per_cpu_s": per_shard,
             "server_cpu_percent": server_share,
             "saturated": any(r["saturated"] for r in results),
         }
     one = out["1_shard"]["ops_per_sender_cpu_s"]
     two = out["2_shard"]["ops_per_sender_cpu_s"]
+    alone = out["2_shard"]["per_shard_ops_per_cpu_s"][0]
     out["efficiency"] = round(two / one, 3) if one and two else None
+    out["efficiency_core_alone"] = round(alone / one, 3) if one and alone else None
     return out
 
 
