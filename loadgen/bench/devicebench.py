@@ -15,13 +15,12 @@ Both return plain numbers and print nothing; ``loadgen.bench.__main__`` formats 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import orjson
 
-from loadgen.bench.procs import cpu_seconds, expect, spawn
+from loadgen.bench.procs import measure_pair
 
 __all__ = ["SERVER_KINDS", "device_figures", "memory_per_device"]
 
@@ -43,31 +42,25 @@ def run_device_pair(
     count: int = 10_000,
 ) -> dict[str, object]:
     """One measured window of one server kind against the fast client."""
-    two_cores = (os.cpu_count() or 1) >= 2
-    server = spawn(
-        "loadgen.bench.devicepeer",
-        ["server", "--kind", kind, "--count", str(count), *(["--cpu", "1"] if two_cores else [])],
+    result, server_cpu = measure_pair(
+        ("loadgen.bench.devicepeer", ["server", "--kind", kind, "--count", str(count)]),
+        (
+            "loadgen.bench.devicepeer",
+            [
+                "client",
+                "--devices",
+                str(devices),
+                "--duration",
+                str(duration),
+                "--warmup",
+                str(warmup),
+                "--concurrency",
+                str(concurrency),
+            ],
+        ),
+        f"device {kind}",
     )
-    try:
-        port = expect(server.stdout, "READY", f"{kind} server").split()[1]
-        client = spawn("loadgen.bench.devicepeer", [
-                "client", "--port", port, "--devices", str(devices),
-                "--duration", str(duration), "--warmup", str(warmup),
-                "--concurrency", str(concurrency), *(["--cpu", "0"] if two_cores else []),
-            ]
-        )  # fmt: skip
-        try:
-            expect(client.stdout, "WARM", "client")
-            cpu0 = cpu_seconds(server.pid)
-            result = orjson.loads(expect(client.stdout, "{", "client"))
-            cpu1 = cpu_seconds(server.pid)
-        finally:
-            client.wait(timeout=30)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     requests = int(result["requests"])
-    server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     wall = float(result["wall_s"])
     client_cpu = float(result["cpu_s"])
     return {

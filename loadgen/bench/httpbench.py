@@ -13,9 +13,7 @@ from __future__ import annotations
 import timeit
 from dataclasses import asdict, dataclass
 
-import orjson
-
-from loadgen.bench.procs import core_args, cpu_seconds, expect, spawn
+from loadgen.bench.procs import measure_pair
 
 __all__ = ["PairResult", "parser_figures", "run_pair"]
 
@@ -69,28 +67,24 @@ def run_pair(
     warmup: float = 0.5,
     concurrency: int = 16,
 ) -> PairResult:
-    server = spawn("loadgen.bench.peer", ["server", "--kind", server_kind, *core_args(1)])
-    try:
-        port = int(expect(server.stdout, "READY", f"{server_kind} server").split()[1])
-        client = spawn(
+    result, server_cpu = measure_pair(
+        ("loadgen.bench.peer", ["server", "--kind", server_kind]),
+        (
             "loadgen.bench.peer",
             [
-                "client", "--kind", client_kind, "--port", str(port),
-                "--duration", str(duration), "--warmup", str(warmup),
-                "--concurrency", str(concurrency), *core_args(0),
+                "client",
+                "--kind",
+                client_kind,
+                "--duration",
+                str(duration),
+                "--warmup",
+                str(warmup),
+                "--concurrency",
+                str(concurrency),
             ],
-        )  # fmt: skip
-        try:
-            expect(client.stdout, "WARM", f"{client_kind} client")
-            server_cpu0 = cpu_seconds(server.pid)
-            result = orjson.loads(expect(client.stdout, "{", f"{client_kind} client"))
-            server_cpu1 = cpu_seconds(server.pid)
-        finally:
-            client.wait(timeout=30)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    server_cpu = None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
+        ),
+        f"{server_kind}/{client_kind}",
+    )
     return PairResult(
         name=name,
         requests=result["requests"],

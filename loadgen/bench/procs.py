@@ -12,9 +12,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["TWO_CORES", "core_args", "cpu_seconds", "expect", "machine_control", "pin", "spawn"]
+import orjson
+
+__all__ = [
+    "TWO_CORES",
+    "core_args",
+    "cpu_seconds",
+    "expect",
+    "machine_control",
+    "measure_pair",
+    "pin",
+    "spawn",
+]
 
 TWO_CORES = (os.cpu_count() or 1) >= 2
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -46,6 +57,34 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def measure_pair(
+    server: tuple[str, list[str]], client: tuple[str, list[str]], what: str
+) -> tuple[dict[str, Any], float | None]:
+    """Run a server peer on core 1 and a client peer on core 0 against it.
+
+    ``server`` and ``client`` are (module, arguments); the client gets ``--port`` from the
+    server's ``READY`` line. Returns the client's JSON result and the server's CPU seconds over
+    the client's measured window (between its ``WARM`` line and its result), or None off Linux.
+    """
+    server_process = spawn(server[0], [*server[1], *core_args(1)])
+    try:
+        port = expect(server_process.stdout, "READY", f"{what} server").split()[1]
+        client_process = spawn(client[0], [*client[1], "--port", port, *core_args(0)])
+        try:
+            expect(client_process.stdout, "WARM", f"{what} client")
+            cpu0 = cpu_seconds(server_process.pid)
+            result: dict[str, Any] = orjson.loads(
+                expect(client_process.stdout, "{", f"{what} client")
+            )
+            cpu1 = cpu_seconds(server_process.pid)
+        finally:
+            client_process.wait(timeout=60)
+    finally:
+        server_process.terminate()
+        server_process.wait(timeout=30)
+    return result, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
 
 
 def core_args(cpu: int) -> list[str]:

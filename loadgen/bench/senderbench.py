@@ -14,13 +14,12 @@ on which side of the pair saturates first.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import orjson
 
-from loadgen.bench.procs import cpu_seconds, expect, spawn
+from loadgen.bench.procs import measure_pair
 
 __all__ = ["TARGET_PER_CORE", "TARGET_RATIO", "sender_figures"]
 
@@ -29,32 +28,24 @@ TARGET_RATIO = 20.0
 
 
 def _measure(kind: str, duration: float, warmup: float, concurrency: int) -> dict[str, Any]:
-    two_cores = (os.cpu_count() or 1) >= 2
-    server = spawn(
-        "loadgen.bench.peer", ["server", "--kind", "fast", *(["--cpu", "1"] if two_cores else [])]
-    )
-    try:
-        port = int(expect(server.stdout, "READY", "fast server").split()[1])
-        client = spawn(
+    result, server_cpu = measure_pair(
+        ("loadgen.bench.peer", ["server", "--kind", "fast"]),
+        (
             "loadgen.bench.senderpeer",
             [
-                "--kind", kind, "--port", str(port), "--duration", str(duration),
-                "--warmup", str(warmup), "--concurrency", str(concurrency),
-                *(["--cpu", "0"] if two_cores else []),
+                "--kind",
+                kind,
+                "--duration",
+                str(duration),
+                "--warmup",
+                str(warmup),
+                "--concurrency",
+                str(concurrency),
             ],
-        )  # fmt: skip
-        try:
-            expect(client.stdout, "WARM", f"{kind} sender")
-            server_cpu0 = cpu_seconds(server.pid)
-            result = orjson.loads(expect(client.stdout, "{", f"{kind} sender"))
-            server_cpu1 = cpu_seconds(server.pid)
-        finally:
-            client.wait(timeout=60)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        ),
+        f"{kind} sender",
+    )
     ops, cpu, wall = result["operations"], result["cpu_s"], result["wall_s"]
-    server_cpu = None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
     return {
         "sender": kind,
         "operations": ops,

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from loadgen.bench.procs import TWO_CORES, core_args, cpu_seconds, expect, spawn
+from loadgen.bench.procs import TWO_CORES, core_args, cpu_seconds, expect, measure_pair, spawn
 
 __all__ = ["callback_figures", "merge_figure", "pacing_figure", "shard_figures"]
 
@@ -41,23 +41,11 @@ def callback_figures(duration: float = 3.0) -> list[dict[str, Any]]:
         ("h11", "south API, h11"),
         ("hypercorn", "south API, hypercorn ASGI"),
     ):
-        server, port = _server("loadgen.bench.southpeer", kind)
-        try:
-            client = spawn(
-                "loadgen.bench.southpeer",
-                ["client", "--port", str(port), "--duration", str(duration), *core_args(0)],
-            )
-            try:
-                expect(client.stdout, "WARM", "south client")
-                cpu0 = cpu_seconds(server.pid)
-                result = orjson.loads(expect(client.stdout, "{", "south client"))
-                cpu1 = cpu_seconds(server.pid)
-            finally:
-                client.wait(timeout=60)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        result, server_cpu = measure_pair(
+            ("loadgen.bench.southpeer", ["server", "--kind", kind]),
+            ("loadgen.bench.southpeer", ["client", "--duration", str(duration)]),
+            f"south API {kind}",
+        )
         requests = result["requests"]
         rows.append(
             {

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import h11
 import trio
@@ -19,7 +17,7 @@ from loadgen.errors import (
     TransportError,
 )
 
-__all__ = ["PEER_GONE", "map_client_errors", "translate_client_error"]
+__all__ = ["PEER_GONE", "translate_client_error"]
 
 # What a peer that vanishes (reset, closed, broken TLS) raises through a trio stream.
 PEER_GONE: tuple[type[BaseException], ...] = (
@@ -56,15 +54,3 @@ def translate_client_error(exc: Exception, *, connecting: bool = False) -> Trans
             return ConnectError(f"cannot connect: {exc.strerror or exc}")
         return ConnectionClosed(f"connection error: {exc.strerror or exc}")
     return None
-
-
-@contextmanager
-def map_client_errors(*, connecting: bool = False) -> Iterator[None]:
-    """Translate what one client exchange may raise into ``TransportError`` subclasses."""
-    try:
-        yield
-    except Exception as exc:
-        mapped = translate_client_error(exc, connecting=connecting)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
