@@ -166,6 +166,10 @@ async def test_async_multi_reaches_a_stdlib_platform() -> None:
             )
             assert (status, body) == (201, b"")
             await wait_until(lambda: len(platform.responses()) == 7, "6 partials and a final")
+            # the platform has the 7th POST before the device has read its 201: wait for that too
+            await wait_until(
+                lambda: info.handle.statistics()["device.callback.sent"] >= 7, "7 answers read"
+            )
             stats = info.handle.statistics()
         responses = platform.responses()
         assert {(r["id"], r["deviceId"], r["name"]) for r in responses} == {
