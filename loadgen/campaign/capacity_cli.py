@@ -16,7 +16,7 @@ import trio
 from loadgen.campaign.capacity import SearchConfig, StepResult
 from loadgen.campaign.capacity_run import CAPACITY_JSON, StepPlan, format_step, run_capacity
 from loadgen.campaign.scenario import load_scenario
-from loadgen.campaign.thresholds import parse_threshold
+from loadgen.metrics.thresholds import parse_threshold
 from loadgen.report.results import new_run_directory
 from loadgen.units import parse_duration
 

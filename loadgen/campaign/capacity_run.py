@@ -43,9 +43,9 @@ import orjson
 from loadgen.campaign.capacity import CapacityResult, SearchConfig, StepResult, search
 from loadgen.campaign.runner import SidesOutcome, run_sides
 from loadgen.campaign.scenario import LoadedScenario, Scenario
-from loadgen.campaign.thresholds import Threshold
 from loadgen.errors import ConfigError
 from loadgen.metrics.registry import Metrics
+from loadgen.metrics.thresholds import Threshold
 from loadgen.platform.config import Stage
 from loadgen.report.summary import PHASES, build_summary, histograms_of
 

@@ -35,13 +35,13 @@ import trio
 from loadgen.campaign.progress import Progress
 from loadgen.campaign.prometheus import PrometheusExporter
 from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenario
-from loadgen.campaign.thresholds import Threshold
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
 from loadgen.errors import ConfigError
 from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
+from loadgen.metrics.thresholds import Threshold
 from loadgen.platform.config import PlatformConfig, Stage, Targets
 from loadgen.platform.runner import PlatformInfo, PlatformResult, run_platform
 from loadgen.report.results import RunWriter, load_run, new_run_directory

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from loadgen.campaign.thresholds import Threshold, parse_threshold
 from loadgen.device.config import FleetConfig
 from loadgen.errors import ConfigError
+from loadgen.metrics.thresholds import Threshold, parse_threshold
 from loadgen.platform.config import PlatformConfig
 from loadgen.units import Seconds
 

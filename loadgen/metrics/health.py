@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Final
 
 import trio
+from hdrh.histogram import HdrHistogram
 
 from loadgen.metrics.registry import Metrics
 
-__all__ = ["CpuGauge", "HealthLimits", "monitor_loop_lag"]
+__all__ = ["CpuGauge", "HealthLimits", "monitor_loop_lag", "p99_ms", "saturation_reasons"]
 
 LAG_PERIOD: Final = 0.010
 
@@ -28,6 +29,36 @@ class HealthLimits:
     lateness_p99_ms: float = 50.0
     loop_lag_p99_ms: float = 50.0
     cpu_percent: float = 95.0
+
+
+def p99_ms(histogram: HdrHistogram | None) -> float | None:
+    """The p99 of a microsecond histogram in milliseconds (None: no data)."""
+    if histogram is None or not histogram.get_total_count():
+        return None
+    return float(histogram.get_value_at_percentile(99.0)) / 1000
+
+
+def saturation_reasons(
+    limits: HealthLimits,
+    *,
+    lateness_p99_ms: float | None,
+    loop_lag_p99_ms: float | None,
+    cpu_percent: float | None,
+) -> list[str]:
+    """The one verdict on the generator: each limit passed, in words (empty: not saturated).
+
+    The live run (CPU over its load window) and a rebuilt folder (mean of the CPU column) both
+    judge with this, so a summary says the same whichever wrote it."""
+    reasons = []
+    for label, value, limit in (
+        ("send lateness", lateness_p99_ms, limits.lateness_p99_ms),
+        ("event-loop lag", loop_lag_p99_ms, limits.loop_lag_p99_ms),
+    ):
+        if value is not None and value > limit:
+            reasons.append(f"{label} p99 {value:.1f} ms > {limit:g} ms")
+    if cpu_percent is not None and cpu_percent > limits.cpu_percent:
+        reasons.append(f"CPU {cpu_percent:.0f}% of a core > {limits.cpu_percent:g}%")
+    return reasons
 
 
 async def monitor_loop_lag(

@@ -51,7 +51,7 @@ from loadgen.errors import ConfigError
 from loadgen.http.client import ClientLimits, Origin, open_pool
 from loadgen.http.server import HTTPServer
 from loadgen.http.tls import client_context, server_context
-from loadgen.metrics.health import monitor_loop_lag
+from loadgen.metrics.health import monitor_loop_lag, p99_ms, saturation_reasons
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import PlatformConfig, Targets
 from loadgen.platform.inflight import InflightTable, TableStats
@@ -263,20 +263,14 @@ async def _timer(
 def _health(
     config: PlatformConfig, metrics: Metrics, cpu_percent: float
 ) -> tuple[bool, tuple[str, ...], dict[str, Any]]:
-    limits = config.health
-    lateness = metrics.single("lateness").merged()
-    lag = metrics.single("loop_lag").merged()
-    lateness_p99 = (
-        lateness.get_value_at_percentile(99.0) / 1000 if lateness.get_total_count() else 0.0
+    lateness_p99 = p99_ms(metrics.single("lateness").merged()) or 0.0
+    lag_p99 = p99_ms(metrics.single("loop_lag").merged()) or 0.0
+    reasons = saturation_reasons(
+        config.health,
+        lateness_p99_ms=lateness_p99,
+        loop_lag_p99_ms=lag_p99,
+        cpu_percent=cpu_percent,
     )
-    lag_p99 = lag.get_value_at_percentile(99.0) / 1000 if lag.get_total_count() else 0.0
-    reasons = []
-    if lateness_p99 > limits.lateness_p99_ms:
-        reasons.append(f"send lateness p99 {lateness_p99:.1f} ms > {limits.lateness_p99_ms:g} ms")
-    if lag_p99 > limits.loop_lag_p99_ms:
-        reasons.append(f"event-loop lag p99 {lag_p99:.1f} ms > {limits.loop_lag_p99_ms:g} ms")
-    if cpu_percent > limits.cpu_percent:
-        reasons.append(f"CPU {cpu_percent:.0f}% > {limits.cpu_percent:g}%")
     late = int(metrics.counters.get("ops.late_sends", 0))
     generator = {
         "lateness_p99_ms": lateness_p99,

@@ -25,9 +25,9 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from loadgen.campaign.thresholds import parse_threshold
 from loadgen.errors import ConfigError
-from loadgen.metrics.health import HealthLimits
+from loadgen.metrics.health import HealthLimits, p99_ms, saturation_reasons
+from loadgen.metrics.thresholds import parse_threshold
 from loadgen.report.html import render_report
 from loadgen.report.results import LoadedRun, load_run
 from loadgen.report.summary import build_summary, write_summary
@@ -46,26 +46,13 @@ def last_interval_end(run: LoadedRun) -> float | None:
     return max(ends) if ends else None
 
 
-def _p99_ms(histogram: HdrHistogram | None) -> float | None:
-    if histogram is None or not histogram.get_total_count():
-        return None
-    return float(histogram.get_value_at_percentile(99.0)) / 1000
-
-
 def generator_verdict(
     histograms: Mapping[str, HdrHistogram],
     rows: Sequence[Mapping[str, str]],
     limits: HealthLimits,
 ) -> dict[str, Any]:
-    """Saturated when the whole run's lateness or loop-lag p99, or its mean CPU, passes its limit."""
-    reasons = []
-    for name, label, limit in (
-        ("lateness", "send lateness", limits.lateness_p99_ms),
-        ("loop_lag", "event-loop lag", limits.loop_lag_p99_ms),
-    ):
-        p99 = _p99_ms(histograms.get(name))
-        if p99 is not None and p99 > limit:
-            reasons.append(f"{label} p99 {p99:.1f} ms > {limit:g} ms")
+    """The verdict of ``saturation_reasons`` from a folder: the whole run's lateness and loop-lag
+    p99 and the mean of its CPU column."""
     cpu = []
     for row in rows:
         try:
@@ -73,8 +60,12 @@ def generator_verdict(
         except ValueError:
             continue
     cpu = [value for value in cpu if not math.isnan(value)]
-    if cpu and sum(cpu) / len(cpu) > limits.cpu_percent:
-        reasons.append(f"CPU {sum(cpu) / len(cpu):.0f}% of a core > {limits.cpu_percent:g}%")
+    reasons = saturation_reasons(
+        limits,
+        lateness_p99_ms=p99_ms(histograms.get("lateness")),
+        loop_lag_p99_ms=p99_ms(histograms.get("loop_lag")),
+        cpu_percent=sum(cpu) / len(cpu) if cpu else None,
+    )
     return {"saturated": bool(reasons), "reasons": reasons}
 
 

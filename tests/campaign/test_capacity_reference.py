@@ -30,9 +30,9 @@ from loadgen.campaign.capacity_run import (
 )
 from loadgen.campaign.runner import SidesOutcome
 from loadgen.campaign.scenario import Scenario, load_scenario
-from loadgen.campaign.thresholds import parse_threshold
 from loadgen.errors import ConfigError
 from loadgen.metrics.registry import Metrics
+from loadgen.metrics.thresholds import parse_threshold
 from loadgen.platform.runner import PlatformResult
 
 REFERENCE = Path(__file__).parents[2] / "scenarios" / "reference-capacity.toml"
@@ -71,7 +71,7 @@ def stub_sides(
             started_at=1.7e9, load_duration_s=hold, duration_s=hold + 1.0, offered_rate=rate,
             achieved_rate=sent / hold, sent_rate=sent / hold, counters=dict(metrics.counters),
             peak_in_flight=1, cut_off=0, saturated=saturated,
-            reasons=("CPU 99% > 95%",) if saturated else (),
+            reasons=("CPU 99% of a core > 95%",) if saturated else (),
         )  # fmt: skip
         return SidesOutcome(platform=result, devices=None)
 
@@ -97,7 +97,7 @@ async def test_saturated_generator_is_a_generator_limit_never_a_capacity(referen
     runner = StepRunner(reference, plan(), run=stub_sides(10_000.0, ceiling=0.0))
     step = await runner(100.0)
     assert step.verdict == "generator_limit"
-    assert step.reasons == ("generator saturated: CPU 99% > 95%",)
+    assert step.reasons == ("generator saturated: CPU 99% of a core > 95%",)
     assert all(t["ok"] for t in step.summary["thresholds"])
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from loadgen.campaign.thresholds import parse_threshold
 from loadgen.errors import ConfigError
+from loadgen.metrics.thresholds import parse_threshold
 
 SUMMARY = {
     "offered_rate": 100.0,
