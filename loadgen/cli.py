@@ -1,8 +1,8 @@
-"""``loadgen`` command line: argument parsing, exit codes, nothing else.
+"""``loadgen`` command line: the commands of ``loadgen.commands``, errors and exit codes.
 
-Each area registers its own subcommand (``register(subparsers)``) and does its work in its own
-module; this file only wires them together and turns errors into exit codes:
-0 success, 2 configuration or usage error, 99 a threshold failed (as k6), 130 interrupted.
+Exit codes: 0 success, 2 bad input (a usage, configuration or scenario error: one line on
+stderr naming the flag, key or file and what was expected, never a traceback), 99 a threshold
+failed (as k6), 130 interrupted, 1 a shard crashed.
 """
 
 from __future__ import annotations
@@ -11,16 +11,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn, cast
 
 from loadgen import __version__
 from loadgen.errors import ConfigError
 
 __all__ = ["main"]
 
-EXIT_OK = 0
 EXIT_CONFIG = 2
-EXIT_THRESHOLDS = 99
 EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -30,30 +37,45 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    from loadgen.campaign.capacity_cli import register as capacity
-    from loadgen.campaign.cli import register as campaign
-    from loadgen.device.cli import register as devices
-    from loadgen.platform.cli import register as platform
-    from loadgen.report.cli import register as report
-    from loadgen.scale.cli import register as scale
+    from loadgen.commands.capacity import register as capacity
+    from loadgen.commands.report import register as report
+    from loadgen.commands.run import register as run
+    from loadgen.commands.scale import register as scale
 
-    return [campaign, capacity, devices, platform, report, scale]
+    return [run, capacity, report, scale]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="loadgen",
         description="Load generator for the OpenGate HTTP operations protocol.",
     )
     parser.add_argument("--version", action="version", version=f"loadgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(
+            dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+        ),
+    )
     for register in _registrars():
         register(sub)
     bench = sub.add_parser("bench", help="self-benchmark of this machine (as make bench)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
     return parser
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """The ``ConfigError`` a run raised, also from inside a trio exception group."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _config_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,12 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"loadgen: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except KeyboardInterrupt:
         print("loadgen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BaseException as exc:
+        error = _config_error(exc)
+        if error is None:
+            raise
+        print(f"loadgen {args.command}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     return code
 
 

@@ -16,6 +16,9 @@ never the end of a run. A harness failure (a bug) propagates.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class LoadgenError(Exception):
     """Base of every error this project raises on purpose."""
@@ -28,11 +31,47 @@ class ConfigError(LoadgenError, ValueError):
     dataclasses, reports one raised in ``__post_init__`` with its location in the file.
     """
 
-    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        key: str | None = None,
+        problems: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.message = message  # what was expected, without the place
         self.source = source
         self.key = key
+        self.problems = problems or (((key, message),) if key else ())  # (key, message) each
         where = ": ".join(part for part in (source, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+    def at(self, *, source: str | None = None, key: str | None = None) -> ConfigError:
+        """The same error placed elsewhere (a file, or a key path from a larger record)."""
+        return ConfigError(self.message, source=source or self.source, key=key or self.key)
+
+
+@contextmanager
+def key_prefix(prefix: str) -> Iterator[None]:
+    """Re-raise a ``ConfigError`` from a nested record with ``prefix.`` before its key, so the
+    key a user sees is the whole path (``profiles.UPDATE.delays.ack.p99``)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise exc.at(key=f"{prefix}.{exc.key}" if exc.key else prefix) from None
+
+
+class ListenError(LoadgenError):
+    """A server could not bind ``host:port`` (in use, not an address of this machine, no right).
+
+    The runner turns it into a ``ConfigError`` naming the key (or flag) that chose the port."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(f"cannot listen on {shown}:{port}: {reason}")
 
 
 class ProtocolError(LoadgenError):

@@ -23,6 +23,7 @@ as a killed run's does, so a merge of shards that includes it is marked interrup
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -37,29 +38,26 @@ from loadgen.campaign.prometheus import PrometheusExporter
 from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenario
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
-from loadgen.errors import ConfigError
+from loadgen.errors import ConfigError, ListenError
 from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
 from loadgen.metrics.thresholds import Threshold
 from loadgen.platform.config import PlatformConfig, Stage, Targets
 from loadgen.platform.runner import PlatformInfo, PlatformResult, run_platform
-from loadgen.report.results import RunWriter, load_run, new_run_directory
+from loadgen.report.results import RunWriter, load_run
 from loadgen.report.summary import histograms_of, summary_from_metrics, write_summary
-from loadgen.scale.shard import Shard
 
 __all__ = [
-    "EXIT_THRESHOLDS",
     "CampaignOutcome",
     "SidesOutcome",
-    "apply_shard",
     "run_campaign",
     "run_sides",
 ]
 
-EXIT_OK: Final = 0
-EXIT_THRESHOLDS: Final = 99
 ABORT_DELAY: Final = 10.0  # seconds of load before abort_on_fail may fire
+#: How far in the past a common start (``--start-at``) may be and still be joined at once.
+START_TOLERANCE: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,60 +65,8 @@ class CampaignOutcome:
     directory: Path
     summary: dict[str, Any]
     report: Path | None
-    exit_code: int
+    thresholds_failed: bool
     interrupted: bool
-
-
-def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
-    """Shard i/N of a scenario: its device range, rate/N, offset fixed ports, its own seed."""
-    if shard.is_whole:
-        return scenario
-    devices = scenario.devices
-    platform = scenario.platform
-    if devices is not None:
-        owned = shard.devices(devices.count)
-        devices = dataclasses.replace(
-            devices,
-            first_index=devices.first_index + owned.start,
-            count=len(owned),
-            http_port=shard.port(devices.http_port),
-            https_port=shard.port(devices.https_port),
-            seed=devices.seed + shard.index,
-        )
-    if platform is not None:
-        stages = tuple(
-            dataclasses.replace(stage, rate=shard.rate(stage.rate))
-            for stage in platform.arrival.stages
-        )
-        arrival = dataclasses.replace(
-            platform.arrival,
-            stages=stages,
-            # spread like the devices, so the shards' concurrencies add up to the campaign's
-            concurrency=max(1, len(shard.devices(platform.arrival.concurrency))),
-        )
-        targets = platform.targets
-        if targets.devices:
-            owned = shard.devices(len(targets.devices))
-            targets = dataclasses.replace(
-                targets, devices=targets.devices[owned.start : owned.stop]
-            )
-        elif scenario.campaign.sides != "both":
-            # With both sides the targets are the shard's own fleet (set once it listens), so
-            # the placeholder range is not split (its default count of 1 would leave shard 0
-            # with no device at all).
-            owned = shard.devices(targets.count)
-            targets = dataclasses.replace(
-                targets, first_index=targets.first_index + owned.start, count=len(owned)
-            )
-        south = dataclasses.replace(platform.south, port=shard.port(platform.south.port) or 0)
-        platform = dataclasses.replace(
-            platform,
-            arrival=arrival,
-            targets=targets,
-            south=south,
-            seed=platform.seed + shard.index,
-        )
-    return scenario.model_copy(update={"devices": devices, "platform": platform})
 
 
 def _offered_rate(platform: PlatformConfig | None) -> float | None:
@@ -154,9 +100,12 @@ def _stage_at(platform: PlatformConfig | None, elapsed: float) -> str:
 class _Run:
     """The live state of one campaign run, shared by the tasks of ``run_campaign``."""
 
-    def __init__(self, scenario: Scenario, metrics: Metrics) -> None:
+    def __init__(
+        self, scenario: Scenario, metrics: Metrics, notice: Callable[[str], None] | None = None
+    ) -> None:
         self.scenario = scenario
         self.metrics = metrics
+        self.notice = notice or (lambda text: None)
         self.platform: PlatformInfo | None = None
         self.fleet: FleetInfo | None = None
         self.platform_result: PlatformResult | None = None
@@ -165,6 +114,9 @@ class _Run:
         self.abort_reason: str | None = None
         self.stop_load = trio.Event()
         self.cut = trio.Event()
+        self.load_seconds = 0.0  # the load window that ran (devices only: how long it served)
+        self.begun = False  # the load has begun (a failure after it keeps the results folder)
+        self.directory: Path | None = None
         self.cpu = CpuGauge()
 
     def gauges(self) -> dict[str, object]:
@@ -179,13 +131,21 @@ class _Run:
             out["stage"] = "serve"
         return out
 
+    def in_flight(self) -> int:
+        if self.platform is not None:
+            return self.platform.statistics().in_flight
+        return 0 if self.fleet is None else self.fleet.handle.in_flight
+
     def interrupt(self, reason: str) -> None:
         if self.stop_load.is_set():
+            if not self.cut.is_set():
+                self.notice("stopping now: what is still in flight is recorded at its deadline")
             self.cut.set()
             return
         self.interrupted = True
         self.abort_reason = self.abort_reason or reason
         self.stop_load.set()
+        self.notice(f"{reason}: draining {self.in_flight()} in flight — Ctrl-C again to stop now")
 
 
 async def _watch_signals(run: _Run) -> None:
@@ -234,6 +194,16 @@ async def _serve_fleet(
     done.cancel()
 
 
+def _announce_fleet(run: _Run, fleet: FleetInfo) -> None:
+    """Where the fleet listens (port 0 became a real port) and where its self-signed CA is."""
+    where = ", ".join(url for url in (fleet.http_url, fleet.https_url) if url)
+    run.notice(f"devices: {len(fleet.handle.devices)} listening on {where}")
+    if fleet.ca_pem is not None and run.directory is not None:
+        path = run.directory / "devices-ca.pem"
+        path.write_bytes(fleet.ca_pem)
+        run.notice(f"devices: their self-signed CA is {path}")
+
+
 def _count_devices(metrics: Metrics, fleet: FleetInfo) -> None:
     """Put the fleet's size in the counters, so that ``counters.jsonl`` carries it from the
     first interval: a rebuilt run and the merge of shards (which sums counters) still know how
@@ -259,6 +229,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                 platform_nursery.cancel_scope.cancel()  # ends the interrupt watcher too
 
             run.platform = await platform_nursery.start(platform_task)
+            run.notice(f"platform: south API on {run.platform.south_url}")
             targets: Targets | None = None
             fleet_config = scenario.devices
             if scenario.campaign.sides == "both" and fleet_config is not None:
@@ -273,6 +244,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                     _serve_fleet, run, fleet_config, nursery.cancel_scope
                 )
                 _count_devices(run.metrics, run.fleet)
+                _announce_fleet(run, run.fleet)
                 if not platform_config.targets.devices and run.fleet.http_url:
                     targets = dataclasses.replace(
                         platform_config.targets,
@@ -281,6 +253,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                         count=fleet_config.count,
                         first_index=fleet_config.first_index,
                     )
+            run.begun = True
             run.platform.begin_load(targets)
             platform_nursery.start_soon(_stop_load_on_interrupt, run, platform_nursery.cancel_scope)
         if run.fleet is not None and not run.cut.is_set():
@@ -327,36 +300,78 @@ async def _fleet_only(run: _Run, scenario: Scenario) -> None:
         nursery.start_soon(_cut_on_second_signal, run, nursery.cancel_scope)
         run.fleet = await nursery.start(_serve_fleet, run, config, nursery.cancel_scope)
         _count_devices(run.metrics, run.fleet)
+        _announce_fleet(run, run.fleet)
+        run.begun = True
+        begun = trio.current_time()
         with trio.move_on_after(scenario.load_seconds):
             await run.stop_load.wait()
+        run.load_seconds = trio.current_time() - begun  # what ran, not what was planned
         run.fleet.handle.shutdown()
+
+
+def _listen_error(error: ListenError, scenario: Scenario) -> ConfigError:
+    """Name the key that chose the address a server could not bind."""
+    keys = []
+    if scenario.devices is not None:
+        devices = scenario.devices
+        keys += [
+            ("devices.http_port", devices.http_port),
+            ("devices.https_port", devices.https_port),
+        ]
+    if scenario.platform is not None:
+        keys.append(("platform.south.port", scenario.platform.south.port))
+    keys.append(("output.metrics_port", scenario.output.metrics_port))
+    key = next((name for name, port in keys if port == error.port and port), None)
+    if key is None:  # the port was free to choose (0): the host is what failed
+        key = "platform.south.host" if scenario.devices is None else "devices.host"
+    return ConfigError(str(error), key=key)
+
+
+def _first_listen_error(exc: BaseException) -> ListenError | None:
+    if isinstance(exc, ListenError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_listen_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _new_folder(directory: Path, loaded: LoadedScenario) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    loaded.save(directory / "scenario.toml")
 
 
 async def run_campaign(
     loaded: LoadedScenario,
     *,
-    results_root: Path | None = None,
-    shard: Shard | None = None,
+    scenario: Scenario | None = None,
+    directory: Path,
+    shard: str = "0/1",
     start_at: float | None = None,
     progress: str | None = None,
-    directory: Path | None = None,
 ) -> CampaignOutcome:
-    """Run a loaded scenario and write its results folder; see the module docstring."""
-    shard = shard or Shard.whole()
-    scenario = apply_shard(loaded.scenario, shard)
+    """Run a scenario (``loaded``'s, or ``scenario`` derived from it, e.g. one shard) and write
+    its results into ``directory`` (created here); see the module docstring.
+
+    A problem found before the load starts (a port in use, an address this machine does not
+    have) raises ``ConfigError`` naming the key, and leaves no results folder behind."""
+    scenario = scenario or loaded.scenario
     campaign = scenario.campaign
-    root = results_root or Path(scenario.output.results)
-    if directory is None:
-        directory = new_run_directory(root, campaign.name)
-        if not shard.is_whole:
-            directory = directory / f"shard-{shard.index}-of-{shard.count}"
-            directory.mkdir(parents=True)
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-    loaded.save(directory / "scenario.toml")
+    if start_at is not None and start_at < time.time() - START_TOLERANCE:
+        raise ConfigError(
+            f"the common start {start_at:.3f} is {time.time() - start_at:.1f} s in the past",
+            key="--start-at",
+        )
+    _new_folder(directory, loaded)
     thresholds = scenario.parsed_thresholds()
     metrics = Metrics()
-    run = _Run(scenario, metrics)
+    bar = Progress(
+        scenario.load_seconds, mode=progress or scenario.output.progress, sides=campaign.sides
+    )
+    run = _Run(scenario, metrics, notice=bar.notice)
+    run.directory = directory
     if start_at is not None:
         await trio.sleep(max(0.0, start_at - time.time()))
     start_epoch = time.time()
@@ -365,14 +380,13 @@ async def run_campaign(
         "description": campaign.description,
         "sides": campaign.sides,
         "interval": campaign.interval,
-        "shard": str(shard),
+        "shard": shard,
         "offered_rate": _offered_rate(scenario.platform),
         "load_duration_s": scenario.load_seconds,
         "thresholds": list(scenario.thresholds),
         "start_at": start_at,
     }
     writer = RunWriter(directory, start_epoch, meta)
-    bar = Progress(scenario.load_seconds, mode=progress or scenario.output.progress)
 
     def write(interval: Interval) -> None:
         # "final" says the run ended normally; one ended by an error must read as a kill does
@@ -391,7 +405,7 @@ async def run_campaign(
             await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
             if exporter is not None:
                 url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)
-                print(f"live metrics: {url}", flush=True)
+                bar.notice(f"live metrics: {url}")
             try:
                 if campaign.sides == "devices":
                     await nursery.start(monitor_loop_lag, metrics)
@@ -402,9 +416,17 @@ async def run_campaign(
                 run.failed = True  # before the intervals task writes its last line
                 raise
             nursery.cancel_scope.cancel()
-    finally:
+    except BaseException as exc:
         writer.close()
         bar.finish()
+        listen = _first_listen_error(exc)
+        if listen is None:
+            raise
+        if not run.begun:  # no load ran: no folder to keep
+            shutil.rmtree(directory, ignore_errors=True)
+        raise _listen_error(listen, scenario) from None
+    writer.close()
+    bar.finish()
     return _finish(run, scenario, directory, thresholds, start_epoch)
 
 
@@ -442,8 +464,8 @@ def _finish(
         info = {
             "started_at": start_epoch,
             "duration_s": round(time.time() - start_epoch, 3),
-            "load_duration_s": scenario.load_seconds,
-            "offered_rate": _offered_rate(scenario.platform),
+            "load_duration_s": round(run.load_seconds, 3),
+            "offered_rate": None,
             "generator": generator_verdict(
                 histograms_of(run.metrics), load_run(directory).timeseries, HealthLimits()
             ),
@@ -466,6 +488,6 @@ def _finish(
         directory=directory,
         summary=summary,
         report=report,
-        exit_code=EXIT_THRESHOLDS if failed else EXIT_OK,
+        thresholds_failed=failed,
         interrupted=run.interrupted,
     )

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from loadgen.device.config import FleetConfig
+from loadgen.device.config import ASYNC_ONLY_FAULTS, FleetConfig
 from loadgen.errors import ConfigError
 from loadgen.metrics.thresholds import Threshold, parse_threshold
 from loadgen.platform.config import PlatformConfig
@@ -43,6 +43,9 @@ __all__ = [
     "Scenario",
     "apply_override",
     "load_scenario",
+    "read_document",
+    "set_key",
+    "validate_document",
 ]
 
 #: In a campaign with both sides, the fleet POSTs to the platform's south API, whose port is only
@@ -65,8 +68,6 @@ class CampaignSection(BaseModel):
     # How long a devices-only run serves (with a platform side, the stages set the length).
     duration: Seconds | None = Field(default=None, gt=0)
     interval: Seconds = Field(default=1.0, gt=0)
-    # Ctrl-C or the end of the last stage: wait this long for operations in flight.
-    drain: Seconds | None = Field(default=None, ge=0)
     shards: int | Literal["auto"] = 1
 
     @field_validator("shards")
@@ -114,6 +115,21 @@ class Scenario(BaseModel):
             raise ValueError("a devices-only campaign needs campaign.duration")
         return self
 
+    def warnings(self) -> list[str]:
+        """What is valid but probably not meant (printed before the run, never fatal)."""
+        out: list[str] = []
+        devices = self.devices
+        if devices is not None:
+            flows = [devices.default, *devices.profiles.values()]
+            if not any(profile.is_async for profile in flows):
+                out.extend(
+                    f"devices.faults.{name}: only asynchronous flows can have it, and every "
+                    "flow here is sync: it will never happen"
+                    for name in sorted(ASYNC_ONLY_FAULTS)
+                    if getattr(devices.faults, name) > 0
+                )
+        return out
+
     def parsed_thresholds(self) -> list[Threshold]:
         return [
             parse_threshold(text, key=f"thresholds[{i}]") for i, text in enumerate(self.thresholds)
@@ -150,7 +166,7 @@ def _parse_path(path: str) -> list[str | int]:
     for piece in path.split("."):
         match = _PATH_PART_RE.match(piece)
         if not match:
-            raise ConfigError(f"expected a key path like a.b[0].c, got {path!r}", key="--set")
+            raise ConfigError(f"expected a key path like a.b[0].c, got {path!r}")
         parts.append(match[1])
         parts.extend(int(index) for index in re.findall(r"\[(\d+)\]", match[2]))
     return parts
@@ -163,29 +179,25 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_override(document: dict[str, Any], assignment: str) -> None:
-    """Apply one ``key.path=value`` to a parsed scenario document, in place."""
-    path, sep, raw = assignment.partition("=")
-    if not sep or not path.strip():
-        raise ConfigError(f"expected key.path=value, got {assignment!r}", key="--set")
-    parts = _parse_path(path.strip())
+def set_key(document: dict[str, Any], path: str, value: Any) -> None:
+    """Put ``value`` at ``key.path[0].x`` in a scenario document, making tables on the way."""
+    parts = _parse_path(path)
     node: Any = document
     for here, following in itertools.pairwise(parts):
         if isinstance(here, int):
             if not isinstance(node, list) or here >= len(node):
-                raise ConfigError(f"{path}: no element [{here}] to set", key="--set")
+                raise ConfigError(f"{path}: no element [{here}] to set")
             node = node[here]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"{path}: {here!r} is not inside a table", key="--set")
+            raise ConfigError(f"{path}: {here!r} is not inside a table")
         if here not in node:
             node[here] = [] if isinstance(following, int) else {}
         node = node[here]
     last = parts[-1]
-    value = _parse_value(raw.strip())
     if isinstance(last, int):
         if not isinstance(node, list) or last > len(node):
-            raise ConfigError(f"{path}: no element [{last}] to set", key="--set")
+            raise ConfigError(f"{path}: no element [{last}] to set")
         if last == len(node):
             node.append(value)
         else:
@@ -193,7 +205,18 @@ def apply_override(document: dict[str, Any], assignment: str) -> None:
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"{path}: {last!r} is not inside a table", key="--set")
+        raise ConfigError(f"{path}: {last!r} is not inside a table")
+
+
+def apply_override(document: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.path=value`` (the value in TOML) to a scenario document, in place."""
+    path, sep, raw = assignment.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f"expected key.path=value, got {assignment!r}", key="--set")
+    try:
+        set_key(document, path.strip(), _parse_value(raw.strip()))
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key="--set") from None
 
 
 def _substitute(
@@ -243,27 +266,29 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _format_errors(error: ValidationError) -> list[str]:
-    lines = []
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    """(key path, what was expected) for each error pydantic found."""
+    out = []
     for item in error.errors():
         # Unions of "a table or nothing" report the table branch; drop pydantic's branch names.
         loc = [p for p in item["loc"] if p not in ("FleetConfig", "PlatformConfig")]
         where = _location(loc)
-        message = str(item["msg"])
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-            inner, sep, rest = message.partition(": ")
-            if sep and re.fullmatch(r"[A-Za-z0-9_.\[\]-]+", inner):
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):  # a record's own check: it knows its key
+            inner = cause.key or ""
+            if inner:
                 where = f"{where}.{inner}" if where and not inner.startswith("[") else where + inner
-                message = rest
-        elif item["type"] == "unexpected_keyword_argument" or item["type"] == "extra_forbidden":
+            message = cause.message
+        elif item["type"] == "value_error":
+            message = str(item["msg"]).removeprefix("Value error, ")
+        elif item["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
             message = "unknown key"
-        elif item["type"] == "missing" or item["type"] == "missing_keyword_argument":
+        elif item["type"] in ("missing", "missing_keyword_argument"):
             message = "required key is missing"
         else:
-            message = f"{message}, got {_show(item.get('input'))}"
-        lines.append(f"{where or '(top level)'}: {message}")
-    return lines
+            message = f"{item['msg']}, got {_show(item.get('input'))}"
+        out.append((where or "(top level)", message))
+    return out
 
 
 def _prepare(resolved: dict[str, Any], source: str) -> dict[str, Any]:
@@ -298,17 +323,36 @@ def validate_document(
     try:
         resolved = _prepare(_substitute(document, "", os.environ, missing), source)
     except ConfigError as exc:
-        if exc.source:
-            raise
-        raise ConfigError(str(exc).split(": ", 1)[-1], source=source, key=exc.key) from None
+        raise (exc if exc.source else exc.at(source=source)) from None
     try:
         return Scenario.model_validate(resolved)
     except ValidationError as exc:
-        lines = _format_errors(exc)
-        if len(lines) == 1:
-            raise ConfigError(lines[0], source=source) from None
-        listing = "\n  ".join(lines)
-        raise ConfigError(f"{len(lines)} problems:\n  {listing}", source=source) from None
+        problems = _problems(exc)
+        if len(problems) == 1:
+            [(key, message)] = problems
+            raise ConfigError(message, source=source, key=key) from None
+        listing = "\n  ".join(f"{key}: {message}" for key, message in problems)
+        raise ConfigError(
+            f"{len(problems)} problems:\n  {listing}", source=source, problems=tuple(problems)
+        ) from None
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """The TOML document of a scenario file; ``ConfigError`` naming the file otherwise."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such scenario file", source=source) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder; expected a scenario file (.toml)", source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the scenario file: {exc}", source=source) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
 
 
 def load_scenario(
@@ -318,14 +362,8 @@ def load_scenario(
 
     With ``missing`` (``loadgen validate``), unset environment variables are listed there and
     stood in for, so the structure is still checked."""
-    path = Path(path)
-    source = str(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such scenario file", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    document = read_document(path)
     for assignment in overrides:
         apply_override(document, assignment)
+    source = str(path)
     return LoadedScenario(validate_document(document, source, missing=missing), document, source)

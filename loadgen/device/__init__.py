@@ -23,7 +23,6 @@ from loadgen.device.config import (
     Responder,
     Sleepy,
     address_range,
-    config_section,
 )
 from loadgen.device.runner import FleetHandle, FleetInfo, run_fleet
 
@@ -41,6 +40,5 @@ __all__ = [
     "Responder",
     "Sleepy",
     "address_range",
-    "config_section",
     "run_fleet",
 ]

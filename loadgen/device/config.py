@@ -3,8 +3,7 @@
 Every record is a frozen, slotted, keyword-only dataclass that validates itself in
 ``__post_init__`` and raises ``ConfigError`` with the key of the offending field *relative to
 the record* (``Delay`` says ``median``; ``Profile`` says ``delays.ack``; ``FleetConfig`` says
-``profiles.UPDATE.flow``). A loader that builds records from a scenario file wraps each
-construction in ``config_section("device.profile")`` so the error names the full key path.
+``profiles.UPDATE.flow``); the scenario loader places it in the file.
 
 The nesting follows the issue: ``FleetConfig`` holds the listeners, a default ``Profile`` and
 per-operation ones, ``Faults``, the ``Responder`` (where async answers go) and ``Sleepy``
@@ -17,13 +16,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Final, Literal
 
-from loadgen.errors import ConfigError
+from loadgen.errors import ConfigError, key_prefix
 from loadgen.http.server import ServerLimits
 from loadgen.protocol import DEFAULT_BASE_PATH, DEVICE_RESULT_CODES, PathTemplate, ResultCode
 from loadgen.units import Seconds
@@ -41,7 +39,6 @@ __all__ = [
     "Responder",
     "Sleepy",
     "address_range",
-    "config_section",
 ]
 
 DEFAULT_HTTP_PORT: Final = 1123
@@ -57,18 +54,6 @@ WhenBusy = Literal["queue", "reject"]
 _DELAY_KINDS: Final = ("fixed", "uniform", "exponential", "lognormal")
 _FLOWS: Final = ("sync", "async", "async-multi")
 _ANSWER_STATUSES: Final = (200, 201, 202, 204)
-
-
-@contextmanager
-def config_section(prefix: str) -> Iterator[None]:
-    """Re-raise a ``ConfigError`` from records built inside with ``prefix.`` before its key."""
-    try:
-        yield
-    except ConfigError as exc:
-        key = f"{prefix}.{exc.key}" if exc.key else prefix
-        where = ": ".join(part for part in (exc.source, exc.key) if part)
-        message = str(exc)[len(where) + 2 :] if where else str(exc)
-        raise ConfigError(message, source=exc.source, key=key) from None
 
 
 def _seconds(value: object, key: str, *, positive: bool = False) -> None:
@@ -395,7 +380,7 @@ class Responder:
         if self.platform_url is not None:
             from loadgen.http.client import Origin
 
-            with config_section("platform_url"):
+            with key_prefix("platform_url"):
                 Origin.parse(self.platform_url)
         _check_base_path(self.base_path)
         _count(self.retries, "retries", minimum=0)

@@ -40,7 +40,7 @@ from typing import Final
 import h11
 import trio
 
-from loadgen.errors import RemoteProtocolError
+from loadgen.errors import ListenError, RemoteProtocolError
 from loadgen.http.deadlines import Watchdog, resolution_for
 from loadgen.http.errors import PEER_GONE
 from loadgen.http.parser import (
@@ -205,7 +205,10 @@ class HTTPServer:
     ) -> None:
         # trio picks the addresses and socket options; the sockets are then served by our lean
         # accept loop and RawStream (see loadgen.http.stream for why).
-        tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+        try:
+            tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+        except OSError as exc:  # in use, not ours, no right: the user's choice of address
+            raise ListenError(host, port, exc.strerror or str(exc)) from exc
         sockets = [socket.socket(fileno=listener.socket.detach()) for listener in tcp_listeners]
         bound = [sock.getsockname()[:2] for sock in sockets]
         serve_one = self._serve_connection

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
 
@@ -36,6 +36,7 @@ class Interval:
     totals: dict[str, int]  # cumulative at the end of the interval
     gauges: dict[str, object]
     final: bool = False  # the last, possibly partial, interval of the run
+    notes: dict[str, str] = field(default_factory=dict)  # first message of failure counters
 
     @property
     def length(self) -> float:
@@ -118,7 +119,9 @@ async def run_intervals(
         totals = dict(metrics.counters)
         changed = {k: v - previous.get(k, 0) for k, v in totals.items() if v != previous.get(k, 0)}
         histograms = {recorder.name: recorder.rollover() for recorder in metrics.recorders()}
-        interval = Interval(index, start, end, histograms, changed, totals, gauges(), final)
+        interval = Interval(
+            index, start, end, histograms, changed, totals, gauges(), final, dict(metrics.notes)
+        )
         previous = totals
         index += 1
         start = end

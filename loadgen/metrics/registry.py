@@ -45,12 +45,14 @@ class PhaseRecorder:
 class Metrics:
     """Phases by name (created on first use), single recorders (e.g. ``lateness``) and counters."""
 
-    __slots__ = ("counters", "phases", "singles")
+    __slots__ = ("counters", "notes", "phases", "singles")
 
     def __init__(self, phases: Iterable[str] = ()) -> None:
         self.phases: dict[str, PhaseRecorder] = {name: PhaseRecorder(name) for name in phases}
         self.singles: dict[str, LatencyRecorder] = {}
         self.counters: Counter[str] = Counter()
+        # the first message seen for a counter that counts failures ("connect refused ...")
+        self.notes: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<Metrics phases={sorted(self.phases)} counters={len(self.counters)}>"
@@ -70,6 +72,11 @@ class Metrics:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
+
+    def note(self, counter: str, message: str) -> None:
+        """Keep the first message of a failure counter (the console and summary show it)."""
+        if counter not in self.notes:
+            self.notes[counter] = message[:200]
 
     def recorders(self) -> Iterator[LatencyRecorder]:
         for phase in self.phases.values():

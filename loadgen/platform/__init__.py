@@ -28,7 +28,6 @@ if TYPE_CHECKING:
         Target,
         Targets,
         Timeouts,
-        config_from_dict,
         load_targets_file,
     )
     from loadgen.platform.runner import PlatformInfo, PlatformResult, PlatformStats, run_platform
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 _HOME = {
     **dict.fromkeys(
         ("Arrival", "MixEntry", "PlatformConfig", "SouthAPI", "Stage", "Target", "Targets",
-         "Timeouts", "config_from_dict", "load_targets_file"),
+         "Timeouts", "load_targets_file"),
         "loadgen.platform.config",
     ),
     **dict.fromkeys(
@@ -67,7 +66,6 @@ __all__ = [
     "Target",
     "Targets",
     "Timeouts",
-    "config_from_dict",
     "load_targets_file",
     "run_platform",
 ]

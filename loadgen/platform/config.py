@@ -3,8 +3,7 @@
 Every record is a frozen, slotted, keyword-only dataclass that validates itself in
 ``__post_init__`` and raises ``ConfigError`` with the key path of the offending value
 (``arrival.stages[1].rate``), so a scenario fails before any load starts, naming what was
-expected. Records nested in a larger one are re-validated with their prefix by the parent
-(``_within``), so the key a user sees is the full path from ``PlatformConfig``.
+expected; the scenario loader places it in the file with the full key path.
 
 Targets come in two shapes (issue 4 §1): a base URL plus an id pattern and a count (a fleet that
 shares one address, such as the virtual fleet), or an explicit list of ``(device_id, url)`` pairs
@@ -18,8 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -45,7 +43,6 @@ __all__ = [
     "Target",
     "Targets",
     "Timeouts",
-    "config_from_dict",
     "load_targets_file",
 ]
 
@@ -56,17 +53,6 @@ DEFAULT_ID_PATTERN: Final = "dev-{:06d}"  # the fleet's default; "dev-{index:06d
 DEFAULT_DEVICE_URL: Final = "http://127.0.0.1:1123"
 #: The grace period after the last stage, when none is given: min(timeout, this).
 MAX_DEFAULT_GRACE: Final = 30.0
-
-
-@contextmanager
-def _within(prefix: str) -> Iterator[None]:
-    """Re-raise a nested record's ConfigError with its key prefixed by where it sits."""
-    try:
-        yield
-    except ConfigError as exc:
-        key = f"{prefix}.{exc.key}" if exc.key else prefix
-        message = str(exc).split(": ", 1)[1] if exc.key else str(exc)
-        raise ConfigError(message, source=exc.source, key=key) from None
 
 
 def _positive(value: float, key: str, *, allow_zero: bool = False) -> None:
@@ -492,87 +478,3 @@ class PlatformConfig:
 
     def timeouts_of(self, entry: MixEntry) -> Timeouts:
         return entry.timeouts or self.timeouts
-
-
-# --- building from plain data (a scenario file, the command line) ----------------------------
-
-
-def _build(cls: Any, data: object, key: str, nested: Mapping[str, Any] | None = None) -> Any:
-    """``cls(**data)`` with unknown keys refused and errors keyed from the root."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a table/object, got {data!r}", key=key)
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} (expected one of {', '.join(sorted(known))})",
-            key=f"{key}.{unknown[0]}" if key else unknown[0],
-        )
-    values = dict(data)
-    for name, builder in (nested or {}).items():
-        if name in values:
-            values[name] = builder(values[name], f"{key}.{name}" if key else name)
-    with _within(key) if key else _noop():
-        return cls(**values)
-
-
-@contextmanager
-def _noop() -> Iterator[None]:
-    yield
-
-
-def _list(builder: Any) -> Any:
-    def build(items: object, key: str) -> tuple[Any, ...]:
-        if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"expected a list, got {items!r}", key=key)
-        return tuple(builder(item, f"{key}[{i}]") for i, item in enumerate(items))
-
-    return build
-
-
-def _stage(data: object, key: str) -> Stage:
-    return _build(Stage, data, key)  # type: ignore[no-any-return]
-
-
-def _timeouts(data: object, key: str) -> Timeouts:
-    return _build(Timeouts, data, key)  # type: ignore[no-any-return]
-
-
-def _mix_entry(data: object, key: str) -> MixEntry:
-    return _build(MixEntry, data, key, {"timeouts": _timeouts})  # type: ignore[no-any-return]
-
-
-def _target(data: object, key: str) -> Target:
-    return _build(Target, data, key)  # type: ignore[no-any-return]
-
-
-def _health(data: object, key: str) -> HealthLimits:
-    return _build(HealthLimits, data, key)  # type: ignore[no-any-return]
-
-
-def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> PlatformConfig:
-    """A ``PlatformConfig`` from plain data (a parsed TOML/JSON table).
-
-    Errors carry ``source`` and the full key path, e.g. ``scenario.toml: arrival.stages[1].rate:
-    expected a finite number >= 0, got -5``.
-    """
-    try:
-        return _build(  # type: ignore[no-any-return]
-            PlatformConfig,
-            data,
-            "",
-            {
-                "targets": lambda d, k: _build(Targets, d, k, {"devices": _list(_target)}),
-                "arrival": lambda d, k: _build(Arrival, d, k, {"stages": _list(_stage)}),
-                "mix": _list(_mix_entry),
-                "timeouts": _timeouts,
-                "south": lambda d, k: _build(SouthAPI, d, k),
-                "health": _health,
-                "sleepy_devices": lambda d, k: frozenset(d),
-            },
-        )
-    except ConfigError as exc:
-        if source is None or exc.source:
-            raise
-        message = str(exc).split(": ", 1)[1] if exc.key else str(exc)
-        raise ConfigError(message, source=source, key=exc.key) from None

@@ -294,7 +294,9 @@ class Sender:
                 if op.retries_left != attempt and op.state in _RESENT:
                     table.superseded(op)
                     continue
-                table.error(op, current_time(), "transport." + exc.kind)
+                cause = "transport." + exc.kind
+                self.metrics.note(cause, f"{exc} ({origin})")
+                table.error(op, current_time(), cause)
                 continue
             if op.retries_left != attempt and op.state in _RESENT:
                 # Re-sent while this exchange ran (an async final asked for a retry before its
@@ -308,7 +310,9 @@ class Sender:
         table = self.table
         status = answer.status
         if not 200 <= status < 300:
-            table.error(op, now, f"http.status.{status}")
+            cause = f"http.status.{status}"
+            self.metrics.note(cause, f"{status} {answer.body[:120]!r}")
+            table.error(op, now, cause)
             return
         body = answer.body
         if not body:

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
 from loadgen.errors import ConfigError
 from loadgen.report.rebuild import rebuild_summary
-from loadgen.report.results import load_run
+from loadgen.report.results import load_run, read_json_object
 from loadgen.report.summary import OPERATION_KEYS, PHASES
 
 __all__ = ["TOLERANCE", "Change", "compare", "compare_summaries", "diff", "load_summary"]
@@ -177,10 +175,9 @@ def compare_summaries(
 def load_summary(path: Path) -> dict[str, Any]:
     """A run's summary from its folder or its ``summary.json``; rebuilt in memory if missing."""
     if path.is_file():
-        try:
-            summary: dict[str, Any] = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not a summary.json: {exc}") from exc
+        summary = read_json_object(path, "a summary.json")
+        if not isinstance(summary.get("operations"), dict):
+            raise ConfigError("expected a summary.json: it has no operations", source=str(path))
         return summary
     run = load_run(path)
     if run.summary is not None:
@@ -188,6 +185,9 @@ def load_summary(path: Path) -> dict[str, Any]:
     return rebuild_summary(run)  # a killed run's folder: summarise it, write nothing
 
 
-def compare(a: Path, b: Path) -> str:
-    """The comparison table of two runs (results folders or summary.json files)."""
-    return compare_summaries(load_summary(a), load_summary(b), labels=(str(a), str(b)))
+def compare(a: Path, b: Path) -> tuple[str, int]:
+    """The comparison table of two runs (results folders or summary.json files) and the number
+    of regressions in it."""
+    first, second = load_summary(a), load_summary(b)
+    regressions = sum(1 for change in diff(first, second) if change.verdict == "REGRESSION")
+    return compare_summaries(first, second, labels=(str(a), str(b))), regressions

@@ -93,7 +93,10 @@ def rebuild_summary(run: LoadedRun) -> dict[str, Any]:
         meta["load_duration_s"] = planned if run.finished else min(planned, duration or 0.0)
     else:
         meta["load_duration_s"] = meta["duration_s"]
-    meta["interrupted"] = not run.finished or bool(previous.get("interrupted"))
+    meta["interrupted"] = (
+        not run.finished or bool(previous.get("interrupted")) or bool(run.run.get("interrupted"))
+    )
+    meta["notes"] = run.notes
     verdict = previous.get("generator") or run.run.get("generator")
     if isinstance(verdict, Mapping) and "saturated" in verdict:
         meta["generator"] = {

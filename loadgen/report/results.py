@@ -153,7 +153,12 @@ class RunWriter:
 
     def __call__(self, interval: Interval) -> None:
         self.hlogs(interval)
-        line = {"t_s": interval.end, "final": interval.final, "counters": interval.totals}
+        line = {
+            "t_s": interval.end,
+            "final": interval.final,
+            "counters": interval.totals,
+            "notes": interval.notes,
+        }
         self._counters.write(orjson.dumps(line) + b"\n")
         self._counters.flush()
         self._csv.writerow(timeseries_row(interval))
@@ -177,6 +182,7 @@ class LoadedRun:
     finished: bool  # the last counters line was written by a run that ended normally
     timeseries: list[dict[str, str]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 def _complete_lines(path: Path) -> str:
@@ -205,10 +211,27 @@ def read_hlog(path: Path) -> list[tuple[float, float, HdrHistogram]]:
         out.append((round(start, 3), round(end, 3), histogram))
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a results file; ``ConfigError`` naming the file when it is not one."""
+    try:
+        value = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}", source=str(path)) from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(
+            f"expected {what} (JSON), got a corrupt file: {exc}", source=str(path)
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected {what} (a JSON object)", source=str(path))
+    return value
+
+
 def load_run(directory: Path) -> LoadedRun:
+    if not directory.is_dir():
+        raise ConfigError("no such results folder", source=str(directory))
     if not (directory / "run.json").exists():
         raise ConfigError(f"{directory} is not a results folder: no run.json")
-    run = orjson.loads((directory / "run.json").read_bytes())
+    run = read_json_object(directory / "run.json", "a run.json")
     series: dict[str, list[tuple[float, float, HdrHistogram]]] = {}
     totals: dict[str, HdrHistogram] = {}
     for path in sorted(directory.glob("*.hlog")):
@@ -220,6 +243,7 @@ def load_run(directory: Path) -> LoadedRun:
             total.add(histogram)
         totals[name] = total
     counters: dict[str, int] = {}
+    notes: dict[str, str] = {}
     finished = False
     counters_path = directory / "counters.jsonl"
     if counters_path.exists():
@@ -228,7 +252,10 @@ def load_run(directory: Path) -> LoadedRun:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 break  # a line cut by a kill: the previous one stands
+            if not isinstance(record, dict) or not isinstance(record.get("counters"), dict):
+                break
             counters = record["counters"]
+            notes = record.get("notes") or {}
             finished = bool(record.get("final"))
     rows: list[dict[str, str]] = []
     timeseries_path = directory / "timeseries.csv"
@@ -236,5 +263,5 @@ def load_run(directory: Path) -> LoadedRun:
         lines = io.StringIO(_complete_lines(timeseries_path), newline="")
         rows = [row for row in csv.DictReader(lines) if row.get("t_s")]
     summary_path = directory / "summary.json"
-    summary = orjson.loads(summary_path.read_bytes()) if summary_path.exists() else None
-    return LoadedRun(directory, run, totals, series, counters, finished, rows, summary)
+    summary = read_json_object(summary_path, "a summary.json") if summary_path.exists() else None
+    return LoadedRun(directory, run, totals, series, counters, finished, rows, summary, notes)

@@ -34,7 +34,6 @@ __all__ = [
     "PHASES",
     "SCHEMA_VERSION",
     "build_summary",
-    "format_summary",
     "histograms_of",
     "summary_from_metrics",
     "write_summary",
@@ -124,6 +123,8 @@ def build_summary(
         "thresholds": list(run.get("thresholds", [])),
         "generator": dict(run.get("generator", {})),
     }
+    summary["errors_by_cause"] = _errors_by_cause(counters, run.get("notes") or {})
+    summary["by_operation"] = _by_operation(histograms, counters)
     for single in ("lateness", "loop_lag"):
         if single in histograms:
             summary["generator"][f"{single}_ms"] = percentiles_ms(histograms[single])
@@ -132,57 +133,43 @@ def build_summary(
     return summary
 
 
+#: Counters that count operations (or POSTs) that went wrong, by cause.
+ERROR_CAUSES: Final = ("transport.", "http.status.", "device.wrong_", "south.refused.")
+
+
+def _errors_by_cause(counters: Mapping[str, int], notes: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``[{cause, count, first}]``, the most frequent first; ``first`` is the first message."""
+    causes = [
+        (name, int(count))
+        for name, count in counters.items()
+        if count and (name.startswith(ERROR_CAUSES) or name.endswith(".undelivered"))
+    ]
+    causes.sort(key=lambda item: (-item[1], item[0]))
+    return [{"cause": name, "count": count, "first": notes.get(name)} for name, count in causes]
+
+
+def _by_operation(
+    histograms: Mapping[str, HdrHistogram], counters: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Per operation name (with ``breakdown_by_name``): ended count, bad ends, latency."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, histogram in histograms.items():
+        if not name.startswith("complete.") or name.endswith(".service"):
+            continue
+        operation = name.split(".", 1)[1]
+        row: dict[str, Any] = {"count": int(histogram.get_total_count())}
+        for outcome in ("failed", "timed_out", "errors"):
+            row[outcome] = int(counters.get(f"by_name.{operation}.{outcome}", 0))
+        row["latency_ms"] = percentiles_ms(histogram)
+        out[operation] = row
+    return dict(sorted(out.items()))
+
+
 def summary_from_metrics(metrics: Metrics, run: Mapping[str, Any]) -> dict[str, Any]:
-    return build_summary(histograms_of(metrics), metrics.counters, run)
+    return build_summary(histograms_of(metrics), metrics.counters, {"notes": metrics.notes, **run})
 
 
 def write_summary(directory: Path, summary: Mapping[str, Any]) -> Path:
     path = directory / "summary.json"
     path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return path
-
-
-def _ms(value: object) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def format_summary(summary: Mapping[str, Any]) -> str:
-    """A plain-text table of the summary, for the terminal."""
-    ops = summary["operations"]
-    lines = [
-        f"campaign {summary.get('campaign') or '-'}"
-        + ("  (INTERRUPTED)" if summary.get("interrupted") else ""),
-        f"operations: sent {ops['sent']}  completed {ops['completed']}  succeeded {ops['succeeded']}"
-        f"  failed {ops['failed']}  timed out {ops['timed_out']}  errors {ops['errors']}"
-        + (f"  rejected {ops['rejected']}" if ops.get("rejected") else ""),
-        f"rate: offered {_ms(summary.get('offered_rate'))}/s  achieved {_ms(summary.get('achieved_rate'))}/s"
-        f"  error rate {summary.get('error_rate', 0) * 100:.3f}%",
-        "",
-        f"{'latency (ms)':<16}{'count':>9}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}{'max':>10}",
-    ]
-    rows = [*PHASES, "service"]
-    for phase in rows:
-        figures = summary["latency_ms"].get(phase)
-        if not figures or not figures["count"]:
-            continue
-        lines.append(
-            f"{phase:<16}{figures['count']:>9}"
-            + "".join(f"{_ms(figures[key]):>10}" for key in ("p50", "p90", "p99", "p999", "max"))
-        )
-    generator = summary.get("generator", {})
-    if generator.get("saturated"):
-        lines.append("")
-        lines.append(
-            "GENERATOR SATURATED: these numbers describe the load generator, not the target ("
-            + "; ".join(generator.get("reasons", []))
-            + ")"
-        )
-    failed = [t for t in summary.get("thresholds", []) if not t.get("ok")]
-    if summary.get("thresholds"):
-        lines.append("")
-        for threshold in summary["thresholds"]:
-            mark = "ok  " if threshold.get("ok") else "FAIL"
-            lines.append(f"[{mark}] {threshold['expression']}  (actual {threshold.get('actual')})")
-        if failed:
-            lines.append(f"{len(failed)} threshold(s) failed")
-    return "\n".join(lines)

@@ -64,11 +64,25 @@ def _merged_counter_series(
     return out
 
 
-def merge_runs(shards: Sequence[Path], out: Path) -> Path:
-    """Merge shard folders into ``out`` (created); returns ``out``."""
+def merge_runs(
+    shards: Sequence[Path], out: Path, *, force: bool = False, incomplete: bool = False
+) -> Path:
+    """Merge shard folders into ``out`` (created); returns ``out``.
+
+    Folders of different campaigns are refused (their sum would mean nothing) unless ``force``.
+    The merge is interrupted when any shard was; it keeps the first message of each failure
+    counter that any shard saw. ``incomplete``: some shard left no folder (it crashed), so the
+    merge is not a finished run either."""
     if not shards:
         raise ConfigError("nothing to merge: give at least one results folder")
     runs: list[LoadedRun] = [load_run(path) for path in shards]
+    campaigns = {str(run.run.get("campaign")) for run in runs}
+    if len(campaigns) > 1 and not force:
+        raise ConfigError(
+            f"the folders are runs of different campaigns ({', '.join(sorted(campaigns))}); "
+            "--force merges them anyway",
+            key="merge",
+        )
     period = float(runs[0].run.get("interval", 1.0))
     start_epoch = min(float(run.run.get("started_at", 0.0)) for run in runs)
     # (interval index) -> recorder -> histogram; index -> (start, end) seen
@@ -93,6 +107,15 @@ def merge_runs(shards: Sequence[Path], out: Path) -> Path:
     meta.pop("started_at", None)
     meta["shards"] = [str(path) for path in shards]
     meta["merged"] = True
+    summaries = [run.summary or {} for run in runs]
+    meta["interrupted"] = incomplete or any(bool(s.get("interrupted")) for s in summaries)
+    windows = [summary.get("load_duration_s") for summary in summaries]
+    if meta["interrupted"] and all(isinstance(w, int | float) for w in windows):
+        meta["load_duration_s"] = max(float(w) for w in windows if w is not None)
+    notes: dict[str, str] = {}
+    for run in runs:
+        for name, message in run.notes.items():
+            notes.setdefault(name, message)
     offered = [run.run.get("offered_rate") for run in runs]
     if all(isinstance(rate, int | float) for rate in offered):
         meta["offered_rate"] = sum(float(rate) for rate in offered if rate is not None)
@@ -119,12 +142,16 @@ def merge_runs(shards: Sequence[Path], out: Path) -> Path:
                     totals=totals,
                     gauges={},
                     final=last and all(run.finished for run in runs),
+                    notes=notes,
                 )
             )
             previous = totals
         if not indices:
             (out / "counters.jsonl").write_bytes(
-                orjson.dumps({"t_s": 0.0, "final": True, "counters": dict(counters)}) + b"\n"
+                orjson.dumps(
+                    {"t_s": 0.0, "final": True, "counters": dict(counters), "notes": notes}
+                )
+                + b"\n"
             )
     finally:
         writer.close()

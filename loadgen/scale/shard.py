@@ -9,13 +9,15 @@ device ranges tile ``[0, D)`` exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Final
 
+from loadgen.campaign.scenario import Scenario
 from loadgen.errors import ConfigError
 
-__all__ = ["Shard"]
+__all__ = ["Shard", "apply_shard"]
 
 _SHARD_RE: Final = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -60,3 +62,55 @@ class Shard:
         if port is None or port == 0:
             return port
         return port + self.index
+
+
+def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
+    """Shard i/N of a scenario: its device range, rate/N, offset fixed ports, its own seed."""
+    if shard.is_whole:
+        return scenario
+    devices = scenario.devices
+    platform = scenario.platform
+    if devices is not None:
+        owned = shard.devices(devices.count)
+        devices = dataclasses.replace(
+            devices,
+            first_index=devices.first_index + owned.start,
+            count=len(owned),
+            http_port=shard.port(devices.http_port),
+            https_port=shard.port(devices.https_port),
+            seed=devices.seed + shard.index,
+        )
+    if platform is not None:
+        stages = tuple(
+            dataclasses.replace(stage, rate=shard.rate(stage.rate))
+            for stage in platform.arrival.stages
+        )
+        arrival = dataclasses.replace(
+            platform.arrival,
+            stages=stages,
+            # spread like the devices, so the shards' concurrencies add up to the campaign's
+            concurrency=max(1, len(shard.devices(platform.arrival.concurrency))),
+        )
+        targets = platform.targets
+        if targets.devices:
+            owned = shard.devices(len(targets.devices))
+            targets = dataclasses.replace(
+                targets, devices=targets.devices[owned.start : owned.stop]
+            )
+        elif scenario.campaign.sides != "both":
+            # With both sides the targets are the shard's own fleet (set once it listens), so
+            # the placeholder range is not split (its default count of 1 would leave shard 0
+            # with no device at all).
+            owned = shard.devices(targets.count)
+            targets = dataclasses.replace(
+                targets, first_index=targets.first_index + owned.start, count=len(owned)
+            )
+        south = dataclasses.replace(platform.south, port=shard.port(platform.south.port) or 0)
+        platform = dataclasses.replace(
+            platform,
+            arrival=arrival,
+            targets=targets,
+            south=south,
+            seed=platform.seed + shard.index,
+        )
+    return scenario.model_copy(update={"devices": devices, "platform": platform})

@@ -63,7 +63,7 @@ def test_a_broken_scenario_fails_before_any_load(
 
     assert code == 2
     assert out == ""
-    assert err.startswith(f"loadgen: {SMOKE}: ")
+    assert err.startswith(f"loadgen run: {SMOKE}: ")
     assert key in err
     assert expectation in err
     assert not results.exists()
@@ -117,7 +117,7 @@ def test_run_refuses_a_missing_environment_variable(
     code, _, err = run_cli(["run", str(example), "--results", str(results)], capsys)
 
     assert code == 2
-    assert err.startswith(f"loadgen: {example}: devices.")
+    assert err.startswith(f"loadgen run: {example}: devices.")
     assert "environment variable" in err
     assert "is not set" in err
     assert "devices.api_key" in err or "devices.responder.api_key" in err

@@ -74,7 +74,7 @@ def test_sigkill_leaves_logs_that_loadgen_report_turns_into_a_report(
     code, out, _ = run_cli(["report", str(directory)], capsys)
 
     assert code == 0
-    assert "(INTERRUPTED)" in out
+    assert "(interrupted)" in out
     summary = check_results_folder(directory, killed=True)
     assert summary["interrupted"] is True
     assert "NOT FINISHED" in (directory / "report.html").read_text(encoding="utf-8")

@@ -174,11 +174,11 @@ async def test_the_two_examples_run_against_each_other(
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
-            lambda: run_campaign(devices, results_root=tmp_path / "devices", progress="quiet")
+            lambda: run_campaign(devices, directory=tmp_path / "devices" / "run", progress="quiet")
         )
         await _wait_listening(fleet_port)
         operated = await run_campaign(
-            platform, results_root=tmp_path / "platform", progress="quiet"
+            platform, directory=tmp_path / "platform" / "run", progress="quiet"
         )
 
     fleet_dir = only_run(tmp_path / "devices")

@@ -19,7 +19,6 @@ import pytest
 import trio
 
 from loadgen.campaign.capacity import SearchConfig, search
-from loadgen.campaign.capacity_cli import register
 from loadgen.campaign.capacity_run import (
     RunSides,
     StepPlan,
@@ -30,6 +29,7 @@ from loadgen.campaign.capacity_run import (
 )
 from loadgen.campaign.runner import SidesOutcome
 from loadgen.campaign.scenario import Scenario, load_scenario
+from loadgen.commands.capacity import register
 from loadgen.errors import ConfigError
 from loadgen.metrics.registry import Metrics
 from loadgen.metrics.thresholds import parse_threshold

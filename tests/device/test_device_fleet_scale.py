@@ -10,11 +10,12 @@ import subprocess
 import sys
 import tracemalloc
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import orjson
 import pytest
 import trio
 
-from loadgen.device.cli import status_line
 from loadgen.device.config import FleetConfig, Sleepy
 from loadgen.device.fleet import build_devices
 from loadgen.device.sleepy import SleepyScheduler, choose_sleepy
@@ -73,52 +74,40 @@ async def test_sleepy_polls_are_anchored(autojump_clock: trio.testing.MockClock)
         assert len(times) >= 3
 
 
-def test_status_line() -> None:
-    line = status_line(
-        {"device.ops.received": 150, "device.ops.in_flight": 7, "device.http.400": 2,
-         "device.devices": 10},
-        {"device.ops.received": 50},
-        2.0,
-    )  # fmt: skip
-    assert "ops/s     50.0" in line
-    assert "in flight      7" in line
-    assert "errors 2" in line
-
-
-RUN_CLI = (
-    "import argparse, sys\n"
-    "from loadgen.device.cli import register\n"
-    "p = argparse.ArgumentParser(); sub = p.add_subparsers(); register(sub)\n"
-    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-)
+RUN_CLI = ("-m", "loadgen")
 
 
 @pytest.mark.slow
-def test_cli_runs_and_drains_on_ctrl_c() -> None:
+def test_cli_runs_and_drains_on_ctrl_c(tmp_path: Path) -> None:
     """Real time and a real process: SIGINT handling needs a main thread of its own."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", RUN_CLI, "devices", "--count", "50", "--http-port", "0",
-         "--results", "SUCCESSFUL=1"],
+        [sys.executable, *RUN_CLI, "devices", "--count", "50", "--http-port", "0",
+         "--result-mix", "SUCCESSFUL=1", "--progress", "lines", "--results", str(tmp_path)],
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     assert proc.stderr is not None
     first = proc.stderr.readline()
-    assert "50 devices on http://127.0.0.1:" in first
+    assert "devices: 50 listening on http://127.0.0.1:" in first
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130
-    assert "draining" in err
-    assert "device.devices" in err
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "SIGINT: draining 0 in flight — Ctrl-C again to stop now" in err
+    assert "campaign devices  (interrupted)" in out
+    [folder] = (tmp_path / "devices").iterdir()
+    summary = orjson.loads((folder / "summary.json").read_bytes())
+    assert summary["interrupted"] is True
+    assert summary["extra"]["devices"]["device.devices"] == 50
 
 
 @pytest.mark.slow
-def test_cli_duration_and_config_errors() -> None:
+def test_cli_duration_and_config_errors(tmp_path: Path) -> None:
     """Real time: the command runs for its --duration (0.3 s) and exits 0."""
     done = subprocess.run(
-        [sys.executable, "-c", RUN_CLI, "devices", "--count", "5", "--http-port", "0",
-         "--duration", "0.3", "--quiet"],
+        [sys.executable, *RUN_CLI, "devices", "--count", "5", "--http-port", "0",
+         "--duration", "300ms", "--quiet", "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "fleet ran" in done.stderr
+    assert "results: " in done.stdout

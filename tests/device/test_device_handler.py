@@ -17,10 +17,9 @@ from loadgen.device.config import (
     Responder,
     Sleepy,
     address_range,
-    config_section,
 )
 from loadgen.device.handler import DeviceHandler, decode_operation
-from loadgen.errors import ConfigError, ProtocolError
+from loadgen.errors import ConfigError, ProtocolError, key_prefix
 from loadgen.http.parser import Request
 from loadgen.protocol import decode_request
 
@@ -181,8 +180,8 @@ def test_config_errors_name_the_key(build: Any, key: str) -> None:
     assert caught.value.key == key
 
 
-def test_config_section_prefixes_keys() -> None:
-    with pytest.raises(ConfigError) as caught, config_section("device.profile.delays.ack"):
+def test_key_prefix_places_nested_errors() -> None:
+    with pytest.raises(ConfigError) as caught, key_prefix("device.profile.delays.ack"):
         Delay.lognormal(0.5, 0.1)
     assert caught.value.key == "device.profile.delays.ack.p99"
     assert str(caught.value).startswith("device.profile.delays.ack.p99: expected p99 >=")

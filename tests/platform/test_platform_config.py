@@ -1,15 +1,19 @@
-"""Configuration: validation with key paths, the targets file (CSV and JSON lines) and its error
-messages naming the file and line, and the command line's translation into a config."""
+"""Configuration: validation with key paths (through the scenario loader, as files and flags
+are), the targets file (CSV and JSON lines) and its error messages naming the file and line, and
+the command line's translation into a config."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from loadgen.campaign.scenario import validate_document
+from loadgen.cli import build_parser
+from loadgen.commands.run import one_sided_scenario
+from loadgen.commands.tables import PLATFORM_FLAGS, RUN_FLAGS
 from loadgen.errors import ConfigError
-from loadgen.platform.cli import build_config, register
 from loadgen.platform.config import (
     Arrival,
     MixEntry,
@@ -17,7 +21,6 @@ from loadgen.platform.config import (
     Stage,
     Targets,
     Timeouts,
-    config_from_dict,
     load_targets_file,
 )
 
@@ -94,7 +97,7 @@ def test_missing_targets_file(tmp_path: Path) -> None:
          "arrival.stages[1].rate", "expected a finite number >= 0, got -5"),
         ({"arrival": {"stages": [{"duration": 0, "rate": 1}]}},
          "arrival.stages[0].duration", "> 0"),
-        ({"arrival": {"model": "bursty"}}, "arrival.model", "expected one of open, poisson, closed"),
+        ({"arrival": {"model": "bursty"}}, "arrival.model", "'open', 'poisson' or 'closed', got 'bursty'"),
         ({"arrival": {"stages": []}}, "arrival.stages", "at least one stage"),
         ({"mix": [{"name": "A", "timeouts": {"retries": -1}}]}, "mix[0].timeouts.retries", ">= 0"),
         ({"mix": [{"name": "A", "weight": 0}]}, "mix", "weight > 0"),
@@ -103,19 +106,20 @@ def test_missing_targets_file(tmp_path: Path) -> None:
         ({"targets": {"id_pattern": "dev"}}, "targets.id_pattern", "its own id"),
         ({"targets": {"id_pattern": "{nope}"}}, "targets.id_pattern", "one field, positional"),
         ({"targets": {"base_url": "localhost:1123"}}, "targets.base_url", "http:// or https://"),
-        ({"targets": {"bogus": 1}}, "targets.bogus", "unknown key 'bogus'"),
+        ({"targets": {"bogus": 1}}, "targets.bogus", "unknown key"),
         ({"south": {"port": 70000}}, "south.port", "0..65535"),
-        ({"device_choice": "random"}, "device_choice", "uniform, round-robin, zipf"),
+        ({"device_choice": "random"}, "device_choice", "'uniform', 'round-robin' or 'zipf', got 'random'"),
         ({"base_path": "south/"}, "base_path", "must start with '/'"),
         ({"sleepy_share": 2}, "sleepy_share", "[0, 1]"),
     ],
 )  # fmt: skip
 def test_config_errors_carry_the_key_path(data: dict[str, object], key: str, text: str) -> None:
+    document = {"campaign": {"name": "x", "sides": "platform"}, "platform": data}
     with pytest.raises(ConfigError) as caught:
-        config_from_dict(data, source="scenario.toml")
-    assert caught.value.key == key
+        validate_document(document, "scenario.toml")
+    assert caught.value.key == f"platform.{key}"
     assert text in str(caught.value)
-    assert str(caught.value).startswith(f"scenario.toml: {key}: ")
+    assert str(caught.value).startswith(f"scenario.toml: platform.{key}: ")
 
 
 def test_defaults_and_grace() -> None:
@@ -128,10 +132,15 @@ def test_defaults_and_grace() -> None:
     assert Arrival(stages=(Stage(duration=1, rate=1), Stage(duration=2.5, rate=3))).duration == 3.5
 
 
+def _config(argv: list[str]) -> Any:
+    args = build_parser().parse_args(argv)
+    return one_sided_scenario(
+        args, "platform", (*PLATFORM_FLAGS, *RUN_FLAGS), "test"
+    ).scenario.platform
+
+
 def test_command_line_to_config(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(
+    config = _config(
         [
             "platform", "--url", "https://dev:11235", "--devices", "50", "--stage", "10:100",
             "--stage", "20:500:ramp", "--op", "REBOOT_EQUIPMENT:3", "--op", "UPDATE:1",
@@ -140,7 +149,6 @@ def test_command_line_to_config(tmp_path: Path) -> None:
             "--device-choice", "zipf", "--model", "poisson", "--seed", "9",
         ]
     )  # fmt: skip
-    config = build_config(args)
     assert config.targets.count == 50
     assert config.targets.base_url == "https://dev:11235"
     assert config.arrival.stages == (
@@ -156,9 +164,16 @@ def test_command_line_to_config(tmp_path: Path) -> None:
     assert not config.verify
     assert not config.keep_alive
     assert config.api_key == "k"
-    bad = parser.parse_args(["platform", "--stage", "10:fast"])
     with pytest.raises(ConfigError, match="--stage"):
-        build_config(bad)
-    bad = parser.parse_args(["platform", "--params", "UPDATE={}"])
+        _config(["platform", "--stage", "10:fast"])
     with pytest.raises(ConfigError, match="not in the mix"):
-        build_config(bad)
+        _config(["platform", "--params", "UPDATE={}"])
+    with pytest.raises(
+        ConfigError, match=r"^test: --timeout \(platform.timeouts.timeout\): expected"
+    ):
+        _config(["platform", "--timeout", "-1"])
+    assert _config(["platform", "--timeout", "3s"]).timeouts.timeout == 3.0
+    assert (
+        _config(["platform", "--timeout", "250ms", "--ack-timeout", "2"]).timeouts.ack_timeout
+        == 2.0
+    )

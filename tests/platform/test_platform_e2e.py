@@ -7,7 +7,6 @@ marked ``slow``; each takes a few seconds.
 
 from __future__ import annotations
 
-import argparse
 import http.server
 import json
 import threading
@@ -19,9 +18,9 @@ import orjson
 import pytest
 import trio
 
+from loadgen.cli import main
 from loadgen.metrics.registry import Metrics
 from loadgen.platform import Arrival, PlatformConfig, Stage, Targets, run_platform
-from loadgen.platform.cli import register
 
 DELAY = 0.050
 
@@ -128,17 +127,18 @@ def test_cli_writes_summary_and_hlogs(device: tuple[str, type[_Device]], tmp_pat
     """Real time: ``loadgen platform`` for one second against the stdlib device."""
     url, handler = device
     handler.delay = 0.002
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    results = tmp_path / "run"
-    args = parser.parse_args(
+    code = main(
         [
             "platform", "--url", url, "--devices", "5", "--rate", "50", "--duration", "1",
             "--op", "REBOOT_EQUIPMENT:3", "--op", "REFRESH_INFO:1", "--breakdown",
-            "--results", str(results), "--quiet",
+            "--results", str(tmp_path), "--quiet",
         ]
     )  # fmt: skip
-    assert args.func(args) == 0
+    assert code == 0
+    [results] = (tmp_path / "platform").iterdir()
+    assert {"run.json", "scenario.toml", "timeseries.csv", "counters.jsonl", "report.html"} <= {
+        p.name for p in results.iterdir()
+    }
     summary = orjson.loads((results / "summary.json").read_bytes())
     assert summary["operations"]["sent"] == summary["operations"]["completed"] == 50
     assert summary["offered_rate"] == 50.0

@@ -12,8 +12,8 @@ import pytest
 from report_fixtures import Recorded
 from trio.testing import MockClock
 
+from loadgen.commands.report import register
 from loadgen.errors import ConfigError
-from loadgen.report.cli import register
 
 MakeRun = Callable[..., Awaitable[Recorded]]
 
@@ -35,7 +35,7 @@ async def test_report_rebuilds_and_prints_the_summary(
 
     out = capsys.readouterr().out
     assert code == 0  # a failed threshold is reported, not turned into an exit code
-    assert "campaign synthetic  (INTERRUPTED)" in out
+    assert "campaign synthetic  (interrupted)" in out
     assert "[FAIL] error_rate < 0.1%" in out
     assert f"report:  {recorded.directory / 'report.html'}" in out
     assert (recorded.directory / "summary.json").exists()
@@ -63,7 +63,7 @@ def test_not_a_results_folder_is_a_config_error(tmp_path: Path) -> None:
 
 def test_registering_does_not_load_matplotlib() -> None:
     """``loadgen --help`` must stay fast: the plotting stack loads only when a report is drawn."""
-    probe = "import sys, loadgen.report.cli; print('matplotlib' in sys.modules)"
+    probe = "import sys, loadgen.commands.report; print('matplotlib' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )

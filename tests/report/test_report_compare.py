@@ -143,11 +143,13 @@ async def test_compare_two_run_folders_one_killed(
         (finished.directory / "summary.json").read_bytes()
     )
 
-    text = compare(finished.directory, killed.directory)
+    text, regressions = compare(finished.directory, killed.directory)
 
     assert not (killed.directory / "summary.json").exists()  # compare writes nothing
     assert "note: run B was interrupted" in text
     assert rows(text)["operations sent"][:2] == [f"{finished.sent:,}", f"{killed.sent:,}"]
-    same = compare(finished.directory / "copy.json", finished.directory)
+    same, none = compare(finished.directory / "copy.json", finished.directory)
     assert "no regression" in same
+    assert none == 0
+    assert regressions == text.count("REGRESSION")
     assert len(diff(orjson.loads((finished.directory / "copy.json").read_bytes()), {})) > 10

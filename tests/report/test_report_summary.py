@@ -12,10 +12,10 @@ from hdrh.histogram import HdrHistogram
 from loadgen.metrics.hdr import HIGHEST_US, LOWEST_US, SIGNIFICANT_FIGURES
 from loadgen.metrics.intervals import run_intervals
 from loadgen.metrics.registry import Metrics
+from loadgen.report.console import format_summary
 from loadgen.report.plots import spectrum_points
 from loadgen.report.rebuild import rebuild_summary
 from loadgen.report.results import RunWriter, load_run
-from loadgen.report.summary import format_summary
 
 # 1 ms, 2 ms, ... 100 ms, once each, spread over three intervals
 VALUES_US = [ms * 1000 for ms in range(1, 101)]

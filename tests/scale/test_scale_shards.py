@@ -17,11 +17,10 @@ import orjson
 import pytest
 import yaml
 
-from loadgen.campaign.runner import apply_shard
 from loadgen.campaign.scenario import Scenario, load_scenario
 from loadgen.cli import main
 from loadgen.report.results import load_run
-from loadgen.scale.shard import Shard
+from loadgen.scale.shard import Shard, apply_shard
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "scenarios" / "smoke.toml"

@@ -14,11 +14,11 @@ __all__ = ["register"]
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from loadgen.report.console import format_summary
     from loadgen.report.rebuild import rebuild
-    from loadgen.report.summary import format_summary
 
     started = time.perf_counter()
-    out = merge_runs([Path(p) for p in args.dirs], Path(args.out))
+    out = merge_runs([Path(p) for p in args.dirs], Path(args.out), force=args.force)
     summary, report = rebuild(out)
     print(format_summary(summary))
     print(
@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     merge.add_argument("dirs", nargs="+", metavar="DIR", help="shard results folders")
     merge.add_argument("--out", required=True, metavar="DIR", help="merged results folder")
+    merge.add_argument(
+        "--force", action="store_true", help="merge runs of different campaigns anyway"
+    )
     merge.set_defaults(func=_merge)
 
     manifest = sub.add_parser(

@@ -15,10 +15,12 @@ from pathlib import Path
 
 __all__ = ["compare_main", "register", "report_main"]
 
+EXIT_REGRESSION = 99  # as a failed threshold
+
 
 def report_main(args: argparse.Namespace) -> int:
+    from loadgen.report.console import format_summary
     from loadgen.report.rebuild import rebuild
-    from loadgen.report.summary import format_summary
 
     directory: Path = args.results_dir
     summary, report = rebuild(directory)
@@ -32,8 +34,9 @@ def report_main(args: argparse.Namespace) -> int:
 def compare_main(args: argparse.Namespace) -> int:
     from loadgen.report.compare import compare
 
-    print(compare(args.a, args.b))
-    return 0
+    text, regressions = compare(args.a, args.b)
+    print(text)
+    return EXIT_REGRESSION if regressions and args.fail_on_regression else 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,4 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     compare.add_argument("a", type=Path, metavar="A", help="the baseline run")
     compare.add_argument("b", type=Path, metavar="B", help="the run compared with it")
+    compare.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help=f"exit {EXIT_REGRESSION} when B regressed against A (for CI)",
+    )
     compare.set_defaults(func=compare_main)

@@ -1,0 +1,254 @@
+"""``loadgen run``, ``devices``, ``platform`` and ``validate``: every run is a campaign.
+
+``devices`` and ``platform`` turn their flags into a one-sided scenario, the document a file
+would hold (``loadgen.commands.tables``), so all three go the same way: document -> validation
+-> ``execute`` -> ``run_campaign``. They write the same results folder, show the same progress,
+stop the same way on Ctrl-C (the first drains, the second cuts the drain) and exit with the same
+codes: 0, 99 when a threshold failed, 2 for bad input, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from loadgen.campaign.scenario import (
+    LoadedScenario,
+    apply_override,
+    read_document,
+    validate_document,
+)
+from loadgen.commands.flags import Flag, add_flags, build_document, name_flags
+from loadgen.commands.tables import DEVICE_FLAGS, PLATFORM_FLAGS, RUN_FLAGS
+from loadgen.errors import ConfigError
+from loadgen.report.console import format_summary
+from loadgen.report.results import new_run_directory
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_THRESHOLDS",
+    "execute",
+    "one_sided_scenario",
+    "register",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a shard crashed
+EXIT_CONFIG = 2
+EXIT_THRESHOLDS = 99
+EXIT_INTERRUPTED = 130
+
+
+def _set_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any scenario key, e.g. --set devices.count=50 (repeatable; TOML values)",
+    )
+
+
+def one_sided_scenario(
+    args: argparse.Namespace, side: str, flags: Sequence[Flag], source: str
+) -> LoadedScenario:
+    """The scenario a side's flags describe, validated as a file would be."""
+    document: dict[str, Any] = {"campaign": {"name": side, "sides": side}, side: {}}
+    if side == "devices":
+        document["campaign"]["duration"] = math.inf  # until Ctrl-C, unless --duration
+    try:
+        build_document(document, flags, args)
+        for assignment in args.set:
+            apply_override(document, assignment)
+        return LoadedScenario(validate_document(document, source), document, source)
+    except ConfigError as exc:
+        raise name_flags(exc, flags, args) from None
+
+
+def _from_file(args: argparse.Namespace) -> LoadedScenario:
+    document = read_document(args.scenario)
+    for assignment in args.set:
+        apply_override(document, assignment)
+    try:
+        build_document(document, RUN_FLAGS, args)
+        return LoadedScenario(
+            validate_document(document, str(args.scenario)), document, args.scenario
+        )
+    except ConfigError as exc:
+        raise name_flags(exc, RUN_FLAGS, args) from None
+
+
+def execute(
+    loaded: LoadedScenario,
+    *,
+    shard: str | None = None,
+    shards: int | str | None = None,
+    start_at: float | None = None,
+    directory: Path | None = None,
+) -> int:
+    """Run a validated scenario (one process, one shard of it, or N local shards merged) and
+    print the console summary; the exit code."""
+    from loadgen.campaign.runner import run_campaign
+    from loadgen.scale.shard import Shard, apply_shard
+
+    scenario = loaded.scenario
+    count = shards if shards is not None else scenario.campaign.shards
+    if shard is None and count not in (1, None):
+        from loadgen.scale.local import run_local_shards
+
+        return run_local_shards(loaded, shards=count)
+    part = Shard.parse(shard) if shard else Shard.whole()
+    if directory is None:
+        directory = new_run_directory(Path(scenario.output.results), scenario.campaign.name)
+        if not part.is_whole:
+            directory = directory / f"shard-{part.index}-of-{part.count}"
+    quiet = scenario.output.progress == "quiet"
+    outcome = trio.run(
+        lambda: run_campaign(
+            loaded,
+            scenario=apply_shard(scenario, part),
+            directory=directory,
+            shard=str(part),
+            start_at=start_at,
+        )
+    )
+    if not quiet:
+        print()
+        print(format_summary(outcome.summary))
+    print(f"\nresults: {outcome.directory}")
+    if outcome.report is not None:
+        print(f"report:  {outcome.report}")
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_THRESHOLDS if outcome.thresholds_failed else EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    loaded = _from_file(args)
+    return execute(
+        loaded,
+        shard=args.shard,
+        shards=args.shards,
+        start_at=args.start_at,
+        directory=Path(args.directory) if args.directory else None,
+    )
+
+
+def _devices(args: argparse.Namespace) -> int:
+    return execute(
+        one_sided_scenario(args, "devices", (*DEVICE_FLAGS, *RUN_FLAGS), "loadgen devices")
+    )
+
+
+def _platform(args: argparse.Namespace) -> int:
+    return execute(
+        one_sided_scenario(args, "platform", (*PLATFORM_FLAGS, *RUN_FLAGS), "loadgen platform")
+    )
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.scenarios:
+        missing: list[str] = []
+        try:
+            document = read_document(path)
+            for assignment in args.set:
+                apply_override(document, assignment)
+            scenario = validate_document(document, path, missing=missing)
+        except ConfigError as exc:
+            failed += 1
+            print(f"INVALID {exc}", flush=True)
+            continue
+        print(
+            f"ok      {path}: campaign {scenario.campaign.name!r}, sides {scenario.campaign.sides}, "
+            f"{scenario.load_seconds:g} s of load, {len(scenario.thresholds)} thresholds",
+            flush=True,
+        )
+        for warning in scenario.warnings():
+            print(f"        warning: {warning}", flush=True)
+        if missing:
+            print(
+                f"        needs the environment variables {', '.join(sorted(set(missing)))} "
+                "to run (validated with stand-ins)",
+                flush=True,
+            )
+    return EXIT_CONFIG if failed else EXIT_OK
+
+
+def _shards(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'auto', got {text!r}")
+    return count
+
+
+def _epoch(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds since the epoch, got {text!r}"
+        ) from None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run a campaign from a scenario file",
+        description="Run the campaign a scenario file describes and write its results folder "
+        "(summary.json, timeseries.csv, .hlog interval logs, report.html). Exit code 99 when a "
+        "threshold failed, 130 when interrupted, 2 for a scenario error.",
+    )
+    run.add_argument("scenario", metavar="SCENARIO")
+    _set_flag(run)
+    add_flags(run, "run", RUN_FLAGS)
+    scale = run.add_argument_group("scale")
+    scale.add_argument("--shard", metavar="I/N", help="run shard I of N (devices and rate split)")
+    scale.add_argument(
+        "--shards", type=_shards, metavar="N", help="N shard processes here ('auto': one per core)"
+    )
+    scale.add_argument("--start-at", type=_epoch, metavar="EPOCH", help="common start of shards")
+    scale.add_argument("--directory", metavar="DIR", help=argparse.SUPPRESS)  # exact folder
+    run.set_defaults(func=_run)
+
+    devices = sub.add_parser(
+        "devices",
+        help="run a virtual device fleet",
+        description="Serve a virtual fleet until --duration or Ctrl-C; results as 'run'.",
+    )
+    add_flags(devices, "fleet and behaviour", DEVICE_FLAGS)
+    add_flags(devices, "run", RUN_FLAGS)
+    _set_flag(devices)
+    devices.set_defaults(func=_devices)
+
+    platform = sub.add_parser(
+        "platform",
+        help="send operations to devices at a rate and receive their responses",
+        description="The virtual platform against devices (ours or real); results as 'run'.",
+    )
+    add_flags(platform, "platform", PLATFORM_FLAGS)
+    add_flags(platform, "run", RUN_FLAGS)
+    _set_flag(platform)
+    platform.set_defaults(func=_platform)
+
+    check = sub.add_parser(
+        "validate",
+        help="check scenario files without running them",
+        description="Validate scenario files (types, unknown keys, thresholds, environment "
+        "variables) exactly as 'run' does before any load; exit 2 when one is invalid.",
+    )
+    check.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    _set_flag(check)
+    check.set_defaults(func=_validate)
