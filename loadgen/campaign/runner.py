@@ -56,8 +56,6 @@ __all__ = [
 ]
 
 ABORT_DELAY: Final = 10.0  # seconds of load before abort_on_fail may fire
-#: How far in the past a common start (``--start-at``) may be and still be joined at once.
-START_TOLERANCE: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,11 +357,6 @@ async def run_campaign(
     have) raises ``ConfigError`` naming the key, and leaves no results folder behind."""
     scenario = scenario or loaded.scenario
     campaign = scenario.campaign
-    if start_at is not None and start_at < time.time() - START_TOLERANCE:
-        raise ConfigError(
-            f"the common start {start_at:.3f} is {time.time() - start_at:.1f} s in the past",
-            key="--start-at",
-        )
     _new_folder(directory, loaded)
     thresholds = scenario.parsed_thresholds()
     metrics = Metrics()
@@ -392,7 +385,11 @@ async def run_campaign(
         # "final" says the run ended normally; one ended by an error must read as a kill does
         writer(dataclasses.replace(interval, final=False) if run.failed else interval)
 
-    sinks: list[IntervalSink] = [write, bar]
+    def show(interval: Interval) -> None:
+        if run.begun:  # a run that failed to start shows no progress, only its one-line error
+            bar(interval)
+
+    sinks: list[IntervalSink] = [write, show]
     if scenario.abort_on_fail and thresholds:
         sinks.append(_abort_sink(run, thresholds, ABORT_DELAY))
     exporter = PrometheusExporter() if scenario.output.metrics_port is not None else None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ EXIT_FAILED = 1  # a shard crashed
 EXIT_CONFIG = 2
 EXIT_THRESHOLDS = 99
 EXIT_INTERRUPTED = 130
+#: How far in the past a common start (``--start-at``) may be and still be joined at once.
+START_TOLERANCE = 2.0
 
 
 def _set_flag(parser: argparse.ArgumentParser) -> None:
@@ -99,11 +103,18 @@ def execute(
     from loadgen.scale.shard import Shard, apply_shard
 
     scenario = loaded.scenario
+    for warning in scenario.warnings():
+        print(f"loadgen: warning: {warning}", file=sys.stderr)
     count = shards if shards is not None else scenario.campaign.shards
     if shard is None and count not in (1, None):
         from loadgen.scale.local import run_local_shards
 
         return run_local_shards(loaded, shards=count)
+    if start_at is not None and start_at < time.time() - START_TOLERANCE:
+        raise ConfigError(
+            f"the common start {start_at:.3f} is {time.time() - start_at:.1f} s in the past",
+            key="--start-at",
+        )
     part = Shard.parse(shard) if shard else Shard.whole()
     if directory is None:
         directory = new_run_directory(Path(scenario.output.results), scenario.campaign.name)
@@ -132,25 +143,31 @@ def execute(
 
 def _run(args: argparse.Namespace) -> int:
     loaded = _from_file(args)
-    return execute(
-        loaded,
-        shard=args.shard,
-        shards=args.shards,
-        start_at=args.start_at,
-        directory=Path(args.directory) if args.directory else None,
-    )
+    try:
+        return execute(
+            loaded,
+            shard=args.shard,
+            shards=args.shards,
+            start_at=args.start_at,
+            directory=Path(args.directory) if args.directory else None,
+        )
+    except ConfigError as exc:  # found while starting (a port in use): name the flag if one
+        raise name_flags(exc, RUN_FLAGS, args) from None
+
+
+def _side(args: argparse.Namespace, side: str, flags: Sequence[Flag]) -> int:
+    try:
+        return execute(one_sided_scenario(args, side, flags, ""))
+    except ConfigError as exc:
+        raise name_flags(exc, flags, args) from None
 
 
 def _devices(args: argparse.Namespace) -> int:
-    return execute(
-        one_sided_scenario(args, "devices", (*DEVICE_FLAGS, *RUN_FLAGS), "loadgen devices")
-    )
+    return _side(args, "devices", (*DEVICE_FLAGS, *RUN_FLAGS))
 
 
 def _platform(args: argparse.Namespace) -> int:
-    return execute(
-        one_sided_scenario(args, "platform", (*PLATFORM_FLAGS, *RUN_FLAGS), "loadgen platform")
-    )
+    return _side(args, "platform", (*PLATFORM_FLAGS, *RUN_FLAGS))
 
 
 def _validate(args: argparse.Namespace) -> int:

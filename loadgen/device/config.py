@@ -23,7 +23,14 @@ from typing import Final, Literal
 
 from loadgen.errors import ConfigError, key_prefix
 from loadgen.http.server import ServerLimits
-from loadgen.protocol import DEFAULT_BASE_PATH, DEVICE_RESULT_CODES, PathTemplate, ResultCode
+from loadgen.protocol import (
+    DEFAULT_BASE_PATH,
+    DEVICE_RESULT_CODES,
+    OPERATION_NAMES,
+    PathTemplate,
+    ResultCode,
+)
+from loadgen.protocol.catalogue import unknown_operation
 from loadgen.units import Seconds
 
 __all__ = [
@@ -236,6 +243,7 @@ class Profile:
     concurrency: int = 1
     when_busy: WhenBusy = "queue"
     queue_limit: int = 1000
+    custom: bool = False  # the profile of an operation outside the catalogue, on purpose
 
     def __post_init__(self) -> None:
         _choice(self.flow, _FLOWS, "flow")
@@ -514,6 +522,8 @@ class FleetConfig:
         for name, profile in self.profiles.items():
             if not isinstance(profile, Profile):
                 raise ConfigError("expected a Profile", key=f"profiles.{name}")
+            if name not in OPERATION_NAMES and not profile.custom:
+                raise ConfigError(unknown_operation(name), key=f"profiles.{name}")
         object.__setattr__(self, "profiles", MappingProxyType(dict(self.profiles)))
         if type(self.seed) is not int:
             raise ConfigError(f"expected an integer, got {self.seed!r}", key="seed")

@@ -28,6 +28,7 @@ from loadgen.errors import ConfigError
 from loadgen.http.client import Origin
 from loadgen.metrics.health import HealthLimits
 from loadgen.protocol import DEFAULT_BASE_PATH, OPERATION_NAMES, PathTemplate
+from loadgen.protocol.catalogue import unknown_operation
 from loadgen.protocol.enums import RESULT_CODE_BY_VALUE, RESULT_CODE_EXPECTED
 from loadgen.units import Seconds
 
@@ -169,17 +170,22 @@ class MixEntry:
     """One operation of the mix: its ``name``, relative ``weight`` and ``parameters``.
 
     ``parameters`` ``None`` means the catalogue default of PROTOCOL.md §6 (``{}`` for a custom
-    name); ``timeouts`` ``None`` means the platform's.
+    name); ``timeouts`` ``None`` means the platform's. A name outside the catalogue is refused
+    (a misspelling would otherwise load a device with operations it never heard of) unless it
+    is declared ``custom``.
     """
 
     name: str
     weight: float = 1.0
     parameters: Mapping[str, Any] | None = None
     timeouts: Timeouts | None = None
+    custom: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"expected a non-empty operation name, got {self.name!r}", key="name")
+        if not self.custom and self.name not in OPERATION_NAMES:
+            raise ConfigError(unknown_operation(self.name), key="name")
         _positive(self.weight, "weight", allow_zero=True)
         if self.parameters is not None:
             if not isinstance(self.parameters, Mapping):

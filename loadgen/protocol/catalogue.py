@@ -10,6 +10,7 @@ Everything handed out is a fresh object, so callers may mutate what they get.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -209,3 +210,13 @@ def variable_results(
                     )
                 )
     return tuple(out)
+
+
+def unknown_operation(name: str) -> str:
+    """What to tell a user who wrote an operation name the catalogue does not have."""
+    close = difflib.get_close_matches(name.upper(), OPERATION_NAMES, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (
+        f"unknown operation {name!r}; {hint}the catalogue has {', '.join(OPERATION_NAMES)} "
+        "(a custom operation needs custom = true)"
+    )

@@ -99,8 +99,8 @@ def test_missing_targets_file(tmp_path: Path) -> None:
          "arrival.stages[0].duration", "> 0"),
         ({"arrival": {"model": "bursty"}}, "arrival.model", "'open', 'poisson' or 'closed', got 'bursty'"),
         ({"arrival": {"stages": []}}, "arrival.stages", "at least one stage"),
-        ({"mix": [{"name": "A", "timeouts": {"retries": -1}}]}, "mix[0].timeouts.retries", ">= 0"),
-        ({"mix": [{"name": "A", "weight": 0}]}, "mix", "weight > 0"),
+        ({"mix": [{"name": "UPDATE", "timeouts": {"retries": -1}}]}, "mix[0].timeouts.retries", ">= 0"),
+        ({"mix": [{"name": "UPDATE", "weight": 0}]}, "mix", "weight > 0"),
         ({"timeouts": {"retry_result_list": ["NOPE"]}}, "timeouts.retry_result_list[0]",
          "expected one of SUCCESSFUL"),
         ({"targets": {"id_pattern": "dev"}}, "targets.id_pattern", "its own id"),
@@ -111,6 +111,9 @@ def test_missing_targets_file(tmp_path: Path) -> None:
         ({"device_choice": "random"}, "device_choice", "'uniform', 'round-robin' or 'zipf', got 'random'"),
         ({"base_path": "south/"}, "base_path", "must start with '/'"),
         ({"sleepy_share": 2}, "sleepy_share", "[0, 1]"),
+        ({"mix": [{"name": "REBOT_EQUIPMENT"}]}, "mix[0].name",
+         "unknown operation 'REBOT_EQUIPMENT'; did you mean REBOOT_EQUIPMENT?"),
+        ({"mix": [{"name": "MY_OWN"}]}, "mix[0].name", "a custom operation needs custom = true"),
     ],
 )  # fmt: skip
 def test_config_errors_carry_the_key_path(data: dict[str, object], key: str, text: str) -> None:
@@ -120,6 +123,16 @@ def test_config_errors_carry_the_key_path(data: dict[str, object], key: str, tex
     assert caught.value.key == f"platform.{key}"
     assert text in str(caught.value)
     assert str(caught.value).startswith(f"scenario.toml: platform.{key}: ")
+
+
+def test_a_custom_operation_is_declared() -> None:
+    document = {
+        "campaign": {"name": "x", "sides": "platform"},
+        "platform": {"mix": [{"name": "MY_OWN", "custom": True}]},
+    }
+    scenario = validate_document(document, "scenario.toml")
+    assert scenario.platform is not None
+    assert scenario.platform.mix[0].name == "MY_OWN"
 
 
 def test_defaults_and_grace() -> None:

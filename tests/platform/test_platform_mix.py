@@ -26,7 +26,7 @@ def test_mix_proportions_follow_the_weights_and_the_seed() -> None:
         MixEntry(name="REBOOT_EQUIPMENT", weight=6),
         MixEntry(name="REFRESH_INFO", weight=3),
         MixEntry(name="UPDATE", weight=1),
-        MixEntry(name="NEVER", weight=0),
+        MixEntry(name="NEVER", weight=0, custom=True),
     ]
     mix = OperationMix(entries, seed=42, timestamp_ms=0)
     counts = collections.Counter(mix.choose() for _ in range(N))
@@ -91,7 +91,7 @@ def test_body_template_escapes_percent_signs() -> None:
 
 def test_catalogue_defaults_are_used_when_no_parameters_are_given() -> None:
     mix = OperationMix(
-        [MixEntry(name="REBOOT_EQUIPMENT"), MixEntry(name="X", parameters={"a": 1})],
+        [MixEntry(name="REBOOT_EQUIPMENT"), MixEntry(name="X", parameters={"a": 1}, custom=True)],
         seed=0,
         timestamp_ms=0,
     )

@@ -36,7 +36,7 @@ async def test_report_rebuilds_and_prints_the_summary(
     out = capsys.readouterr().out
     assert code == 0  # a failed threshold is reported, not turned into an exit code
     assert "campaign synthetic  (interrupted)" in out
-    assert "[FAIL] error_rate < 0.1%" in out
+    assert "✗ error_rate < 0.1%" in out
     assert f"report:  {recorded.directory / 'report.html'}" in out
     assert (recorded.directory / "summary.json").exists()
     assert (recorded.directory / "report.html").exists()
