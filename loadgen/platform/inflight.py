@@ -198,8 +198,10 @@ class Operation:
     def deadline(self) -> float:
         """The pending deadline implied by the state (inf once ended)."""
         state = self.state
-        if state is State.SENT:
-            return self.t_anchor + _first_timeout(self.timeouts)
+        if state is State.SENT:  # _first_timeout inlined: the sender reads this per exchange
+            timeouts = self.timeouts
+            ack, final = timeouts.ack_timeout, timeouts.timeout
+            return self.t_anchor + (ack if ack <= final else final)
         if state is State.ACKED or state is State.PARTIAL:
             return self.t_anchor + self.timeouts.timeout
         if state is State.RETRY_WAIT:
