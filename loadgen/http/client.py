@@ -21,6 +21,12 @@ operations is the caller's policy, not the transport's.
 Timeouts: the watchdog closes the socket of an exchange past its deadline (see ``_Conn``). Every
 failure leaves through ``translate_client_error`` as a ``TransportError`` subclass whose ``kind``
 names a counter: connect, connect_timeout, read_timeout, write_timeout, closed, tls, bad_response.
+A request may also carry its own ``deadline`` (an absolute time on the trio clock: the load
+generator's operation deadline). It bounds every phase of that request: the wait for a
+connection slot and the connect (``connect_timeout`` past it, exactly, by a cancel scope those
+phases already have), the write and the read (``write_timeout`` / ``read_timeout``: the watchdog
+closes the socket, up to one resolution late). A connection given up that way is closed, never
+returned to the pool: its answer may still arrive and would be read as the next request's.
 """
 
 from __future__ import annotations
@@ -323,8 +329,12 @@ class ConnectionPool:
         *,
         method: bytes = b"POST",
         content_type: bytes = JSON,
+        deadline: float = math.inf,
     ) -> Response:
-        """One exchange. Raises a ``TransportError`` subclass on any failure (counted by kind)."""
+        """One exchange. Raises a ``TransportError`` subclass on any failure (counted by kind).
+
+        ``deadline`` (trio clock) bounds the whole exchange on top of the pool's own timeouts.
+        """
         pool = self._origin_pool(origin)
         if method == b"POST" and content_type == JSON:
             wire = pool.post(target, body)
@@ -333,12 +343,12 @@ class ConnectionPool:
             wire = template.render(target, body)
         self.stats.requests += 1
         try:
-            conn = await self._checkout(origin, pool)
+            conn = await self._checkout(origin, pool, deadline)
             if conn is None:
-                conn = await self._connect(origin, pool)
+                conn = await self._connect(origin, pool, deadline)
             else:
                 try:
-                    return await self._exchange(pool, conn, wire, method, target, body)
+                    return await self._exchange(pool, conn, wire, method, target, body, deadline)
                 except ConnectionClosed:
                     if conn.reader.buffered or conn.answer_started or conn.served == 0:
                         raise  # the answer had started, or a new connection: not stale
@@ -346,14 +356,17 @@ class ConnectionPool:
                     # never reached it. Once, on a new connection.
                     self.stats.stale_retries += 1
                     pool.open += 1
-                    conn = await self._connect(origin, pool)
-            return await self._exchange(pool, conn, wire, method, target, body)
+                    conn = await self._connect(origin, pool, deadline)
+            return await self._exchange(pool, conn, wire, method, target, body, deadline)
         except TransportError as exc:
             self.stats.errors[exc.kind] += 1
             raise
 
-    async def _checkout(self, origin: Origin, pool: _OriginPool) -> _Conn | None:
-        """An idle connection, or None after reserving a slot for a new one (waits when full)."""
+    async def _checkout(
+        self, origin: Origin, pool: _OriginPool, deadline: float = math.inf
+    ) -> _Conn | None:
+        """An idle connection, or None after reserving a slot for a new one (waits when full,
+        until ``deadline`` at most)."""
         while True:
             if self._closed:
                 raise ConnectionClosed("the pool is closed")
@@ -363,7 +376,10 @@ class ConnectionPool:
             if pool.open < self.limits.max_connections:
                 pool.open += 1
                 return None
-            await pool.lot.park()
+            with trio.move_on_at(deadline) as scope:
+                await pool.lot.park()
+            if scope.cancelled_caught:
+                raise ConnectTimeout(f"no free connection to {origin} by the request's deadline")
 
     def _release(self, pool: _OriginPool, conn: _Conn, reusable: bool) -> None:
         if reusable and not self._closed:
@@ -379,11 +395,16 @@ class ConnectionPool:
         self.watchdog.unwatch(conn)
         conn.raw.close_now()
 
-    async def _connect(self, origin: Origin, pool: _OriginPool) -> _Conn:
-        """Open a connection for a slot already counted in ``pool.open``."""
+    async def _connect(
+        self, origin: Origin, pool: _OriginPool, deadline: float = math.inf
+    ) -> _Conn:
+        """Open a connection for a slot already counted in ``pool.open``, by ``deadline``."""
         limits = self.limits
+        give_up = trio.current_time() + limits.connect_timeout
+        if deadline < give_up:
+            give_up = deadline
         try:
-            with trio.move_on_after(limits.connect_timeout) as scope:
+            with trio.move_on_at(give_up) as scope:
                 try:
                     raw = await open_raw_stream(origin.host, origin.port)
                     stream: trio.abc.Stream = raw
@@ -406,7 +427,11 @@ class ConnectionPool:
                         raise
                     raise mapped from exc
             if scope.cancelled_caught:
-                raise ConnectTimeout(f"no connection to {origin} within {limits.connect_timeout} s")
+                raise ConnectTimeout(
+                    f"no connection to {origin} by the request's deadline"
+                    if give_up == deadline
+                    else f"no connection to {origin} within {limits.connect_timeout} s"
+                )
         except BaseException:
             pool.open -= 1
             if pool.lot:
@@ -426,21 +451,29 @@ class ConnectionPool:
         method: bytes,
         target: bytes,
         body: bytes,
+        deadline: float = math.inf,
     ) -> Response:
         limits = self.limits
         writing = True
         start = self.watchdog.now
-        conn.deadline = start + self._write_span
+        write_end = start + self._write_span
+        read_end = start + self._read_span
+        # The request's own deadline, when sooner (no min(): this runs per request).
+        if deadline < write_end:
+            write_end = deadline
+        if deadline < read_end:
+            read_end = deadline
+        conn.deadline = write_end
         try:
             if conn.h11 is None:
                 await conn.stream.send_all(wire)
                 writing = False
-                conn.deadline = start + self._read_span
+                conn.deadline = read_end
                 response = await self._read_fast(conn, method, target, body, wire)
             else:
                 await conn.stream.send_all(_h11_events(conn.h11, wire, method, target, body))
                 writing = False
-                conn.deadline = start + self._read_span
+                conn.deadline = read_end
                 response = await self._read_h11(conn)
         except BaseException as exc:
             self._release(pool, conn, reusable=False)
@@ -449,9 +482,15 @@ class ConnectionPool:
             if conn.expired:
                 if writing:
                     raise WriteTimeout(
-                        f"request not written within {limits.write_timeout} s"
+                        "request not written by the request's deadline"
+                        if write_end == deadline
+                        else f"request not written within {limits.write_timeout} s"
                     ) from exc
-                raise ReadTimeout(f"no complete answer within {limits.read_timeout} s") from exc
+                raise ReadTimeout(
+                    "no complete answer by the request's deadline"
+                    if read_end == deadline
+                    else f"no complete answer within {limits.read_timeout} s"
+                ) from exc
             mapped = translate_client_error(exc)
             if mapped is None:
                 raise

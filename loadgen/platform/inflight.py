@@ -21,14 +21,23 @@ t_first, steps, deadline)``. An operation's lifecycle is a small state machine, 
    ``ack`` when it was never acknowledged) as ``deadline - t_intended``, never dropped.
 4. Time is an argument (``now: float``); nothing here reads a clock or imports trio, so a test
    drives every timing with plain floats.
+5. A deadline comes before a failure it caused: an exchange that fails at or after its
+   operation's pending deadline while the operation is still ``SENT`` (the connection pool
+   closes the connection *because* of that deadline, and may report it before the timer task
+   runs) times the operation out at the deadline, exactly as the timer would have; the
+   exchange's end then counts as ``ops.abandoned_exchanges`` as it does in the other order.
 
 Deadlines
 ---------
 Each live operation has exactly one pending timer, whose meaning follows from its state: in
-``SENT`` it is the ack deadline (``t_anchor + ackTimeout``), in ``ACKED``/``PARTIAL`` the final
-deadline (``t_anchor + timeout``), in ``RETRY_WAIT`` the time to re-send. ``t_anchor`` is the
-intended send time of the first attempt (so a timed-out operation records exactly ``timeout``),
-and the re-send time of a retry. Timers live in one binary heap of ``(deadline, seq, op)``
+``SENT`` it is the *first* deadline, ``t_anchor + min(ackTimeout, timeout)`` (``timeout`` bounds
+the time to the final response whatever phase the operation is stuck in, PROTOCOL.md §7, so an
+answer that never comes ends it at ``timeout`` when that is the shorter), in ``ACKED``/``PARTIAL``
+the final deadline (``t_anchor + timeout``), in ``RETRY_WAIT`` the time to re-send. ``t_anchor``
+is the intended send time of the first attempt (so a timed-out operation records exactly its
+deadline), and the re-send time of a retry. The sender hands the ``SENT`` deadline to the
+transport with the request, which closes the connection of an exchange still running then (the
+pool never reuses it). Timers live in one binary heap of ``(deadline, seq, op)``
 serviced by one task (``expire(now)``), not a task or a cancel scope per operation: arming is an
 O(log n) push, and a timer made obsolete by an answer is not removed but recognised by its
 ``seq`` when it surfaces (the heap is rebuilt when stale entries outnumber live ones), which keeps
@@ -109,6 +118,7 @@ TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     (S.SENT, E.RETRY): S.RETRY_WAIT,
     (S.SENT, E.ERROR): S.ERROR,
     (S.SENT, E.ACK_DEADLINE): S.TIMED_OUT,
+    (S.SENT, E.DEADLINE): S.TIMED_OUT,  # timeout < ackTimeout: the final deadline comes first
     (S.ACKED, E.PARTIAL): S.PARTIAL,
     (S.ACKED, E.FINAL): S.COMPLETED,
     (S.ACKED, E.RETRY): S.RETRY_WAIT,
@@ -188,8 +198,10 @@ class Operation:
     def deadline(self) -> float:
         """The pending deadline implied by the state (inf once ended)."""
         state = self.state
-        if state is State.SENT:
-            return self.t_anchor + self.timeouts.ack_timeout
+        if state is State.SENT:  # _first_timeout inlined: the sender reads this per exchange
+            timeouts = self.timeouts
+            ack, final = timeouts.ack_timeout, timeouts.timeout
+            return self.t_anchor + (ack if ack <= final else final)
         if state is State.ACKED or state is State.PARTIAL:
             return self.t_anchor + self.timeouts.timeout
         if state is State.RETRY_WAIT:
@@ -216,6 +228,12 @@ class TableStats:
 
     def __repr__(self) -> str:
         return f"TableStats(in_flight={self.in_flight}, peak={self.peak}, timers={self.timers})"
+
+
+def _first_timeout(timeouts: Timeouts) -> float:
+    """How long a ``SENT`` operation may wait: the ack deadline, or the final one if earlier."""
+    ack, final = timeouts.ack_timeout, timeouts.timeout
+    return ack if ack <= final else final
 
 
 def _add_steps(op: Operation, steps: Sequence[Any]) -> None:
@@ -336,17 +354,18 @@ class InflightTable:
                 _move(op, Event.RESEND)
                 op.t_anchor = deadline
                 op.t_sent = None
-                self._arm(op, deadline + op.timeouts.ack_timeout)
+                self._arm(op, deadline + _first_timeout(op.timeouts))
                 resend.append(op)
             else:
                 self._time_out(op, deadline)
         return resend
 
     def drain(self) -> int:
-        """End every live operation as timed out at its own deadline (the run is over)."""
+        """End every live operation as timed out at its own deadline (the run is over, the
+        grace period with it): each is also counted in ``ops.cut_by_grace``."""
         remaining = list(self.live.values())
         for op in remaining:
-            self._time_out(op, op.deadline)
+            self._time_out(op, op.deadline, cut=True)
         self._heap.clear()
         return len(remaining)
 
@@ -359,7 +378,7 @@ class InflightTable:
         if len(live) > self.peak:
             self.peak = len(live)
         self.counters["ops.sent"] += 1
-        self._arm(op, op.t_anchor + op.timeouts.ack_timeout)
+        self._arm(op, op.t_anchor + _first_timeout(op.timeouts))
 
     def ack(self, op: Operation, now: float) -> None:
         """The HTTP answer was 2xx with no response in it (or a pending poll served it)."""
@@ -438,6 +457,12 @@ class InflightTable:
             # was still going: that exchange's end is no longer an outcome.
             self.counters["ops.abandoned_exchanges"] += 1
             return
+        if op.state is State.SENT:
+            deadline = op.deadline
+            if now >= deadline:  # rule 5: the deadline came first
+                self._time_out(op, deadline)
+                self.counters["ops.abandoned_exchanges"] += 1
+                return
         self.counters[counter] += 1
         if _move(op, Event.ERROR) is State.ERROR:
             self.counters["ops.errors"] += 1
@@ -497,8 +522,13 @@ class InflightTable:
             return
         self.counters[ENDED[(op.state, event)]] += 1
 
-    def _time_out(self, op: Operation, deadline: float) -> None:
-        _move(op, Event.ACK_DEADLINE if op.state is State.SENT else Event.DEADLINE)
+    def _time_out(self, op: Operation, deadline: float, *, cut: bool = False) -> None:
+        if op.state is State.SENT:
+            timeouts = op.timeouts
+            first = timeouts.ack_timeout <= timeouts.timeout
+            _move(op, Event.ACK_DEADLINE if first else Event.DEADLINE)
+        else:
+            _move(op, Event.DEADLINE)
         if op.t_ack is None:
             self._record_ack(op, deadline, answered=False)
         self._record(self._complete, op, deadline)
@@ -507,6 +537,8 @@ class InflightTable:
         counters = self.counters
         counters["ops.timed_out"] += 1
         counters[_RESULT_COUNTER[_ERROR_TIMEOUT]] += 1
+        if cut:
+            counters["ops.cut_by_grace"] += 1
         self._end(op)
 
     def _end(self, op: Operation) -> None:

@@ -143,12 +143,15 @@ class MeasuredTable(InflightTable):
         finally:
             self._use(self._main)
 
-    def _time_out(self, op: Operation, deadline: float) -> None:
-        if op.t_intended >= self.measure_from:
-            super()._time_out(op, deadline)
+    def _time_out(self, op: Operation, deadline: float, *, cut: bool = False) -> None:
+        # ``error`` may call this for a warm-up operation with the warm-up targets already in
+        # place (a failure at the deadline, rule 5 of ``inflight``): restoring the main targets
+        # here would send the rest of that ``error`` call to the wrong side.
+        if op.t_intended >= self.measure_from or self.counters is self._warm[1]:
+            super()._time_out(op, deadline, cut=cut)
             return
         self._use(self._warm)
         try:
-            super()._time_out(op, deadline)
+            super()._time_out(op, deadline, cut=cut)
         finally:
             self._use(self._main)

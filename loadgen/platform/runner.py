@@ -14,11 +14,14 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
    (``t0 + duration`` on the trio clock);
    (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C);
 2. **drain**: operations still in flight get up to ``config.grace`` seconds to end (less when
-   ``info.cut_drain()`` is called);
+   ``info.cut_drain()`` is called); the deadlines keep firing meanwhile, so an operation whose
+   first deadline falls within the grace ends there, timed out;
 3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
    patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
-   ``PlatformResult``.
+   ``PlatformResult``. How many the grace cut is ``PlatformResult.cut_off`` (``cut_by_grace`` in
+   ``run_info()``, the ``ops.cut_by_grace`` counter, ``operations.cut_by_grace`` in the
+   summary).
 
 With ``config.measure_from`` (a capacity step's warm-up), operations intended before
 ``t0 + measure_from`` run as usual but are recorded into the table's separate warm-up
@@ -65,7 +68,7 @@ from loadgen.protocol import PathTemplate
 __all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
 
 Phase = Literal["waiting", "load", "drain", "done"]
-#: Connection attempts give up after this (or the ack timeout, if shorter).
+#: Connection attempts give up after this at most (each also at its operation's first deadline).
 _CONNECT_TIMEOUT: Final = 10.0
 
 
@@ -94,7 +97,8 @@ class PlatformResult:
     sent_rate: float
     counters: dict[str, int]
     peak_in_flight: int
-    cut_off: int  # operations still in flight after the grace period (recorded as timed out)
+    cut_off: int  # operations still in flight after the grace period (recorded as timed out,
+    # at their own deadline; also counted in ``ops.cut_by_grace``)
     saturated: bool
     reasons: tuple[str, ...]
     generator: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +110,7 @@ class PlatformResult:
             "duration_s": round(self.duration_s, 3),
             "load_duration_s": round(self.load_duration_s, 3),
             "offered_rate": None if self.offered_rate is None else round(self.offered_rate, 3),
+            "cut_by_grace": self.cut_off,
             "generator": {
                 **self.generator,
                 "saturated": self.saturated,
@@ -344,12 +349,19 @@ async def run_platform(
             raise ConfigError("no targets to send to", key="targets")
         if transport is None:
             headers = [(b"X-ApiKey", config.api_key.encode())] if config.api_key else []
-            longest_ack = max(config.timeouts_of(e).ack_timeout for e in config.mix)
+            # Each exchange is given up at its operation's first deadline, min(ack deadline,
+            # final deadline), passed with the request; the pool's own timeouts are only a
+            # backstop beyond the longest of them. They also set how often the pool's watchdog
+            # looks (a tenth of the shortest of them), i.e. how soon after its deadline the
+            # connection of an operation that timed out is closed.
+            longest = max(
+                min(t.ack_timeout, t.timeout) for t in map(config.timeouts_of, config.mix)
+            )
             limits = ClientLimits(
                 max_connections=config.max_connections,
                 keep_alive=config.keep_alive,
-                connect_timeout=min(_CONNECT_TIMEOUT, longest_ack),
-                read_timeout=longest_ack + 1.0,
+                connect_timeout=min(_CONNECT_TIMEOUT, longest),
+                read_timeout=longest + 1.0,
             )
             async with open_pool(
                 limits=limits, ssl_context=_client_ssl(config, targets), headers=headers

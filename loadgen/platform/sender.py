@@ -20,14 +20,18 @@ busy (a frozen device), operations wait in the lane, the intended-time latency k
 Operations for *sleepy* devices are not written at all: they wait in the south API's pending
 queue until the device polls (``GET .../operation/pending``).
 
-The transport is a parameter (``Transport``: ``(origin, target, body) -> answer``), normally
-``ConnectionPool.request``; tests pass an in-memory fake and run everything on a mock clock.
+The transport is a parameter (``Transport``: ``(origin, target, body, *, deadline) -> answer``),
+normally ``ConnectionPool.request``; tests pass an in-memory fake and run everything on a mock
+clock. ``deadline`` is the operation's first deadline (``min(ack deadline, final deadline)``, on
+the trio clock): the in-flight table's timer ends the operation exactly then, and the transport
+gives up the exchange and closes its connection, so a target that never answers holds neither
+a measurement nor a connection past the operation's ``timeout``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
 import orjson
@@ -65,7 +69,12 @@ class Answer(Protocol):
     def body(self) -> bytes: ...
 
 
-Transport = Callable[[Origin, bytes, bytes], Awaitable[Answer]]
+class Transport(Protocol):
+    """One exchange: ``(origin, target, body)`` given up at ``deadline`` (trio clock)."""
+
+    def __call__(
+        self, origin: Origin, target: bytes, body: bytes, /, *, deadline: float
+    ) -> Awaitable[Answer]: ...
 
 
 class Lane:
@@ -289,7 +298,9 @@ class Sender:
             attempt = op.retries_left  # one less per retry: names this exchange's attempt
             op.t_sent = current_time()
             try:
-                answer = await request(origin, routes[op.device].target, op.body)
+                answer = await request(
+                    origin, routes[op.device].target, op.body, deadline=op.deadline
+                )
             except TransportError as exc:
                 if op.retries_left != attempt and op.state in _RESENT:
                     table.superseded(op)

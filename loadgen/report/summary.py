@@ -8,7 +8,9 @@ Definitions (the README repeats them):
 - ``operations.sent``: requests written; ``completed``: operations that got their final answer
   (a sync 2xx with a response, or the final async response), successful or not; ``succeeded`` /
   ``failed``: completed with ``SUCCESSFUL`` / any other code; ``timed_out``: ended by a deadline;
-  ``errors``: ended without an answer for another reason (transport error, non-2xx).
+  ``errors``: ended without an answer for another reason (transport error, non-2xx);
+  ``cut_by_grace``: of the ``timed_out``, those still in flight when the drain's grace period
+  ended (recorded at their own deadline all the same).
 - ``offered_rate``: operations per second the schedule asked for over the load window;
   ``achieved_rate``: operations completed per second over the same window.
 - ``latency_ms.<phase>``: from the *intended* send time (coordinated omission corrected);
@@ -75,6 +77,8 @@ def build_summary(
     ``interrupted``, ``thresholds`` (list of results), ``generator`` (health verdict), ``extra``.
     """
     ops = {key: int(counters.get(f"ops.{key}", 0)) for key in OPERATION_KEYS}
+    # A counter, so that a rebuilt or merged run has it too; ``run`` may carry it otherwise.
+    ops["cut_by_grace"] = int(counters.get("ops.cut_by_grace", run.get("cut_by_grace", 0)))
     load_s = run.get("load_duration_s") or run.get("duration_s")
     empty = HdrHistogram(1, 2, 1)
     latency: dict[str, Any] = {

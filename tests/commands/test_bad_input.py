@@ -75,7 +75,7 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
             str(tmp / "r"),
         ],
         ("--start-at", "in the past"),
-    ),  # fmt: skip
+    ),
     (
         "a corrupt run.json",
         lambda tmp: ["report", str(_folder_with(tmp, "run.json", "{not json"))],

@@ -2,20 +2,24 @@
 on whatever clock the test runs (``autojump_clock`` for exact timing tests).
 
 A fake transport is what ``run_platform(..., transport=...)`` calls instead of the connection
-pool: ``(origin, target, body) -> answer``. The async flavour POSTs its responses straight into
+pool: ``(origin, target, body, *, deadline) -> answer``, ``deadline`` being the operation's first
+deadline on the trio clock (the pool closes the connection then). The async flavour POSTs its responses straight into
 the platform's ``SouthCore.handle`` (the same function the HTTP server calls), so the whole
 lifecycle runs without sockets.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import trio
+import trio.testing
 
+from loadgen.errors import ReadTimeout
 from loadgen.http.client import Origin
 from loadgen.platform.south import SouthCore
 from loadgen.protocol import DEFAULT_BASE_PATH
@@ -61,7 +65,9 @@ class FreezingDevice:
     t0: Callable[[], float] = lambda: 0.0
     served: int = 0
 
-    async def __call__(self, origin: Origin, target: bytes, body: bytes) -> FakeAnswer:
+    async def __call__(
+        self, origin: Origin, target: bytes, body: bytes, *, deadline: float = math.inf
+    ) -> FakeAnswer:
         request = request_of(body)
         now = trio.current_time() - self.t0()
         if self.freeze_from <= now < self.freeze_until:
@@ -88,7 +94,9 @@ class AsyncDevice:
     behaviour: Callable[[int], str] = lambda index: "ok"
     seen: list[str] = field(default_factory=list)
 
-    async def __call__(self, origin: Origin, target: bytes, body: bytes) -> FakeAnswer:
+    async def __call__(
+        self, origin: Origin, target: bytes, body: bytes, *, deadline: float = math.inf
+    ) -> FakeAnswer:
         request = request_of(body)
         index = len(self.seen)
         self.seen.append(request["id"])
@@ -115,3 +123,51 @@ class AsyncDevice:
         assert self.core().handle(b"POST", path, None, final, trio.current_time())[0] == 201
         if kind == "duplicate":
             self.core().handle(b"POST", path, None, final, trio.current_time())
+
+
+@dataclass
+class SilentDevice:
+    """Never answers (a frozen device, or an async one holding its acknowledgement).
+
+    It notes the deadline each request came with. With ``close_at_deadline`` it ends each exchange
+    at that deadline with ``ReadTimeout``, as the connection pool does when it closes the
+    connection of an operation that timed out (at the very instant the in-flight table's timer
+    fires: which of the two trio runs first is not fixed, and must not matter).
+    """
+
+    close_at_deadline: bool = False
+    deadlines: dict[str, float] = field(default_factory=dict)
+
+    async def __call__(
+        self, origin: Origin, target: bytes, body: bytes, *, deadline: float = math.inf
+    ) -> FakeAnswer:
+        self.deadlines[request_of(body)["id"]] = deadline
+        if self.close_at_deadline:
+            await trio.sleep_until(deadline)
+            raise ReadTimeout("no complete answer by the request's deadline")
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class StallingDevice:
+    """Answers sync in ``service`` seconds; taking request number ``stall_at`` (0-based) blocks
+    the whole event loop for ``stall`` seconds: the mock clock jumps while no task runs, as in a
+    long GC pause or a CPU-bound callback. Every sleeper then wakes late, the sender included.
+    """
+
+    clock: trio.testing.MockClock
+    stall_at: int
+    stall: float
+    service: float = 0.001
+    seen: int = 0
+
+    async def __call__(
+        self, origin: Origin, target: bytes, body: bytes, *, deadline: float = math.inf
+    ) -> FakeAnswer:
+        request = request_of(body)
+        if self.seen == self.stall_at:
+            self.clock.jump(self.stall)
+        self.seen += 1
+        await trio.sleep(self.service)
+        return FakeAnswer(201, response_body(request["id"], request["name"], "SUCCESSFUL"))

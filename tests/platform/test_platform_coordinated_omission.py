@@ -13,12 +13,15 @@ only rounding is the histogram's (3 significant digits).
 
 from __future__ import annotations
 
+import pytest
 import trio
+import trio.testing
 from hdrh.histogram import HdrHistogram
-from platform_fakes import FreezingDevice
+from platform_fakes import FreezingDevice, StallingDevice
 
 from loadgen.metrics.registry import Metrics
-from loadgen.platform import Arrival, PlatformConfig, Stage, run_platform
+from loadgen.platform import Arrival, PlatformConfig, PlatformInfo, Stage, run_platform
+from loadgen.platform.inflight import Operation
 from loadgen.platform.runner import PlatformResult
 
 RATE = 1000.0
@@ -99,3 +102,71 @@ async def test_service_time_twin_shows_the_closed_loop_view(
     )
     assert slow == 64
     assert result.counters["ops.completed"] == n
+
+
+async def test_late_sends_keep_their_intended_time(autojump_clock: trio.testing.MockClock) -> None:
+    """The mock clock wakes every sleeper on time, so the two tests above cannot tell ``issue(
+    intended, now)`` from ``issue(now, now)``. Here the loop stalls: taking request 10 (sent at
+    0.10 s) blocks it for 55 ms, so the sender wakes at 0.155 s and issues operations 11..15
+    late. Each must keep ``t0 + i / rate`` as its intended time, count as a late send, and carry
+    its lateness into ``complete`` (the service time stays 1 ms)."""
+    rate, stall = 100.0, 0.055
+    config = PlatformConfig(arrival=Arrival(stages=(Stage(duration=1.0, rate=rate),)))
+    metrics = Metrics()
+    device = StallingDevice(clock=autojump_clock, stall_at=10, stall=stall, service=0.001)
+    ended: list[Operation] = []
+    done: list[PlatformResult] = []
+    async with trio.open_nursery() as nursery:
+
+        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
+            done.append(
+                await run_platform(
+                    config, metrics, transport=device, hold=True, task_status=task_status
+                )
+            )
+
+        info: PlatformInfo = await nursery.start(platform)
+        info.table.on_end = ended.append
+        info.begin_load()
+    result = done[0]
+    t0 = info.t0
+    assert t0 is not None
+    n = int(rate)
+    assert len(ended) == result.counters["ops.completed"] == n
+    ops = sorted(ended, key=lambda op: op.t_intended)
+    assert [op.t_intended for op in ops] == [t0 + i / rate for i in range(n)]
+    assert all(op.t_sent is not None for op in ops)
+    sent_after = {i: op.t_sent - op.t_intended for i, op in enumerate(ops) if op.t_sent is not None}
+    # (The mock clock's jumps are float sums: an on-time send may differ by an ulp.)
+    late = {i: lateness for i, lateness in sent_after.items() if abs(lateness) > 1e-9}
+    # Sent together at 0.10 + 0.055 = 0.155 s: 45, 35, 25, 15 and 5 ms late.
+    assert sorted(late) == [11, 12, 13, 14, 15]
+    for i, lateness in late.items():
+        assert lateness == pytest.approx(0.155 - i / rate)
+        assert lateness > 0
+    assert result.counters["ops.late_sends"] == 5  # each more than LATE_SEND (2 ms) late
+    lateness_hist = metrics.single("lateness").merged()
+    assert lateness_hist.get_total_count() == n
+    assert lateness_hist.get_max_value() == lateness_hist.get_highest_equivalent_value(45_000)
+    # ``complete`` is measured from the intended time: each late operation's lateness + 1 ms.
+    # Operation 10 itself took the stall inside its exchange (56 ms, service time too).
+    complete = metrics.phase("complete").intended.merged()
+    service = metrics.phase("complete").service.merged()
+    for i in (11, 12, 13, 14, 15):
+        value = round((0.155 + 0.001 - i / rate) * 1e6)
+        assert complete.get_count_at_value(value) >= 1, i
+    slow_complete = sum(
+        1 for op in ops if op.t_ack is not None and op.t_ack - op.t_intended > 0.002
+    )
+    assert slow_complete == 6
+    assert count_above(complete, 0.002) == 6
+    assert count_above(service, 0.002) == 1  # the service time sees only the stalled exchange
+    assert complete.get_max_value() == complete.get_highest_equivalent_value(56_000)
+
+
+def count_above(histogram: HdrHistogram, seconds: float) -> int:
+    return sum(
+        item.count_at_value_iterated_to
+        for item in histogram.get_recorded_iterator()
+        if item.value_iterated_to > seconds * 1e6
+    )

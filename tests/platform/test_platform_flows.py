@@ -4,6 +4,7 @@ end exactly once, and the counters must add up."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import orjson
@@ -169,7 +170,9 @@ async def test_an_earlier_attempts_late_answer_does_not_move_the_retry(
         await trio.sleep(after)
         infos[0].core.handle(b"POST", path, None, final, trio.current_time())
 
-    async def device(origin: Origin, target: bytes, body: bytes) -> FakeAnswer:
+    async def device(
+        origin: Origin, target: bytes, body: bytes, *, deadline: float = math.inf
+    ) -> FakeAnswer:
         request = request_of(body)
         first = request["id"] not in seen
         seen.append(request["id"])

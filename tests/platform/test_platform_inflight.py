@@ -251,9 +251,79 @@ CASES = [
         [("send", 0.001), ("ack", 0.01), ("drain", 30.0)],
         Timeouts(),
         State.TIMED_OUT,
-        {"ops.timed_out": 1, "result.ERROR_TIMEOUT": 1},
+        {"ops.timed_out": 1, "result.ERROR_TIMEOUT": 1, "ops.cut_by_grace": 1},
         {"complete": [(90.0, 89.999)]},
         id="drain-records-the-deadline-not-the-cut-off",
+    ),
+    # ``timeout`` bounds the operation whatever phase it is stuck in (PROTOCOL.md §7): an HTTP
+    # answer that never comes ends it at the first of the two deadlines.
+    pytest.param(
+        [("send", 0.001), ("expire", 1.999), ("expire", 2.0), ("expire", 10.0)],
+        Timeouts(ack_timeout=10.0, timeout=2.0),
+        State.TIMED_OUT,
+        {"ops.sent": 1, "ops.timed_out": 1, "result.ERROR_TIMEOUT": 1, "ops.acked": 0},
+        {"ack": [(2.0, 1.999)], "complete": [(2.0, 1.999)]},
+        id="no-answer-times-out-at-timeout-before-the-ack-deadline",
+    ),
+    pytest.param(
+        [("send", 0.001), ("drain", 1.0)],
+        Timeouts(ack_timeout=10.0, timeout=2.0),
+        State.TIMED_OUT,
+        {"ops.timed_out": 1, "ops.cut_by_grace": 1},
+        {"complete": [(2.0, 1.999)]},
+        id="cut-by-grace-records-the-first-deadline",
+    ),
+    pytest.param(
+        [("send", 0.001), ("expire", 1.0), ("expire", 5.0)],
+        Timeouts(ack_timeout=1.0, timeout=5.0),
+        State.TIMED_OUT,
+        {"ops.timed_out": 1, "result.ERROR_TIMEOUT": 1},
+        {"ack": [(1.0, 0.999)], "complete": [(1.0, 0.999)]},
+        id="ack-deadline-first-when-it-is-shorter",
+    ),
+    pytest.param(
+        [("send", 0.001), ("error", 2.0, "transport.read_timeout"), ("expire", 2.0)],
+        Timeouts(ack_timeout=10.0, timeout=2.0),
+        State.TIMED_OUT,
+        {"ops.timed_out": 1, "ops.abandoned_exchanges": 1, "ops.errors": 0},
+        {"complete": [(2.0, 1.999)]},
+        id="failure-reported-at-the-deadline-before-the-timer-is-a-time-out",
+    ),
+    pytest.param(
+        [("send", 0.001), ("expire", 2.0), ("error", 2.0, "transport.read_timeout")],
+        Timeouts(ack_timeout=10.0, timeout=2.0),
+        State.TIMED_OUT,
+        {"ops.timed_out": 1, "ops.abandoned_exchanges": 1, "ops.errors": 0},
+        {"complete": [(2.0, 1.999)]},
+        id="failure-reported-after-the-timer-same-counts",
+    ),
+    pytest.param(
+        [("send", 0.001), ("error", 1.5, "transport.connect")],
+        Timeouts(ack_timeout=10.0, timeout=2.0),
+        State.ERROR,
+        {"ops.errors": 1, "transport.connect": 1, "ops.timed_out": 0},
+        {"complete": []},
+        id="failure-before-the-deadline-stays-an-error",
+    ),
+    pytest.param(
+        [
+            ("send", 0.0),
+            ("sync", 0.1, "ERROR_PROCESSING"),
+            ("expire", 1.1),
+            ("expire", 3.0),
+            ("expire", 3.1),
+        ],
+        Timeouts(
+            ack_timeout=10.0,
+            timeout=2.0,
+            retries=1,
+            retries_delay=1.0,
+            retry_result_list=("ERROR_PROCESSING",),
+        ),
+        State.TIMED_OUT,
+        {"ops.retries": 1, "ops.timed_out": 1},
+        {"complete": [(3.1, 2.0)]},
+        id="a-retry-is-bounded-by-timeout-too",
     ),
 ]
 
@@ -353,3 +423,18 @@ def test_an_earlier_deadline_is_announced() -> None:
     table.open(Operation("b", device=0, name="X", t_intended=0.0, timeouts=Timeouts(ack_timeout=1)))
     table.open(Operation("c", device=0, name="X", t_intended=5.0, timeouts=Timeouts()))
     assert announced == [10.0, 1.0]
+
+
+def test_a_sent_operation_is_due_at_its_first_deadline() -> None:
+    """What the sender hands the transport: the deadline of the ``SENT`` state."""
+    for ack, final, first in ((10.0, 2.0, 2.0), (1.0, 5.0, 1.0), (3.0, 3.0, 3.0)):
+        table = InflightTable(Metrics())
+        op = Operation(
+            "a",
+            device=0,
+            name="X",
+            t_intended=0.5,
+            timeouts=Timeouts(ack_timeout=ack, timeout=final),
+        )
+        table.open(op)
+        assert op.deadline == table.next_deadline == 0.5 + first

@@ -65,7 +65,23 @@ def cut_off(table: InflightTable, op: Operation, t: float) -> None:
     table.drain()
 
 
-SCRIPTS = [sync_ok, sync_busy, async_multi, ack_timeout, final_timeout, transport_error, cut_off]
+def failed_at_its_deadline(table: InflightTable, op: Operation, t: float) -> None:
+    """The pool closed the exchange at the deadline and said so before the timer task ran:
+    timed out at the deadline, and the rest of that ``error`` call stays on the same side."""
+    op.t_sent = t
+    table.error(op, t + 1.05, "transport.read_timeout")
+
+
+SCRIPTS = [
+    sync_ok,
+    sync_busy,
+    async_multi,
+    ack_timeout,
+    final_timeout,
+    transport_error,
+    cut_off,
+    failed_at_its_deadline,
+]
 
 
 def alone(script: Script, t: float) -> Metrics:
