@@ -418,7 +418,8 @@ class PlatformConfig:
     sleepy_share: float = 0.0
     sleepy_devices: frozenset[str] = frozenset()
     health: HealthLimits = field(default_factory=HealthLimits)
-    breakdown_by_name: bool = False
+    # latency and outcomes per operation name; None: when the mix has more than one name
+    breakdown_by_name: bool | None = None
     drain_grace: Seconds | None = None  # None: min(timeout, 30 s)
     # Seconds after the load start: operations intended earlier (a warm-up) are run but not
     # counted in the run's metrics (``loadgen.platform.measured``); None counts every one.
@@ -481,6 +482,13 @@ class PlatformConfig:
             return self.drain_grace
         longest = max((e.timeouts or self.timeouts).timeout for e in self.mix)
         return min(longest, MAX_DEFAULT_GRACE)
+
+    @property
+    def breakdown(self) -> bool:
+        """Whether results are broken down by operation name."""
+        if self.breakdown_by_name is not None:
+            return self.breakdown_by_name
+        return len({entry.name for entry in self.mix}) > 1
 
     def timeouts_of(self, entry: MixEntry) -> Timeouts:
         return entry.timeouts or self.timeouts

@@ -428,6 +428,8 @@ class InflightTable:
         complete.service.record(service)
         if self._breakdown:
             self._record(self.metrics.phase(f"complete.{op.name}"), op, now)
+            if code != _SUCCESSFUL:
+                counters[f"by_name.{op.name}.failed"] += 1
         counters["ops.completed"] += 1
         counters["ops.succeeded" if code == _SUCCESSFUL else "ops.failed"] += 1
         counters[_RESULT_COUNTER.get(code) or f"result.{code}"] += 1
@@ -466,6 +468,8 @@ class InflightTable:
         self.counters[counter] += 1
         if _move(op, Event.ERROR) is State.ERROR:
             self.counters["ops.errors"] += 1
+            if self._breakdown:
+                self.counters[f"by_name.{op.name}.errors"] += 1
             self._end(op)
 
     def superseded(self, op: Operation) -> None:
@@ -532,9 +536,10 @@ class InflightTable:
         if op.t_ack is None:
             self._record_ack(op, deadline, answered=False)
         self._record(self._complete, op, deadline)
+        counters = self.counters
         if self._breakdown:
             self._record(self.metrics.phase(f"complete.{op.name}"), op, deadline)
-        counters = self.counters
+            counters[f"by_name.{op.name}.timed_out"] += 1
         counters["ops.timed_out"] += 1
         counters[_RESULT_COUNTER[_ERROR_TIMEOUT]] += 1
         if cut:

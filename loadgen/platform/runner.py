@@ -322,9 +322,9 @@ async def run_platform(
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
     table = (
-        InflightTable(metrics, breakdown_by_name=config.breakdown_by_name)
+        InflightTable(metrics, breakdown_by_name=config.breakdown)
         if config.measure_from is None
-        else MeasuredTable(metrics, breakdown_by_name=config.breakdown_by_name)
+        else MeasuredTable(metrics, breakdown_by_name=config.breakdown)
     )
     core = SouthCore(
         table, metrics, paths=PathTemplate(config.base_path), api_key=config.south.api_key,

@@ -161,9 +161,11 @@ def _by_operation(
         if not name.startswith("complete.") or name.endswith(".service"):
             continue
         operation = name.split(".", 1)[1]
-        row: dict[str, Any] = {"count": int(histogram.get_total_count())}
+        row: dict[str, Any] = {}
         for outcome in ("failed", "timed_out", "errors"):
             row[outcome] = int(counters.get(f"by_name.{operation}.{outcome}", 0))
+        # every operation that ended: with a latency (completed, timed out) or an error
+        row["count"] = int(histogram.get_total_count()) + row["errors"]
         row["latency_ms"] = percentiles_ms(histogram)
         out[operation] = row
     return dict(sorted(out.items()))
