@@ -30,23 +30,50 @@ __all__ = ["Progress", "fit"]
 
 BAR_WIDTH = 20
 SEPARATOR = "  "
+ESSENTIAL = 3  # fields of this priority or more important are never dropped for the bar
 
 
 def fit(fields: list[tuple[int, str]], width: int) -> str:
-    """The fields (priority, text), in their order, keeping the most important that fit."""
+    """The fields (priority, text), in their order, keeping the most important that fit: the
+    first that does not fit ends the line's content (a less important one never takes the
+    place of a more important one)."""
+    keep = _kept(fields, width)
+    out = ""
+    for index, (_, text) in enumerate(fields):
+        if index in keep:
+            out += text if not out or _glued(text) else SEPARATOR + text
+    return out
+
+
+def _kept(fields: list[tuple[int, str]], width: int) -> set[int]:
     keep: set[int] = set()
     used = 0
     for index in sorted(range(len(fields)), key=lambda i: fields[i][0]):
-        extra = len(fields[index][1]) + (len(SEPARATOR) if keep else 0)
+        text = fields[index][1]
+        extra = len(text) + (len(SEPARATOR) if keep and not _glued(text) else 0)
         if used + extra > width:
-            continue
+            break
         keep.add(index)
         used += extra
-    return SEPARATOR.join(text for index, (_, text) in enumerate(fields) if index in keep)
+    return keep
+
+
+def _glued(text: str) -> bool:
+    """A field that continues the one before it ("/30.0s" after "12.3s")."""
+    return text.startswith("/")
+
+
+def _count(value: float) -> str:
+    """An integer in at most 6 characters: 12345, 123.4k, 12.3M."""
+    if value < 100_000:
+        return f"{value:.0f}"
+    if value < 10_000_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value / 1_000_000:.1f}M"
 
 
 def _rate(value: float) -> str:
-    return f"{value:.0f}/s" if value >= 10 or value == 0 else f"{value:.1f}/s"
+    return f"{_count(value)}/s" if value >= 10 or value == 0 else f"{value:.1f}/s"
 
 
 def _ms(histogram: HdrHistogram) -> str:
@@ -102,18 +129,23 @@ class Progress:
             if math.isinf(self.total) or self.total <= 0
             else f"{elapsed}/{_seconds(self.total)}"
         )
-        out: list[tuple[int, str]] = [(0, timing), (6, str(gauges.get("stage") or ""))]
-        in_flight = f"in flight {gauges.get('in_flight', 0)}"
+        out: list[tuple[int, str]] = [
+            (0, elapsed),
+            (5, timing.removeprefix(elapsed)),  # "/30.0s", glued to the elapsed time below
+            (6, str(gauges.get("stage") or "")),
+        ]
+        flying = gauges.get("in_flight", 0)
+        in_flight = f"in flight {_count(flying) if isinstance(flying, int | float) else 0}"
         if self.sides == "devices":
             served = changed.get("device.ops.received", 0) / length
             refused = sum(v for k, v in totals.items() if k.startswith("device.http."))
             undelivered = sum(v for k, v in totals.items() if k.endswith(".undelivered"))
             out += [
                 (1, f"served {_rate(served)}"),
-                (2, in_flight),
-                (3, f"callback p99 {_ms(self._so_far)}"),
-                (4, f"refused {refused}"),
-                (4, f"undelivered {undelivered}"),
+                (4, in_flight),
+                (2, f"callback p99 {_ms(self._so_far)}"),
+                (3, f"refused {_count(refused)}"),
+                (3, f"undelivered {_count(undelivered)}"),
             ]
         else:
             offered = gauges.get("offered_rate")
@@ -122,11 +154,11 @@ class Progress:
             out += [
                 (8, f"sent {_rate(changed.get('ops.sent', 0) / length)}"),
                 (1, f"done {_rate(changed.get('ops.completed', 0) / length)}"),
-                (2, in_flight),
-                (3, f"p99 {_ms(self._so_far)}"),
-                (4, f"failed {totals.get('ops.failed', 0)}"),
-                (4, f"timed out {totals.get('ops.timed_out', 0)}"),
-                (4, f"errors {totals.get('ops.errors', 0)}"),
+                (4, in_flight),
+                (2, f"p99 {_ms(self._so_far)}"),
+                (3, f"failed {_count(totals.get('ops.failed', 0))}"),
+                (3, f"timed out {_count(totals.get('ops.timed_out', 0))}"),
+                (3, f"errors {_count(totals.get('ops.errors', 0))}"),
             ]
         cpu = gauges.get("cpu_percent")
         if isinstance(cpu, int | float):
@@ -140,14 +172,18 @@ class Progress:
         if self.mode == "quiet":
             return
         columns = self._columns()
+        fields = self.fields(interval)
         if self.mode == "lines":
-            print(self.line(interval, columns), file=self.stream, flush=True)
+            print(fit(fields, columns - 1), file=self.stream, flush=True)
             return
-        text = self.line(interval, columns - BAR_WIDTH - 3)
+        text = fit(fields, columns - 1)
         if self.total > 0 and not math.isinf(self.total):
-            done = min(1.0, interval.end / self.total)
-            filled = int(done * BAR_WIDTH)
-            text = f"[{'█' * filled}{'░' * (BAR_WIDTH - filled)}] {text}"
+            narrower = columns - 1 - BAR_WIDTH - 3
+            essential = {i for i, (priority, _) in enumerate(fields) if priority <= ESSENTIAL}
+            if essential <= _kept(fields, narrower):
+                # the bar only where it leaves every essential field on the line
+                filled = int(min(1.0, interval.end / self.total) * BAR_WIDTH)
+                text = f"[{'█' * filled}{'░' * (BAR_WIDTH - filled)}] {fit(fields, narrower)}"
         self.stream.write("\r\x1b[2K" + text)
         self._dirty = True
         if interval.final:

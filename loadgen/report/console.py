@@ -85,17 +85,16 @@ def _by_operation(summary: Mapping[str, Any]) -> list[str]:
     if len(names) < 2:
         return []
     lines = [
-        f"{'by operation':<22}{'count':>8}{'failed':>8}{'t/out':>7}{'errors':>7}"
+        f"{'by operation':<21}{'count':>7}{'failed':>7}{'timed out':>10}{'errors':>7}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
     ]
     for name, row in sorted(names.items()):
         latency = row.get("latency_ms") or {}
         lines.append(
-            f"  {name[:20]:<20}{row.get('count', 0):>8}{row.get('failed', 0):>8}"
-            f"{row.get('timed_out', 0):>7}{row.get('errors', 0):>7}"
+            f"{name[:20]:<21}{row.get('count', 0):>7}{row.get('failed', 0):>7}"
+            f"{row.get('timed_out', 0):>10}{row.get('errors', 0):>7}"
             f"{_ms(latency.get('p50')):>9}{_ms(latency.get('p99')):>9}{_ms(latency.get('max')):>9}"
         )
-    lines.append("  (t/out: timed out)")
     return lines
 
 
