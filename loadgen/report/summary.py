@@ -15,6 +15,9 @@ Definitions (the README repeats them):
   ``latency_ms.service`` is the service-time twin of ``complete`` (from the actual send time);
   ``service_ms.<phase>`` gives the twin of every phase. ``callback`` is the device side's view:
   how long the platform took to answer each asynchronous POST.
+- ``histograms_out_of_range.<recorder>``: values outside 0 .. 1 h, ``above`` (recorded at the top
+  of the range) and ``below`` (negative, recorded as 0), from the ``hdr.above.*`` /
+  ``hdr.below.*`` counters; empty when every value fitted.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any, Final
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from loadgen.metrics.hdr import percentiles_ms
+from loadgen.metrics.hdr import ABOVE_PREFIX, BELOW_PREFIX, percentiles_ms
 from loadgen.metrics.registry import Metrics
 
 __all__ = [
@@ -62,6 +65,16 @@ def _rate(count: int, seconds: float | None) -> float | None:
     if not seconds or seconds <= 0:
         return None
     return round(count / seconds, 3)
+
+
+def _out_of_range(counters: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """{recorder: {above, below}} for every recorder with a clamped value."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in sorted(counters.items()):
+        for prefix, side in ((ABOVE_PREFIX, "above"), (BELOW_PREFIX, "below")):
+            if name.startswith(prefix) and value:
+                out.setdefault(name[len(prefix) :], {"above": 0, "below": 0})[side] = int(value)
+    return out
 
 
 def build_summary(
@@ -120,6 +133,7 @@ def build_summary(
         "service_ms": service,
         "latency_by_operation_ms": by_name,
         "results": results,
+        "histograms_out_of_range": _out_of_range(counters),
         "counters": {name: int(value) for name, value in sorted(counters.items())},
         "thresholds": list(run.get("thresholds", [])),
         "generator": dict(run.get("generator", {})),
