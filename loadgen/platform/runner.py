@@ -36,6 +36,7 @@ generator, not the target.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import ssl
@@ -61,6 +62,7 @@ from loadgen.platform.schedule import Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
 from loadgen.platform.south import PendingQueues, SouthCore
 from loadgen.protocol import PathTemplate
+from loadgen.seeds import resolve_seed
 
 __all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
 
@@ -98,6 +100,7 @@ class PlatformResult:
     saturated: bool
     reasons: tuple[str, ...]
     generator: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # the seed the run used (drawn when the config had none)
 
     def run_info(self) -> dict[str, Any]:
         """The ``run`` mapping ``loadgen.report.summary.build_summary`` takes."""
@@ -106,6 +109,7 @@ class PlatformResult:
             "duration_s": round(self.duration_s, 3),
             "load_duration_s": round(self.load_duration_s, 3),
             "offered_rate": None if self.offered_rate is None else round(self.offered_rate, 3),
+            "seed": self.seed,
             "generator": {
                 **self.generator,
                 "saturated": self.saturated,
@@ -126,7 +130,9 @@ class PlatformInfo:
         table: InflightTable,
         metrics: Metrics,
         schedule: Schedule | None,
+        seed: int,
     ) -> None:
+        self.seed = seed  # the run's seed (drawn when the config had none)
         self.south_url = south_url
         self.south_ca_pem = south_ca_pem
         self.core = core
@@ -313,7 +319,10 @@ async def run_platform(
 
     ``transport`` replaces the HTTP connection pool (tests run an in-memory device on a mock
     clock with it); ``hold`` waits for ``info.begin_load()`` before the load starts.
+    A config without a seed gets a fresh one here (``info.seed``, ``PlatformResult.seed``).
     """
+    seed = resolve_seed(config.seed)
+    config = dataclasses.replace(config, seed=seed)
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
     table = (
@@ -332,7 +341,7 @@ async def run_platform(
         south_url, ca_pem = await nursery.start(_serve_south, core, config)
         info = PlatformInfo(
             south_url=south_url, south_ca_pem=ca_pem, core=core, table=table, metrics=metrics,
-            schedule=schedule,
+            schedule=schedule, seed=seed,
         )  # fmt: skip
         await nursery.start(monitor_loop_lag, metrics)
         task_status.started(info)
@@ -379,10 +388,9 @@ async def _load(
     measured_from = t0 + (config.measure_from or 0.0)
     if isinstance(table, MeasuredTable):
         table.measure_from = measured_from
-    mix = OperationMix(config.mix, seed=config.seed, timestamp_ms=int(started_at * 1000))
-    chooser = DeviceChooser(
-        len(routes), config.device_choice, seed=config.seed, zipf_s=config.zipf_s
-    )
+    seed = info.seed
+    mix = OperationMix(config.mix, seed=seed, timestamp_ms=int(started_at * 1000))
+    chooser = DeviceChooser(len(routes), config.device_choice, seed=seed, zipf_s=config.zipf_s)
     async with trio.open_nursery() as workers:
         sender = Sender(
             table=table,
@@ -405,7 +413,7 @@ async def _load(
         end = t0 + arrival.duration
         with info._load_scope:
             if schedule is not None:
-                await sender.run_open(schedule.times(arrival.model, config.seed), end)
+                await sender.run_open(schedule.times(arrival.model, seed), end)
             else:
                 await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
         cpu1, wall1 = time.process_time(), time.perf_counter()
@@ -449,4 +457,5 @@ async def _load(
         generator={
             k: v for k, v in generator.items() if not isinstance(v, float) or math.isfinite(v)
         },
+        seed=seed,
     )
