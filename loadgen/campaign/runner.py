@@ -83,6 +83,15 @@ def _offered_rate(platform: PlatformConfig | None) -> float | None:
     return operations / total
 
 
+def _seeds(scenario: Scenario) -> dict[str, int | None]:
+    """The seeds of the sides (the command draws those left open before the run)."""
+    return {
+        side: config.seed
+        for side in ("devices", "platform")
+        if (config := getattr(scenario, side)) is not None
+    }
+
+
 def _stage_at(platform: PlatformConfig | None, elapsed: float) -> str:
     if platform is None:
         return "serve"
@@ -378,6 +387,7 @@ async def run_campaign(
         "load_duration_s": scenario.load_seconds,
         "thresholds": list(scenario.thresholds),
         "start_at": start_at,
+        "seed": _seeds(scenario),
     }
     writer = RunWriter(directory, start_epoch, meta)
 
@@ -469,6 +479,7 @@ def _finish(
         }
     info["campaign"] = scenario.campaign.name
     info["interrupted"] = run.interrupted
+    info["seed"] = _seeds(scenario)
     if run.fleet is not None:
         info["extra"] = {"devices": run.fleet.handle.statistics()}
     if run.abort_reason:

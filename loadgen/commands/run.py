@@ -10,6 +10,8 @@ codes: 0, 99 when a threshold failed, 2 for bad input, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import math
 import sys
 import time
@@ -23,6 +25,7 @@ from loadgen.campaign.scenario import (
     LoadedScenario,
     apply_override,
     read_document,
+    set_key,
     validate_document,
 )
 from loadgen.commands.flags import Flag, add_flags, build_document, name_flags
@@ -30,6 +33,7 @@ from loadgen.commands.tables import DEVICE_FLAGS, PLATFORM_FLAGS, RUN_FLAGS
 from loadgen.errors import ConfigError
 from loadgen.report.console import format_summary
 from loadgen.report.results import new_run_directory
+from loadgen.seeds import resolve_seed
 
 __all__ = [
     "EXIT_CONFIG",
@@ -89,6 +93,23 @@ def _from_file(args: argparse.Namespace) -> LoadedScenario:
         raise name_flags(exc, RUN_FLAGS, args) from None
 
 
+def with_seeds(loaded: LoadedScenario) -> LoadedScenario:
+    """The scenario with every seed it leaves open drawn now, in the scenario and in the
+    document saved with the results: a run is reproducible from its folder (and its shards,
+    which add their index, all start from the same seeds)."""
+    scenario, document = loaded.scenario, copy.deepcopy(loaded.document)
+    updates: dict[str, Any] = {}
+    for side in ("devices", "platform"):
+        config = getattr(scenario, side)
+        if config is not None and config.seed is None:
+            seed = resolve_seed(None)
+            set_key(document, f"{side}.seed", seed)
+            updates[side] = dataclasses.replace(config, seed=seed)
+    if not updates:
+        return loaded
+    return LoadedScenario(scenario.model_copy(update=updates), document, loaded.source)
+
+
 def execute(
     loaded: LoadedScenario,
     *,
@@ -102,6 +123,7 @@ def execute(
     from loadgen.campaign.runner import run_campaign
     from loadgen.scale.shard import Shard, apply_shard
 
+    loaded = with_seeds(loaded)
     scenario = loaded.scenario
     for warning in scenario.warnings():
         print(f"loadgen: warning: {warning}", file=sys.stderr)

@@ -478,7 +478,9 @@ class FleetConfig:
     faults: Faults = field(default_factory=Faults)
     responder: Responder = field(default_factory=Responder)
     sleepy: Sleepy = field(default_factory=Sleepy)
-    seed: int = 0
+    # every random choice of the fleet; None: ``run_fleet`` draws one (``loadgen.seeds``) and
+    # reports it in ``FleetInfo.seed``
+    seed: int | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     drain_timeout: Seconds = 30.0
 
@@ -525,8 +527,8 @@ class FleetConfig:
             if name not in OPERATION_NAMES and not profile.custom:
                 raise ConfigError(unknown_operation(name), key=f"profiles.{name}")
         object.__setattr__(self, "profiles", MappingProxyType(dict(self.profiles)))
-        if type(self.seed) is not int:
-            raise ConfigError(f"expected an integer, got {self.seed!r}", key="seed")
+        if self.seed is not None and type(self.seed) is not int:
+            raise ConfigError(f"expected an integer or none, got {self.seed!r}", key="seed")
         _seconds(self.drain_timeout, "drain_timeout")
         needs_platform = self.default.is_async or self.sleepy.share > 0
         needs_platform = needs_platform or any(p.is_async for p in self.profiles.values())

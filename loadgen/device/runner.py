@@ -28,6 +28,7 @@ handler uses, so a report sees every refused request in one place.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from loadgen.device.sleepy import SleepyScheduler, choose_sleepy
 from loadgen.http.server import HTTPServer
 from loadgen.http.tls import LOOPBACK_NAMES, server_context
 from loadgen.metrics import Metrics
+from loadgen.seeds import resolve_seed
 
 __all__ = ["FleetHandle", "FleetInfo", "run_fleet"]
 
@@ -138,6 +140,13 @@ class FleetInfo:
     handle: FleetHandle
 
     @property
+    def seed(self) -> int:
+        """The seed of every random choice of the fleet (drawn when the config had none)."""
+        seed = self.handle.config.seed
+        assert seed is not None, "run_fleet resolves the seed before it starts"
+        return seed
+
+    @property
     def http_url(self) -> str | None:
         """``http://host:port`` of the first plain listener (None when HTTP is off)."""
         return _url("http", self.http[0]) if self.http else None
@@ -158,7 +167,11 @@ async def run_fleet(
     *,
     task_status: trio.TaskStatus[FleetInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the fleet of ``config`` until ``handle.shutdown()`` has drained it, or cancelled."""
+    """Run the fleet of ``config`` until ``handle.shutdown()`` has drained it, or cancelled.
+
+    A config without a seed gets a fresh one here (``FleetInfo.seed``)."""
+    seed = resolve_seed(config.seed)
+    config = dataclasses.replace(config, seed=seed)
     devices = build_devices(config)
     handle = FleetHandle(config, metrics, devices)
     tls = None
@@ -195,13 +208,13 @@ async def run_fleet(
                         background.start_soon(handle._sync_loop)
                         if link is not None and config.sleepy.share > 0:
                             ordered = list(devices.values())
-                            chosen = choose_sleepy(len(ordered), config.sleepy.share, config.seed)
+                            chosen = choose_sleepy(len(ordered), config.sleepy.share, seed)
                             handle.sleepy = SleepyScheduler(
                                 config.sleepy,
                                 [ordered[i] for i in chosen],
                                 engine,
                                 link,
-                                seed=config.seed,
+                                seed=seed,
                             )
                             await background.start(handle.sleepy.run)
                         task_status.started(

@@ -11,12 +11,17 @@ Once per interval the owner calls ``rollover()``, which turns the list into a re
 
 Nothing is sampled away and nothing is dropped: a value above the range is recorded at the top of
 the range and counted in ``saturated`` (HdrHistogram_py would silently return False), a negative
-one (a clock step) is recorded as 0 and counted in ``negative``.
+one (a clock step) is recorded as 0 and counted in ``negative``. A recorder given its run's
+counters also counts them there, as ``hdr.above.<recorder>`` and ``hdr.below.<recorder>``: the
+counters are what ``counters.jsonl``, a shard merge and a rebuilt summary carry, so the figure
+reaches ``summary.json`` whichever way the summary is made.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from functools import cache
+from math import floor
 from typing import Final
 
 import numpy as np
@@ -24,6 +29,8 @@ import numpy.typing as npt
 from hdrh.histogram import HdrHistogram
 
 __all__ = [
+    "ABOVE_PREFIX",
+    "BELOW_PREFIX",
     "COUNTS_LEN",
     "HIGHEST_US",
     "LOWEST_US",
@@ -40,6 +47,8 @@ LOWEST_US: Final = 1
 HIGHEST_US: Final = 3_600_000_000  # one hour
 SIGNIFICANT_FIGURES: Final = 3
 PERCENTILES: Final = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+ABOVE_PREFIX: Final = "hdr.above."  # + recorder name: values clamped to HIGHEST_US
+BELOW_PREFIX: Final = "hdr.below."  # + recorder name: negative values recorded as 0
 
 
 def new_histogram() -> HdrHistogram:
@@ -81,38 +90,60 @@ def histogram_from_counts(counts: list[int]) -> HdrHistogram:
 class LatencyRecorder:
     """The open interval (a list of bucket counts) and the cumulative histogram of one measurement."""
 
-    __slots__ = ("_counts", "name", "negative", "saturated", "total")
+    __slots__ = (
+        "_above",
+        "_below",
+        "_counters",
+        "_counts",
+        "name",
+        "negative",
+        "saturated",
+        "total",
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, counters: MutableMapping[str, int] | None = None) -> None:
         self.name = name
         self._counts = [0] * COUNTS_LEN
         self.total = new_histogram()
         self.saturated = 0
         self.negative = 0
+        self._counters = counters
+        self._above = ABOVE_PREFIX + name
+        self._below = BELOW_PREFIX + name
 
     def __repr__(self) -> str:
-        return f"<LatencyRecorder {self.name} total={self.total.get_total_count()}>"
+        return (
+            f"<LatencyRecorder {self.name} total={self.total.get_total_count()}"
+            f" saturated={self.saturated} negative={self.negative}>"
+        )
 
     def record(self, seconds: float) -> None:
-        """Record a latency given in seconds (as integer microseconds, half-up)."""
-        us = int(seconds * 1e6 + 0.5)
-        if us < 0:
-            self.negative += 1
-            us = 0
-        elif us > HIGHEST_US:
-            self.saturated += 1
-            us = HIGHEST_US
+        """Record a latency given in seconds (as integer microseconds, half-up).
+
+        ``floor``, not ``int``: ``int`` truncates towards zero, which would round -1 µs (a clock
+        step) up to 0 and record it as a valid value without counting it negative."""
+        us = floor(seconds * 1e6 + 0.5)
+        if us < 0 or us > HIGHEST_US:
+            us = self._clamp(us, 1)
         bucket = (us | _MASK).bit_length() - _SHIFT
         self._counts[(bucket << _HALF) + (us >> bucket)] += 1
 
     def record_us(self, us: int, count: int = 1) -> None:
+        if us < 0 or us > HIGHEST_US:
+            us = self._clamp(us, count)
+        self._counts[bucket_index(us)] += count
+
+    def _clamp(self, us: int, count: int) -> int:
+        """Count an out-of-range value and return where it is recorded (off the hot path)."""
         if us < 0:
             self.negative += count
-            us = 0
-        elif us > HIGHEST_US:
-            self.saturated += count
-            us = HIGHEST_US
-        self._counts[bucket_index(us)] += count
+            if self._counters is not None:
+                self._counters[self._below] += count
+            return 0
+        self.saturated += count
+        if self._counters is not None:
+            self._counters[self._above] += count
+        return HIGHEST_US
 
     @property
     def interval(self) -> HdrHistogram:
@@ -135,10 +166,11 @@ class LatencyRecorder:
     def merged(self) -> HdrHistogram:
         """Everything recorded so far (total + the open interval), without closing anything."""
         out = new_histogram()
-        out.add(self.total)
-        interval = self.interval
-        if interval.get_total_count():
-            out.add(interval)
+        # only non-empty histograms are added: HdrHistogram_py's ``add`` of an empty histogram
+        # sets the minimum to 0 for good (it takes the empty one's get_min_value(), 0)
+        for part in (self.total, self.interval):
+            if part.get_total_count():
+                out.add(part)
         return out
 
 

@@ -9,12 +9,14 @@ histograms and the report code needs no special case.
 
 Counters are plain integers in a dict, named with dots (``transport.connect``,
 ``result.ERROR_PROCESSING``, ``south.orphan``). ``snapshot()`` freezes them for an interval row.
+Every recorder counts its out-of-range values into them (``hdr.above.<recorder>``,
+``hdr.below.<recorder>``), so those travel with the other counters.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 
 from loadgen.metrics.hdr import LatencyRecorder
 
@@ -26,10 +28,10 @@ class PhaseRecorder:
 
     __slots__ = ("intended", "name", "service")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, counters: MutableMapping[str, int] | None = None) -> None:
         self.name = name
-        self.intended = LatencyRecorder(name)
-        self.service = LatencyRecorder(f"{name}.service")
+        self.intended = LatencyRecorder(name, counters)
+        self.service = LatencyRecorder(f"{name}.service", counters)
 
     def __repr__(self) -> str:
         return f"<PhaseRecorder {self.name} count={self.intended.count}>"
@@ -48,9 +50,11 @@ class Metrics:
     __slots__ = ("counters", "notes", "phases", "singles")
 
     def __init__(self, phases: Iterable[str] = ()) -> None:
-        self.phases: dict[str, PhaseRecorder] = {name: PhaseRecorder(name) for name in phases}
-        self.singles: dict[str, LatencyRecorder] = {}
         self.counters: Counter[str] = Counter()
+        self.phases: dict[str, PhaseRecorder] = {
+            name: PhaseRecorder(name, self.counters) for name in phases
+        }
+        self.singles: dict[str, LatencyRecorder] = {}
         # the first message seen for a counter that counts failures ("connect refused ...")
         self.notes: dict[str, str] = {}
 
@@ -60,14 +64,14 @@ class Metrics:
     def phase(self, name: str) -> PhaseRecorder:
         recorder = self.phases.get(name)
         if recorder is None:
-            recorder = self.phases[name] = PhaseRecorder(name)
+            recorder = self.phases[name] = PhaseRecorder(name, self.counters)
         return recorder
 
     def single(self, name: str) -> LatencyRecorder:
         """A recorder without a service twin (scheduler lateness, event-loop lag)."""
         recorder = self.singles.get(name)
         if recorder is None:
-            recorder = self.singles[name] = LatencyRecorder(name)
+            recorder = self.singles[name] = LatencyRecorder(name, self.counters)
         return recorder
 
     def count(self, name: str, n: int = 1) -> None:

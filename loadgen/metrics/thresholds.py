@@ -15,15 +15,24 @@ Every expression is parsed when the scenario is validated, before any load: an u
 a missing unit or a malformed expression is a ``ConfigError`` naming the key and saying what was
 expected (k6 silently passes a misspelled metric; this does not). A metric with no data at the
 end of the run (e.g. p99 of a phase that never happened) fails the threshold rather than passing
-it vacuously, and says so.
+it vacuously, and says so; so does a right-hand metric with no data (``offered_rate`` of a
+closed-model run), whatever the operator.
+
+Numbers are compared as the decimals they are written as. A limit is converted to the summary's
+unit in decimal arithmetic (``0.7%`` is exactly 0.007, ``1234us`` exactly 1.234 ms) and a
+``NUMBER * METRIC`` multiplies the two decimals as written in ``summary.json``: binary floating
+point would make ``error_rate <= 0.7%`` fail at an error rate of exactly 0.007 (0.7 / 100 is
+0.006999999999999999), so a boundary would fall on the wrong side of ``<=`` and ``<``.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final
 
 from loadgen.errors import ConfigError
@@ -54,14 +63,14 @@ COUNTS: Final = {
     "errors": "errors",
     "rejected": "rejected",
 }
-_UNITS_MS: Final = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0}
+_UNITS_MS: Final = {"us": Decimal("0.001"), "µs": Decimal("0.001"), "ms": Decimal(1),
+                    "s": Decimal(1000)}  # fmt: skip
 
 _EXPR_RE: Final = re.compile(r"^\s*(?P<left>.+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<right>.+?)\s*$")
 _LATENCY_RE: Final = re.compile(r"^(?P<func>[a-z0-9.]+)\((?P<series>[a-z_]+)\)$")
-_NUMBER_RE: Final = re.compile(
-    r"^(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*(?P<unit>us|µs|ms|s|%)?$"
-)
-_SCALED_RE: Final = re.compile(r"^(?P<factor>[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*(?P<metric>.+)$")
+_NUM: Final = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_NUMBER_RE: Final = re.compile(rf"^(?P<num>{_NUM})\s*(?P<unit>us|µs|ms|s|%)?$")
+_SCALED_RE: Final = re.compile(rf"^(?P<factor>{_NUM})\s*\*\s*(?P<metric>.+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,10 @@ class _Metric:
             if not isinstance(node, Mapping) or part not in node:
                 return None
             node = node[part]
-        return None if node is None else float(node)
+        # a hand-edited or foreign summary may hold anything here: only a number is data
+        if isinstance(node, bool) or not isinstance(node, int | float):
+            return None
+        return float(node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +131,8 @@ class Threshold:
                 return ThresholdResult(
                     self.expression, False, actual, None, f"no data for {self.other.text}"
                 )
-            limit = self.factor * base
+            # the two decimals as written (repr is the shortest decimal of each float)
+            limit = float(Decimal(repr(self.factor)) * Decimal(repr(base)))
         ok = _OPERATORS[self.op](actual, limit)
         return ThresholdResult(self.expression, ok, actual, limit)
 
@@ -163,21 +176,21 @@ def _number(text: str, metric: _Metric, key: str, expression: str) -> float:
             "NUMBER * METRIC",
             key=key,
         )
-    value = float(match[0].rstrip("usµm%").strip())
+    value = Decimal(match["num"])
     unit = match["unit"]
     if metric.kind == "latency":
         if unit is None or unit == "%":
             raise ConfigError(
                 f"{expression!r}: a latency needs a unit (us, ms or s), e.g. 250ms", key=key
             )
-        return value * _UNITS_MS[unit]
+        return float(value * _UNITS_MS[unit])
     if unit == "%":
         if metric.kind != "ratio":
             raise ConfigError(f"{expression!r}: % only applies to error_rate", key=key)
-        return value / 100
+        return float(value / 100)
     if unit is not None:
         raise ConfigError(f"{expression!r}: {metric.text} takes no time unit", key=key)
-    return value
+    return float(value)
 
 
 def parse_threshold(expression: str, *, key: str = "thresholds") -> Threshold:
@@ -195,6 +208,10 @@ def parse_threshold(expression: str, *, key: str = "thresholds") -> Threshold:
     if scaled:
         other = _metric(scaled["metric"], key)
         factor = float(scaled["factor"])
+        if not math.isfinite(factor):
+            raise ConfigError(
+                f"{expression!r}: the factor {scaled['factor']} is too large", key=key
+            )
     elif _NUMBER_RE.match(right):
         other, factor = None, _number(right, metric, key, expression)
     else:

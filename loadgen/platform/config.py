@@ -397,7 +397,7 @@ class SouthAPI:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlatformConfig:
     """Everything ``run_platform`` needs. Defaults: 100 ops/s of REBOOT_EQUIPMENT for 10 s at
-    one device on 127.0.0.1:1123, keep-alive, open model, seed 0."""
+    one device on 127.0.0.1:1123, keep-alive, open model, a fresh seed (``seed=None``)."""
 
     targets: Targets = field(default_factory=Targets)
     arrival: Arrival = field(default_factory=Arrival)
@@ -412,7 +412,9 @@ class PlatformConfig:
     keep_alive: bool = True
     max_connections: int = 64  # per device address; also the sender's workers per address
     max_in_flight: int | None = None
-    seed: int = 0
+    # every random choice (Poisson arrivals, mix, device choice); None: ``run_platform`` draws
+    # one (``loadgen.seeds``) and reports it in ``PlatformResult.seed``
+    seed: int | None = None
     base_path: str = DEFAULT_BASE_PATH
     plural_requests: bool = False  # .../operation/requests, as real device agents serve it
     sleepy_share: float = 0.0
@@ -456,8 +458,10 @@ class PlatformConfig:
             raise ConfigError(
                 f"expected >= 1 or none, got {self.max_in_flight}", key="max_in_flight"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"expected an integer, got {self.seed!r}", key="seed")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise ConfigError(f"expected an integer or none, got {self.seed!r}", key="seed")
         try:
             PathTemplate(self.base_path)
         except ValueError as exc:

@@ -39,6 +39,7 @@ generator, not the target.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import ssl
@@ -64,6 +65,7 @@ from loadgen.platform.schedule import Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
 from loadgen.platform.south import PendingQueues, SouthCore
 from loadgen.protocol import PathTemplate
+from loadgen.seeds import resolve_seed
 
 __all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
 
@@ -102,6 +104,7 @@ class PlatformResult:
     saturated: bool
     reasons: tuple[str, ...]
     generator: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # the seed the run used (drawn when the config had none)
 
     def run_info(self) -> dict[str, Any]:
         """The ``run`` mapping ``loadgen.report.summary.build_summary`` takes."""
@@ -111,6 +114,7 @@ class PlatformResult:
             "load_duration_s": round(self.load_duration_s, 3),
             "offered_rate": None if self.offered_rate is None else round(self.offered_rate, 3),
             "cut_by_grace": self.cut_off,
+            "seed": self.seed,
             "generator": {
                 **self.generator,
                 "saturated": self.saturated,
@@ -131,7 +135,9 @@ class PlatformInfo:
         table: InflightTable,
         metrics: Metrics,
         schedule: Schedule | None,
+        seed: int,
     ) -> None:
+        self.seed = seed  # the run's seed (drawn when the config had none)
         self.south_url = south_url
         self.south_ca_pem = south_ca_pem
         self.core = core
@@ -318,7 +324,10 @@ async def run_platform(
 
     ``transport`` replaces the HTTP connection pool (tests run an in-memory device on a mock
     clock with it); ``hold`` waits for ``info.begin_load()`` before the load starts.
+    A config without a seed gets a fresh one here (``info.seed``, ``PlatformResult.seed``).
     """
+    seed = resolve_seed(config.seed)
+    config = dataclasses.replace(config, seed=seed)
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
     table = (
@@ -337,7 +346,7 @@ async def run_platform(
         south_url, ca_pem = await nursery.start(_serve_south, core, config)
         info = PlatformInfo(
             south_url=south_url, south_ca_pem=ca_pem, core=core, table=table, metrics=metrics,
-            schedule=schedule,
+            schedule=schedule, seed=seed,
         )  # fmt: skip
         await nursery.start(monitor_loop_lag, metrics)
         task_status.started(info)
@@ -391,10 +400,9 @@ async def _load(
     measured_from = t0 + (config.measure_from or 0.0)
     if isinstance(table, MeasuredTable):
         table.measure_from = measured_from
-    mix = OperationMix(config.mix, seed=config.seed, timestamp_ms=int(started_at * 1000))
-    chooser = DeviceChooser(
-        len(routes), config.device_choice, seed=config.seed, zipf_s=config.zipf_s
-    )
+    seed = info.seed
+    mix = OperationMix(config.mix, seed=seed, timestamp_ms=int(started_at * 1000))
+    chooser = DeviceChooser(len(routes), config.device_choice, seed=seed, zipf_s=config.zipf_s)
     async with trio.open_nursery() as workers:
         sender = Sender(
             table=table,
@@ -417,7 +425,7 @@ async def _load(
         end = t0 + arrival.duration
         with info._load_scope:
             if schedule is not None:
-                await sender.run_open(schedule.times(arrival.model, config.seed), end)
+                await sender.run_open(schedule.times(arrival.model, seed), end)
             else:
                 await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
         cpu1, wall1 = time.process_time(), time.perf_counter()
@@ -461,4 +469,5 @@ async def _load(
         generator={
             k: v for k, v in generator.items() if not isinstance(v, float) or math.isfinite(v)
         },
+        seed=seed,
     )

@@ -17,6 +17,9 @@ Definitions (the README repeats them):
   ``latency_ms.service`` is the service-time twin of ``complete`` (from the actual send time);
   ``service_ms.<phase>`` gives the twin of every phase. ``callback`` is the device side's view:
   how long the platform took to answer each asynchronous POST.
+- ``histograms_out_of_range.<recorder>``: values outside 0 .. 1 h, ``above`` (recorded at the top
+  of the range) and ``below`` (negative, recorded as 0), from the ``hdr.above.*`` /
+  ``hdr.below.*`` counters; empty when every value fitted.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Final
 import orjson
 from hdrh.histogram import HdrHistogram
 
-from loadgen.metrics.hdr import percentiles_ms
+from loadgen.metrics.hdr import ABOVE_PREFIX, BELOW_PREFIX, percentiles_ms
 from loadgen.metrics.registry import Metrics
 
 __all__ = [
@@ -63,6 +66,16 @@ def _rate(count: int, seconds: float | None) -> float | None:
     if not seconds or seconds <= 0:
         return None
     return round(count / seconds, 3)
+
+
+def _out_of_range(counters: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """{recorder: {above, below}} for every recorder with a clamped value."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in sorted(counters.items()):
+        for prefix, side in ((ABOVE_PREFIX, "above"), (BELOW_PREFIX, "below")):
+            if name.startswith(prefix) and value:
+                out.setdefault(name[len(prefix) :], {"above": 0, "below": 0})[side] = int(value)
+    return out
 
 
 def build_summary(
@@ -112,6 +125,7 @@ def build_summary(
         "duration_s": run.get("duration_s"),
         "load_duration_s": load_s,
         "interrupted": bool(run.get("interrupted", False)),
+        "seed": run.get("seed"),
         "offered_rate": run.get("offered_rate"),
         "achieved_rate": _rate(ops["completed"], load_s),
         "sent_rate": _rate(ops["sent"], load_s),
@@ -123,6 +137,7 @@ def build_summary(
         "service_ms": service,
         "latency_by_operation_ms": by_name,
         "results": results,
+        "histograms_out_of_range": _out_of_range(counters),
         "counters": {name: int(value) for name, value in sorted(counters.items())},
         "thresholds": list(run.get("thresholds", [])),
         "generator": dict(run.get("generator", {})),

@@ -78,7 +78,7 @@ def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
             count=len(owned),
             http_port=shard.port(devices.http_port),
             https_port=shard.port(devices.https_port),
-            seed=devices.seed + shard.index,
+            seed=None if devices.seed is None else devices.seed + shard.index,
         )
     if platform is not None:
         stages = tuple(
@@ -111,6 +111,6 @@ def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
             arrival=arrival,
             targets=targets,
             south=south,
-            seed=platform.seed + shard.index,
+            seed=None if platform.seed is None else platform.seed + shard.index,
         )
     return scenario.model_copy(update={"devices": devices, "platform": platform})
