@@ -17,7 +17,7 @@ import pytest
 ROOT: Final = Path(__file__).parents[1] / "loadgen"
 #: A package imports only packages of a lower layer (the two sides share one and never meet).
 LAYER: Final = {
-    "units": 0, "errors": 0, "protocol": 1, "http": 2, "metrics": 3,
+    "units": 0, "errors": 0, "seeds": 0, "protocol": 1, "http": 2, "metrics": 3,
     "device": 4, "platform": 4, "report": 5, "campaign": 6, "scale": 7,
     "commands": 8, "bench": 8, "cli": 9, "__main__": 10,
 }  # fmt: skip

@@ -4,6 +4,7 @@ run's random choices (Poisson arrival times, operation names, devices)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -36,7 +37,9 @@ class RecordingDevice:
 
     seen: list[tuple[float, str, str]] = field(default_factory=list)
 
-    async def __call__(self, origin: Origin, target: bytes, body: bytes) -> FakeAnswer:
+    async def __call__(
+        self, origin: Origin, target: bytes, body: bytes, *, deadline: float = math.inf
+    ) -> FakeAnswer:
         request = request_of(body)
         self.seen.append((trio.current_time(), device_of(target), request["name"]))
         return FakeAnswer(201, response_body(request["id"], request["name"], "SUCCESSFUL"))
