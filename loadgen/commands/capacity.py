@@ -9,6 +9,7 @@ when the target failed at the first step, 2 for a scenario or usage error, 130 w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import trio
@@ -23,6 +24,10 @@ from loadgen.units import parse_duration
 __all__ = ["register"]
 
 EXIT_NOTHING_PASSED = 99
+#: The searches' defaults, from the records (a device count is searched in whole steps).
+RATE_SEARCH = SearchConfig()
+DEVICE_SEARCH = SearchConfig(start_rate=10, max_rate=100_000, integral=True)
+PLAN = StepPlan()
 
 
 def _seconds(text: str) -> float:
@@ -59,14 +64,14 @@ def _capacity(args: argparse.Namespace) -> int:
         max_error_rate=args.max_error_rate,
         rate=args.rate,
     )
-    devices = args.dimension == "devices"
-    config = SearchConfig(
-        start_rate=args.start_rate if args.start_rate is not None else (10 if devices else 100),
+    base = DEVICE_SEARCH if args.dimension == "devices" else RATE_SEARCH
+    config = dataclasses.replace(
+        base,
+        start_rate=base.start_rate if args.start_rate is None else args.start_rate,
+        max_rate=base.max_rate if args.max_rate is None else args.max_rate,
         growth=args.growth,
-        max_rate=args.max_rate if args.max_rate is not None else (100_000 if devices else 1e6),
         resolution=args.resolution,
         max_steps=args.max_steps,
-        integral=devices,
     )
     root = Path(args.results) if args.results else Path(scenario.output.results)
     directory = new_run_directory(root, f"{scenario.campaign.name}-capacity")
@@ -120,22 +125,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="search the offered rate, or the device count at a fixed --rate",
     )
     cap.add_argument(
-        "--start-rate", type=float, default=None, metavar="R", help="first step (100; devices 10)"
+        "--start-rate",
+        type=float,
+        metavar="R",
+        help=f"first step (default {RATE_SEARCH.start_rate:g}/s; "
+        f"{DEVICE_SEARCH.start_rate:g} devices)",
     )
-    cap.add_argument("--growth", type=float, default=2.0, metavar="G", help="factor per step")
-    cap.add_argument("--max-rate", type=float, default=None, metavar="R", help="highest step")
     cap.add_argument(
-        "--resolution", type=float, default=0.05, metavar="F", help="stop when hi/lo - 1 <= F"
+        "--growth", type=float, default=RATE_SEARCH.growth, metavar="G",
+        help="factor per step (default %(default)g)",
+    )  # fmt: skip
+    cap.add_argument(
+        "--max-rate",
+        type=float,
+        metavar="R",
+        help=f"highest step (default {RATE_SEARCH.max_rate:g}/s; "
+        f"{DEVICE_SEARCH.max_rate:g} devices)",
     )
-    cap.add_argument("--max-steps", type=int, default=30, metavar="N")
-    cap.add_argument("--warmup", type=_seconds, default=3.0, metavar="DUR", help="default 3s")
-    cap.add_argument("--hold", type=_seconds, default=10.0, metavar="DUR", help="default 10s")
+    cap.add_argument(
+        "--resolution", type=float, default=RATE_SEARCH.resolution, metavar="F",
+        help="stop when hi/lo - 1 <= F (default %(default)g)",
+    )  # fmt: skip
+    cap.add_argument(
+        "--max-steps", type=int, default=RATE_SEARCH.max_steps, metavar="N",
+        help="(default %(default)d)",
+    )  # fmt: skip
+    cap.add_argument(
+        "--warmup", type=_seconds, default=PLAN.warmup, metavar="DURATION",
+        help="of each step, not measured (default %(default)g s)",
+    )  # fmt: skip
+    cap.add_argument(
+        "--hold", type=_seconds, default=PLAN.hold, metavar="DURATION",
+        help="measured part of each step (default %(default)g s)",
+    )  # fmt: skip
     cap.add_argument(
         "--max-error-rate",
         type=_fraction,
-        default=0.01,
+        default=PLAN.max_error_rate,
         metavar="F",
-        help="failed + timed out + errors over sent (default 1%%)",
+        help=f"failed + timed out + errors over sent (default {PLAN.max_error_rate * 100:g}%%)",
     )
     cap.add_argument(
         "--rate",
