@@ -124,19 +124,42 @@ class _Run:
         self.load_seconds = 0.0  # the load window that ran (devices only: how long it served)
         self.begun = False  # the load has begun (a failure after it keeps the results folder)
         self.directory: Path | None = None
+        self.load_stopped_at: float | None = None  # seconds after the load's t0 (a Ctrl-C)
+        self._last_count = 0.0  # N(t) of the schedule at the previous interval's end
+        self._last_gauge = trio.current_time()
         self.cpu = CpuGauge()
 
     def gauges(self) -> dict[str, object]:
+        """The gauges of the interval ending now (called once per interval)."""
         out: dict[str, object] = {"cpu_percent": round(self.cpu(), 1)}
         if self.platform is not None:
             stats = self.platform.statistics()
             out["in_flight"] = stats.in_flight
-            out["offered_rate"] = round(stats.intended_rate, 3)
+            out["offered_rate"] = self._offered(stats.elapsed, stats.phase)
             out["stage"] = _stage_at(self.scenario.platform, stats.elapsed)
+            out["phase"] = "drain" if stats.phase in ("drain", "done") else "load"
         elif self.fleet is not None:
             out["in_flight"] = self.fleet.handle.in_flight
             out["stage"] = "serve"
+            out["phase"] = "drain" if self.fleet.handle.stopping else "load"
         return out
+
+    def _offered(self, elapsed: float, phase: str) -> float | None:
+        """What the schedule asked for over the interval: ``(N(t1) - N(t0)) / (t1 - t0)``, like
+        the sent and completed rates beside it (the rate at the interval's end would make a ramp
+        look like a shortfall). None for the closed model."""
+        schedule = self.platform.schedule if self.platform is not None else None
+        if schedule is None:
+            return None
+        if phase == "waiting":
+            elapsed = 0.0
+        elif phase in ("drain", "done"):
+            elapsed = min(elapsed, self.load_stopped_at or elapsed)
+        count = schedule.count_until(elapsed)
+        previous, self._last_count = self._last_count, count
+        now = trio.current_time()
+        length, self._last_gauge = now - self._last_gauge, now
+        return round((count - previous) / length, 3) if length > 0 else 0.0
 
     def in_flight(self) -> int:
         if self.platform is not None:
@@ -297,6 +320,7 @@ async def _stop_load_on_interrupt(run: _Run, platform_scope: trio.CancelScope) -
     if stop is None:
         platform_scope.cancel()
     else:
+        run.load_stopped_at = run.platform.statistics().elapsed
         stop()  # the load phase ends now; the platform drains and returns by itself
 
 
@@ -408,7 +432,7 @@ async def run_campaign(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, run)
-            t0 = trio.current_time()
+            t0 = run._last_gauge = trio.current_time()
             await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
             if exporter is not None:
                 url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)

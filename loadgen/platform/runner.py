@@ -449,7 +449,15 @@ async def _load(
         workers.cancel_scope.cancel()
     info.phase = "done"
     finished = trio.current_time()
-    load_s = max(load_end - measured_from, 1e-9)
+    # The load window that ran: the plan's, or up to where a Ctrl-C stopped it. Rates (offered
+    # included: what the schedule asked for within that window) are over it, so an interrupted
+    # run is compared with what it was asked to do while it ran, not with the whole plan.
+    window_end = min(load_end, end)
+    load_s = max(window_end - measured_from, 1e-9)
+    offered = None
+    if schedule is not None:
+        asked = schedule.count_until(window_end - t0) - schedule.count_until(measured_from - t0)
+        offered = asked / load_s
     cpu_percent = 100.0 * (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
     saturated, reasons, generator = _health(config, metrics, cpu_percent)
     counters = dict(metrics.counters)
@@ -458,7 +466,7 @@ async def _load(
         started_at=started_at,
         load_duration_s=load_s,
         duration_s=finished - t0,
-        offered_rate=None if schedule is None else schedule.offered_rate,
+        offered_rate=offered,
         achieved_rate=counters.get("ops.completed", 0) / load_s,
         sent_rate=counters.get("ops.sent", 0) / load_s,
         counters=counters,

@@ -57,6 +57,7 @@ COLOURS: Final = {
     "cpu": "#2ca02c",
     "ok": "#2ca02c",
     "bad": "#d62728",
+    "drain": "#8c8c8c",
 }
 
 
@@ -117,6 +118,19 @@ def _values_at(histogram: HdrHistogram, percentiles: Sequence[float]) -> list[in
     return [int(found[p]) for p in percentiles]
 
 
+def _shade_drain(axes: Any, rows: Sequence[Mapping[str, str]]) -> None:
+    """Shade the intervals after the load (the drain): their latencies still count, but nothing
+    new was sent, so a falling rate there is no shortfall."""
+    start, labelled = 0.0, False
+    for row in rows:
+        end = _number(row.get("t_s"))
+        if row.get("phase") == "drain" and not math.isnan(end):
+            axes.axvspan(start, end, color=COLOURS["drain"], alpha=0.18, linewidth=0,
+                         label=None if labelled else "drain")  # fmt: skip
+            labelled = True
+        start = end if not math.isnan(end) else start
+
+
 def _count(histogram: HdrHistogram | None) -> int:
     return 0 if histogram is None else int(histogram.get_total_count())
 
@@ -142,6 +156,7 @@ def latency_over_time(run: LoadedRun, phase: str) -> bytes | str:
         values = [_values_at(twin[t], [99.0])[0] / 1000 for t in times]
         axes.plot(times, values, color=COLOURS["service"], linestyle="--", linewidth=1.2,
                   label="p99 (service time)")  # fmt: skip
+    _shade_drain(axes, run.timeseries)
     axes.set_xlabel("seconds since start")
     axes.set_ylabel("latency (ms)")
     axes.set_ylim(bottom=0)
@@ -207,6 +222,7 @@ def rates_over_time(run: LoadedRun) -> bytes | str:
         values = _column(rows, column)
         if _has_data(values):
             axes.plot(times, values, color=COLOURS[key], linestyle=style, label=label)
+    _shade_drain(axes, rows)
     axes.set_xlabel("seconds since start")
     axes.set_ylabel("operations / s")
     axes.set_ylim(bottom=0)
@@ -244,6 +260,7 @@ def in_flight_and_errors(run: LoadedRun) -> bytes | str:
     if _has_data(in_flight):
         (line,) = axes.plot(times, in_flight, color=COLOURS["in_flight"], label="in flight")
         handles.insert(0, line)
+    _shade_drain(errors, rows)
     axes.set_zorder(errors.get_zorder() + 1)  # the line over the bars
     axes.patch.set_visible(False)
     axes.set_xlabel("seconds since start")

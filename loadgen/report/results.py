@@ -43,6 +43,7 @@ __all__ = [
 # (column, how to compute it from an Interval); latency columns read interval histograms.
 TIMESERIES_COLUMNS: Final = (
     "t_s",
+    "phase",
     "stage",
     "offered_rate",
     "sent_per_s",
@@ -110,6 +111,7 @@ def timeseries_row(interval: Interval) -> dict[str, str]:
     gauges = interval.gauges
     row = {
         "t_s": f"{interval.end:.3f}",
+        "phase": str(gauges.get("phase", "")),
         "stage": str(gauges.get("stage", "")),
         "offered_rate": _fmt(gauges.get("offered_rate")),
         "sent_per_s": f"{changed.get('ops.sent', 0) / length:.3f}",

@@ -64,6 +64,44 @@ def _merged_counter_series(
     return out
 
 
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _merged_gauges(
+    runs: Sequence[LoadedRun], period: float, start_epoch: float
+) -> dict[int, dict[str, object]]:
+    """The gauges of each merged interval from the shards' time-series rows: offered rate and
+    in flight summed, CPU averaged, the stage of the first shard that names one, and "load"
+    while any shard still loads."""
+    rows: dict[int, list[dict[str, str]]] = defaultdict(list)
+    for run in runs:
+        offset = float(run.run.get("started_at", start_epoch)) - start_epoch
+        for row in run.timeseries:
+            end = _number(row.get("t_s"))
+            if end is not None:
+                rows[_interval_key(end + offset - period, period)].append(row)
+    out: dict[int, dict[str, object]] = {}
+    for index, group in rows.items():
+        gauges: dict[str, object] = {}
+        for column in ("offered_rate", "in_flight"):
+            values = [v for row in group if (v := _number(row.get(column))) is not None]
+            if values:
+                total = sum(values)
+                gauges[column] = int(total) if column == "in_flight" else round(total, 3)
+        cpu = [v for row in group if (v := _number(row.get("cpu_percent"))) is not None]
+        if cpu:
+            gauges["cpu_percent"] = round(sum(cpu) / len(cpu), 1)
+        gauges["stage"] = next((row["stage"] for row in group if row.get("stage")), "")
+        phases = {row.get("phase") for row in group}
+        gauges["phase"] = "load" if "load" in phases else "drain" if "drain" in phases else ""
+        out[index] = gauges
+    return out
+
+
 def merge_runs(
     shards: Sequence[Path], out: Path, *, force: bool = False, incomplete: bool = False
 ) -> Path:
@@ -120,6 +158,7 @@ def merge_runs(
     if all(isinstance(rate, int | float) for rate in offered):
         meta["offered_rate"] = sum(float(rate) for rate in offered if rate is not None)
     totals_at = _merged_counter_series(runs, shards, period, start_epoch)
+    gauges_at = _merged_gauges(runs, period, start_epoch)
     out.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(out, start_epoch, meta)
     try:
@@ -140,7 +179,7 @@ def merge_runs(
                     histograms=merged.get(index, {}),
                     counters=changed,
                     totals=totals,
-                    gauges={},
+                    gauges=gauges_at.get(index, {}),
                     final=last and all(run.finished for run in runs),
                     notes=notes,
                 )

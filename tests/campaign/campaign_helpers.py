@@ -96,7 +96,7 @@ def check_results_folder(directory: Path, *, killed: bool = False) -> dict[str, 
     for phase in PHASES:
         assert set(FIGURES) <= set(summary["latency_ms"][phase]), phase
     header = (directory / "timeseries.csv").read_text(encoding="utf-8").splitlines()[0]
-    assert header.startswith("t_s,stage,offered_rate")
+    assert header.startswith("t_s,phase,stage,offered_rate")
     # every interval log decodes with the reference reader, and adds up to the summary's count
     hlogs = {path.name.removesuffix(".hlog"): path for path in directory.glob("*.hlog")}
     assert hlogs, f"no .hlog in {directory}"
