@@ -2,7 +2,8 @@
 
 No networking code at all (no trio, no sockets, no httpx): it takes bytes and returns records,
 takes records and returns bytes, so it is tested without a network and shared by both
-simulated sides. Decoding raises only ``loadgen.errors.ProtocolError``.
+simulated sides. Decoding raises only ``loadgen.errors.ProtocolError``; ``lean`` holds the
+cheaper decoders of the two hot paths (a device's request, a sync answer).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ from loadgen.protocol.enums import (
     StepResult,
     VariableResultCode,
 )
+from loadgen.protocol.lean import (
+    LeanRequest,
+    LeanResponse,
+    decode_request_lean,
+    decode_response_lean,
+)
 from loadgen.protocol.paths import DEFAULT_BASE_PATH, Endpoint, PathTemplate, query_api_key
 from loadgen.protocol.records import (
     OperationRequest,
@@ -62,6 +69,8 @@ __all__ = [
     "PLATFORM_RESULT_CODES",
     "UNKNOWN_OPERATION_RESULT",
     "Endpoint",
+    "LeanRequest",
+    "LeanResponse",
     "OperationRequest",
     "OperationResponse",
     "ParametersForm",
@@ -76,8 +85,10 @@ __all__ = [
     "decode_pending",
     "decode_pending_obj",
     "decode_request",
+    "decode_request_lean",
     "decode_request_obj",
     "decode_response",
+    "decode_response_lean",
     "decode_response_obj",
     "default_parameters",
     "default_steps",
