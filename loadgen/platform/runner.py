@@ -59,7 +59,7 @@ from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
 from loadgen.platform.schedule import Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
-from loadgen.platform.south import PendingQueues, SouthCore
+from loadgen.platform.south import PendingQueues, SouthCore, count_server_refusals
 from loadgen.protocol import PathTemplate
 
 __all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
@@ -194,17 +194,22 @@ async def _serve_south(
         tls = server_context(south.cert_file, south.key_file)
         ssl_context, ca_pem = tls.context, tls.ca_pem
     server = HTTPServer(core.http_handler)
-    async with trio.open_nursery() as nursery:
-        [(host, port), *_] = await nursery.start(
-            lambda task_status: server.serve(
-                south.host, south.port, ssl_context=ssl_context, task_status=task_status
+    try:
+        async with trio.open_nursery() as nursery:
+            [(host, port), *_] = await nursery.start(
+                lambda task_status: server.serve(
+                    south.host, south.port, ssl_context=ssl_context, task_status=task_status
+                )
             )
-        )
-        shown = south.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
-        if ":" in shown:
-            shown = f"[{shown}]"
-        scheme = "https" if south.tls else "http"
-        task_status.started((f"{scheme}://{shown}:{port}", ca_pem))
+            shown = south.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+            if ":" in shown:
+                shown = f"[{shown}]"
+            scheme = "https" if south.tls else "http"
+            task_status.started((f"{scheme}://{shown}:{port}", ca_pem))
+    finally:
+        # The server's own refusals (an oversize body is 413 before the handler runs): counted
+        # once the server is closed, so the summary has them (``south.too_large``, ...).
+        count_server_refusals(server.stats.errors, core.counters)
 
 
 def _routes(config: PlatformConfig, targets: Targets) -> list[DeviceRoute]:

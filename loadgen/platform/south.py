@@ -11,20 +11,32 @@ or mounting it elsewhere). The answers:
 ``POST .../operation/response``  201; partial accumulates steps, final completes; a late,
                                  duplicate or orphan id is still 201 and counted
                                  (``south.late`` / ``south.duplicate`` / ``south.orphan``);
-                                 malformed JSON 400 (``south.malformed``)
+                                 an oddity real agents send is 201 and counted
+                                 (``south.odd.<kind>``); what the platform cannot use is 400
+                                 (``south.malformed`` and ``south.malformed.<cause>``)
 ``GET .../operation/pending``    200 + JSON array of the request envelopes queued for that
                                  device (``south.pending_served``), 204 when none
 ``POST .../collect/iot``         201 (``south.collect``); malformed 400
-wrong method / unknown path      405 / 404; bad or missing API key (when one is set) 401
+                                 (``south.malformed``, ``south.malformed.iot``)
+wrong method / unknown path      405 / 404 (``south.bad_method`` / ``south.not_found``); bad
+                                 or missing API key (when one is set) 401
+                                 (``south.unauthorized``)
 ===============================  ======================================================
 
-A response is fully validated (``protocol.decode_response``): the south API is where a real
-device's mistakes show up, so a malformed step is a 400 with its field path, not a silent pass.
+A response is read by ``protocol.decode_response_lenient``: the south API is where a real
+device's mistakes show up. What real agents were seen sending (a response without
+``timestamp``, a step with ``"timestamp": null``, fields of their own) is accepted and counted
+as ``south.odd.no_timestamp`` / ``south.odd.step_no_timestamp`` / ``south.odd.unknown_field``;
+a response the platform cannot use (``south.malformed.not_json``, ``.no_response``, ``.no_id``,
+``.result_code``) or with any other invalid field (``.invalid``, a malformed step, say) is a 400
+naming the field path, never a silent pass. Refusals by the HTTP server itself, before this
+code (an oversize body 413, ...), are counted by the runner (``south.too_large``, ...).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping, MutableMapping
 from typing import Final
 
 import trio
@@ -34,9 +46,18 @@ from loadgen.http.parser import Request
 from loadgen.http.server import Reply
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.inflight import InflightTable, Operation, State
-from loadgen.protocol import Endpoint, PathTemplate, decode_iot, decode_response, query_api_key
+from loadgen.protocol import (
+    ODDITIES,
+    REFUSAL_CAUSES,
+    Endpoint,
+    PathTemplate,
+    decode_iot,
+    decode_response_lenient,
+    query_api_key,
+    refusal_cause,
+)
 
-__all__ = ["PendingQueues", "SouthCore"]
+__all__ = ["SERVER_REFUSALS", "PendingQueues", "SouthCore", "count_server_refusals"]
 
 _TEXT: Final = b"text/plain; charset=utf-8"
 _CREATED: Final = Reply(201)
@@ -51,11 +72,30 @@ _CANNED: Final = {
     404: _NOT_FOUND,
     405: _BAD_METHOD,
 }
+#: Counter names, built once rather than per message.
+_ODD_COUNTER: Final = {kind: f"south.odd.{kind}" for kind in ODDITIES}
+_REFUSED_COUNTER: Final = {cause: f"south.malformed.{cause}" for cause in REFUSAL_CAUSES}
+#: The HTTP server's own refusals (answered before ``SouthCore`` sees a request), by status.
+SERVER_REFUSALS: Final = {
+    400: "south.bad_http",
+    408: "south.read_timeout",
+    413: "south.too_large",
+    431: "south.head_too_large",
+    500: "south.handler_error",
+}
 _ALLOWED: Final = {
     Endpoint.OPERATION_RESPONSE: b"POST",
     Endpoint.OPERATION_PENDING: b"GET",
     Endpoint.COLLECT_IOT: b"POST",
 }
+
+
+def count_server_refusals(errors: Mapping[int, int], counters: MutableMapping[str, int]) -> None:
+    """Add the south server's refusals (``ServerStats.errors``: status -> count) to the run's
+    counters under their ``SERVER_REFUSALS`` names (``south.http.<status>`` for any other)."""
+    for status, count in errors.items():
+        if count:
+            counters[SERVER_REFUSALS.get(status) or f"south.http.{status}"] += count
 
 
 class PendingQueues:
@@ -142,11 +182,14 @@ class SouthCore:
             return 401, b""
         if endpoint is Endpoint.OPERATION_RESPONSE:
             try:
-                response = decode_response(body)
+                response, oddities = decode_response_lenient(body)
             except ProtocolError as exc:
                 counters["south.malformed"] += 1
+                counters[_REFUSED_COUNTER[refusal_cause(exc)]] += 1
                 return 400, f"malformed operation response: {exc}\n".encode()
             counters["south.responses"] += 1
+            for kind in oddities:
+                counters[_ODD_COUNTER[kind]] += 1
             code = response.result_code
             self.table.message(
                 response.id, now, None if code is None else code.value, response.steps
@@ -165,6 +208,7 @@ class SouthCore:
             decode_iot(body)
         except ProtocolError as exc:
             counters["south.malformed"] += 1
+            counters["south.malformed.iot"] += 1
             return 400, f"malformed IoT data: {exc}\n".encode()
         counters["south.collect"] += 1
         return 201, b""
