@@ -379,6 +379,12 @@ class SouthAPI:
     differs from the bind address (binding 0.0.0.0 in a container). With ``tls`` the API serves
     HTTPS with ``cert_file``/``key_file``, or a generated self-signed certificate when none is
     given. ``api_key``: when set, requests without that ``X-ApiKey`` get 401.
+
+    ``linger``: how long the API keeps listening after the last operation has ended, so that a
+    duplicate final or a partial after the final arriving right behind it is still answered 201
+    and counted (``south.duplicate`` / ``south.late``) rather than refused. It delays only the
+    server's close: the load window and the drain are over by then. A run whose devices never
+    talked to the south API and whose operations all got their answer does not linger.
     """
 
     host: str = "127.0.0.1"
@@ -388,6 +394,7 @@ class SouthAPI:
     tls: bool = False
     cert_file: str | None = None
     key_file: str | None = None
+    linger: Seconds = 3.0
 
     def __post_init__(self) -> None:
         if (
@@ -400,6 +407,7 @@ class SouthAPI:
             raise ConfigError("expected a host to bind", key="host")
         if self.key_file and not self.cert_file:
             raise ConfigError("a key file needs its certificate file", key="cert_file")
+        _positive(self.linger, "linger", allow_zero=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,12 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
 3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
    patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
-   ``PlatformResult``.
+   ``PlatformResult``;
+4. **linger**: the south API keeps listening ``config.south.linger`` seconds more (less when
+   ``info.cut_drain()`` is called), so that a duplicate final or a partial after the final that
+   arrives right behind the last operation is answered 201 and counted (PROTOCOL.md §5), not
+   refused. Every operation has ended by then: the linger changes no duration, rate or outcome,
+   only the counters of such late messages.
 
 With ``config.measure_from`` (a capacity step's warm-up), operations intended before
 ``t0 + measure_from`` run as usual but are recorded into the table's separate warm-up
@@ -42,7 +47,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import trio
@@ -64,7 +69,7 @@ from loadgen.protocol import PathTemplate
 
 __all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
 
-Phase = Literal["waiting", "load", "drain", "done"]
+Phase = Literal["waiting", "load", "drain", "linger", "done"]
 #: Connection attempts give up after this (or the ack timeout, if shorter).
 _CONNECT_TIMEOUT: Final = 10.0
 
@@ -139,6 +144,7 @@ class PlatformInfo:
         self._targets: Targets | None = None
         self._load_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
+        self._linger_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
@@ -152,9 +158,11 @@ class PlatformInfo:
 
     def cut_drain(self) -> None:
         """End the drain now (a second Ctrl-C): what is still in flight is recorded as timed
-        out at its own deadline, exactly as after the grace period, and the run returns."""
+        out at its own deadline, exactly as after the grace period, and the run returns (the
+        south API does not linger)."""
         self._load_scope.cancel()
         self._drain_scope.cancel()
+        self._linger_scope.cancel()
         if not self._begin.is_set():
             self._begin.set()
 
@@ -210,6 +218,28 @@ async def _serve_south(
         # The server's own refusals (an oversize body is 413 before the handler runs): counted
         # once the server is closed, so the summary has them (``south.too_large``, ...).
         count_server_refusals(server.stats.errors, core.counters)
+
+
+def _may_hear_more(info: PlatformInfo) -> bool:
+    """Whether a device may still POST after the last operation ended: one has talked to the
+    south API during the run, or an operation ended without its answer (its final may still
+    come). Sync answers only, every one received, leave nobody to hear from."""
+    if info.core.heard:
+        return True
+    counters = [info.metrics.counters]
+    if isinstance(info.table, MeasuredTable):
+        counters.append(info.table.warmup.counters)
+    return any(c.get("ops.timed_out", 0) or c.get("ops.errors", 0) for c in counters)
+
+
+async def _linger(info: PlatformInfo, seconds: float) -> None:
+    """Keep the south API up ``seconds`` after the run's end (see the module docstring)."""
+    if seconds <= 0 or not _may_hear_more(info):
+        return
+    info.phase = "linger"
+    with info._linger_scope:
+        await trio.sleep(seconds)
+    info.phase = "done"
 
 
 def _routes(config: PlatformConfig, targets: Targets) -> list[DeviceRoute]:
@@ -364,8 +394,10 @@ async def run_platform(
         else:
             with _frozen_heap():
                 result = await _load(config, metrics, info, routes, transport, schedule)
+        await _linger(info, config.south.linger)
         nursery.cancel_scope.cancel()
-    return result
+    # What the linger heard, and the server's own refusals (counted as it closed).
+    return replace(result, counters=dict(metrics.counters))
 
 
 async def _load(

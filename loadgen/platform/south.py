@@ -132,7 +132,7 @@ class PendingQueues:
 class SouthCore:
     """The south API's behaviour, shared by the fast HTTP server and the ASGI app."""
 
-    __slots__ = ("api_key", "counters", "paths", "pending", "table")
+    __slots__ = ("api_key", "counters", "heard", "paths", "pending", "table")
 
     def __init__(
         self,
@@ -148,9 +148,13 @@ class SouthCore:
         self.paths = paths or PathTemplate()
         self.api_key = api_key.encode() if api_key is not None else None
         self.pending = pending if pending is not None else PendingQueues()
+        self.heard = 0  # requests handled, whatever they were: has any device talked to us?
 
     def __repr__(self) -> str:
-        return f"<SouthCore {self.paths.base_path} key={'yes' if self.api_key else 'no'}>"
+        return (
+            f"<SouthCore {self.paths.base_path} key={'yes' if self.api_key else 'no'} "
+            f"heard={self.heard}>"
+        )
 
     def authorised(self, header_key: bytes | None, target: bytes) -> bool:
         if self.api_key is None:
@@ -165,6 +169,7 @@ class SouthCore:
     ) -> tuple[int, bytes]:
         """``(status, body)`` for one request; ``header_key`` is the ``X-ApiKey`` header."""
         counters = self.counters
+        self.heard += 1
         route = self.paths.parse(target)
         if route is None:
             counters["south.not_found"] += 1
