@@ -439,6 +439,9 @@ class PlatformConfig:
     # Seconds after the load start: operations intended earlier (a warm-up) are run but not
     # counted in the run's metrics (``loadgen.platform.measured``); None counts every one.
     measure_from: Seconds | None = None
+    # An answer whose id, name or deviceId does not match its operation is always counted
+    # (device.wrong_id / wrong_name / wrong_device); strict also ends the operation as an error.
+    strict: bool = False
 
     def __post_init__(self) -> None:
         for key, kind in (
@@ -473,6 +476,8 @@ class PlatformConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"expected an integer, got {self.seed!r}", key="seed")
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"expected true or false, got {self.strict!r}", key="strict")
         try:
             PathTemplate(self.base_path)
         except ValueError as exc:

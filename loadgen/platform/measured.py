@@ -143,6 +143,15 @@ class MeasuredTable(InflightTable):
         finally:
             self._use(self._main)
 
+    def misfit(self, op: Operation, wrong: Sequence[str]) -> bool:
+        if op.t_intended >= self.measure_from:
+            return super().misfit(op, wrong)
+        self._use(self._warm)
+        try:
+            return super().misfit(op, wrong)
+        finally:
+            self._use(self._main)
+
     def _time_out(self, op: Operation, deadline: float) -> None:
         if op.t_intended >= self.measure_from:
             super()._time_out(op, deadline)

@@ -229,7 +229,11 @@ def _may_hear_more(info: PlatformInfo) -> bool:
     counters = [info.metrics.counters]
     if isinstance(info.table, MeasuredTable):
         counters.append(info.table.warmup.counters)
-    return any(c.get("ops.timed_out", 0) or c.get("ops.errors", 0) for c in counters)
+    # (an operation strict judging ended had its answer: nothing more is owed for it)
+    return any(
+        c.get("ops.timed_out", 0) or c.get("ops.errors", 0) > c.get("ops.strict_errors", 0)
+        for c in counters
+    )
 
 
 async def _linger(info: PlatformInfo, seconds: float) -> None:
@@ -351,10 +355,11 @@ async def run_platform(
     """
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
+    breakdown, strict = config.breakdown_by_name, config.strict
     table = (
-        InflightTable(metrics, breakdown_by_name=config.breakdown_by_name)
+        InflightTable(metrics, breakdown_by_name=breakdown, strict=strict)
         if config.measure_from is None
-        else MeasuredTable(metrics, breakdown_by_name=config.breakdown_by_name)
+        else MeasuredTable(metrics, breakdown_by_name=breakdown, strict=strict)
     )
     core = SouthCore(
         table, metrics, paths=PathTemplate(config.base_path), api_key=config.south.api_key,
@@ -377,6 +382,7 @@ async def run_platform(
         routes = _routes(config, targets)
         if not routes:
             raise ConfigError("no targets to send to", key="targets")
+        core.device_ids = [route.device_id for route in routes]  # to judge async messages
         if transport is None:
             headers = [(b"X-ApiKey", config.api_key.encode())] if config.api_key else []
             longest_ack = max(config.timeouts_of(e).ack_timeout for e in config.mix)

@@ -38,7 +38,7 @@ from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import Timeouts
 from loadgen.platform.inflight import InflightTable, Operation, State
 from loadgen.platform.mix import DeviceChooser, OperationIds, OperationMix
-from loadgen.platform.south import PendingQueues
+from loadgen.platform.south import PendingQueues, misfits
 from loadgen.protocol.lean import decode_response_lean
 
 __all__ = ["LATE_SEND", "Answer", "DeviceRoute", "Lane", "Sender", "Transport"]
@@ -296,6 +296,15 @@ class Sender:
         if response is None:
             table.error(op, now, "http.malformed_body")
             return
+        # Correlated by its connection, the answer is still judged against the operation (one
+        # comparison each on the common path; ``misfits`` only when something is off).
+        device = self.routes[op.device].device_id
+        if (
+            response.id != op.id
+            or response.name != op.name
+            or (response.device_id is not None and response.device_id != device)
+        ) and table.misfit(op, misfits(op, device, response.id, response.name, response.device_id)):
+            return  # strict: the operation has ended as an error
         code, steps = response.result_code, response.steps
         if code is None:  # a partial in the answer: acknowledged, more to come
             table.ack(op, now)

@@ -23,6 +23,12 @@ wrong method / unknown path      405 / 404 (``south.bad_method`` / ``south.not_f
                                  (``south.unauthorized``)
 ===============================  ======================================================
 
+A message for a live operation is judged (``misfits``): a ``name`` that is not the operation's,
+or a ``deviceId`` or URL device that is not the device it was sent to, is counted
+(``device.wrong_name`` / ``device.wrong_device``); under ``strict`` the operation then ends as
+an error. (A wrong ``id`` cannot be told here: the id is what finds the operation, so a message
+with another id is about that operation, or an orphan.)
+
 A response is read by ``protocol.decode_response_lenient``: the south API is where a real
 device's mistakes show up. What real agents were seen sending (a response without
 ``timestamp``, a step with ``"timestamp": null``, fields of their own) is accepted and counted
@@ -36,7 +42,7 @@ code (an oversize body 413, ...), are counted by the runner (``south.too_large``
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Final
 
 import trio
@@ -57,7 +63,16 @@ from loadgen.protocol import (
     refusal_cause,
 )
 
-__all__ = ["SERVER_REFUSALS", "PendingQueues", "SouthCore", "count_server_refusals"]
+__all__ = [
+    "SERVER_REFUSALS",
+    "WRONG_DEVICE",
+    "WRONG_ID",
+    "WRONG_NAME",
+    "PendingQueues",
+    "SouthCore",
+    "count_server_refusals",
+    "misfits",
+]
 
 _TEXT: Final = b"text/plain; charset=utf-8"
 _CREATED: Final = Reply(201)
@@ -88,6 +103,41 @@ _ALLOWED: Final = {
     Endpoint.OPERATION_PENDING: b"GET",
     Endpoint.COLLECT_IOT: b"POST",
 }
+
+
+WRONG_ID: Final = "device.wrong_id"
+WRONG_NAME: Final = "device.wrong_name"
+WRONG_DEVICE: Final = "device.wrong_device"
+
+
+def misfits(
+    op: Operation,
+    device: str | None,
+    id_: str | None,
+    name: str | None,
+    device_id: str | None,
+    path_device: str | None = None,
+) -> tuple[str, ...]:
+    """The ``device.wrong_*`` counters a device's answer (or message) for ``op`` earns.
+
+    ``id_`` and ``name`` must be the operation's (PROTOCOL.md §4: both are copied from the
+    request; an absent one does not match either). ``device`` is the device ``op`` was sent to,
+    when known; ``device_id`` (the body's ``deviceId``, optional) and ``path_device`` (the
+    device in the URL of an async message) must be that device, or each other when it is not
+    known. The platform puts no ``deviceId`` in its requests, so no sub-device is expected.
+    """
+    wrong: list[str] = []
+    if id_ != op.id:
+        wrong.append(WRONG_ID)
+    if name != op.name:
+        wrong.append(WRONG_NAME)
+    expected = device if device is not None else path_device
+    if expected is not None and (
+        (device_id is not None and device_id != expected)
+        or (path_device is not None and path_device != expected)
+    ):
+        wrong.append(WRONG_DEVICE)
+    return tuple(wrong)
 
 
 def count_server_refusals(errors: Mapping[int, int], counters: MutableMapping[str, int]) -> None:
@@ -132,7 +182,7 @@ class PendingQueues:
 class SouthCore:
     """The south API's behaviour, shared by the fast HTTP server and the ASGI app."""
 
-    __slots__ = ("api_key", "counters", "heard", "paths", "pending", "table")
+    __slots__ = ("api_key", "counters", "device_ids", "heard", "paths", "pending", "table")
 
     def __init__(
         self,
@@ -149,6 +199,9 @@ class SouthCore:
         self.api_key = api_key.encode() if api_key is not None else None
         self.pending = pending if pending is not None else PendingQueues()
         self.heard = 0  # requests handled, whatever they were: has any device talked to us?
+        # The id of the device each operation was sent to (``Operation.device`` indexes it),
+        # when known: a message about it from another device is ``device.wrong_device``.
+        self.device_ids: Sequence[str] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -195,6 +248,18 @@ class SouthCore:
             counters["south.responses"] += 1
             for kind in oddities:
                 counters[_ODD_COUNTER[kind]] += 1
+            op = self.table.live.get(response.id)
+            if op is not None and (
+                response.name != op.name
+                or (response.device_id is not None and response.device_id != device_id)
+                or (self.device_ids is not None and self.device_ids[op.device] != device_id)
+            ):
+                expected = None if self.device_ids is None else self.device_ids[op.device]
+                wrong = misfits(
+                    op, expected, response.id, response.name, response.device_id, device_id
+                )
+                if self.table.misfit(op, wrong):
+                    return 201, b""  # strict: the operation has ended as an error
             code = response.result_code
             self.table.message(
                 response.id, now, None if code is None else code.value, response.steps

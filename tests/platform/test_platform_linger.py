@@ -12,6 +12,7 @@ import trio
 import trio.testing
 from platform_fakes import FakeAnswer, FreezingDevice, device_of, request_of, response_body, step
 
+from loadgen.errors import ConfigError
 from loadgen.http.client import Origin
 from loadgen.metrics.registry import Metrics
 from loadgen.platform import (
@@ -199,3 +200,10 @@ async def test_duplicates_over_http_right_behind_the_last_operation_are_all_coun
     assert statuses == [201] * 100
     counters = done[0].counters
     assert (counters["ops.completed"], counters["south.duplicate"]) == (50, 50)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan"), "3s"])
+def test_a_bad_linger_names_its_key(bad: object) -> None:
+    with pytest.raises(ConfigError, match="linger: expected"):
+        SouthAPI(linger=bad)  # type: ignore[arg-type]
+    assert SouthAPI().linger == 3.0
