@@ -113,15 +113,15 @@ WRONG_DEVICE: Final = "device.wrong_device"
 def misfits(
     op: Operation,
     device: str | None,
-    id_: str | None,
-    name: str | None,
-    device_id: str | None,
+    id_: object,
+    name: object,
+    device_id: object,
     path_device: str | None = None,
 ) -> tuple[str, ...]:
     """The ``device.wrong_*`` counters a device's answer (or message) for ``op`` earns.
 
-    ``id_`` and ``name`` must be the operation's (PROTOCOL.md §4: both are copied from the
-    request; an absent one does not match either). ``device`` is the device ``op`` was sent to,
+    ``id_`` and ``name`` (as sent: any JSON value, None when absent) must be the operation's
+    (PROTOCOL.md §4: both are copied from the request; an absent one does not match either). ``device`` is the device ``op`` was sent to,
     when known; ``device_id`` (the body's ``deviceId``, optional) and ``path_device`` (the
     device in the URL of an async message) must be that device, or each other when it is not
     known. The platform puts no ``deviceId`` in its requests, so no sub-device is expected.

@@ -163,20 +163,20 @@ def _timestamp(obj: dict[str, Any], key: str, where: str) -> int:
     raise ProtocolError(where + key, _INTEGER, value)
 
 
-def _lenient_timestamp(
+def _other_timestamp(
     obj: dict[str, Any], where: str, odd: list[str] | None, kind: str
 ) -> int | None:
-    """``_timestamp``, except that with an ``odd`` list an absent or null one is noted there."""
+    """A ``timestamp`` that is not a plain int: as ``_timestamp``, except that with an ``odd``
+    list an absent or null one is noted there (as ``kind``) and read as None."""
     if odd is not None and obj.get("timestamp") is None:
-        if kind not in odd:
-            odd.append(kind)
+        _note(odd, kind)
         return None
     return _timestamp(obj, "timestamp", where)
 
 
-def _note_unknown_keys(obj: dict[str, Any], known: frozenset[str], odd: list[str] | None) -> None:
-    if odd is not None and not obj.keys() <= known and ODD_UNKNOWN_FIELD not in odd:
-        odd.append(ODD_UNKNOWN_FIELD)
+def _note(odd: list[str], kind: str) -> None:
+    if kind not in odd:
+        odd.append(kind)
 
 
 def _optional_path(obj: dict[str, Any], where: str) -> tuple[str, ...] | None:
@@ -361,7 +361,8 @@ def encode_pending(requests: Iterable[OperationRequest]) -> bytes:
 def _variable(obj: object, odd: list[str] | None) -> VariableResult:
     if not isinstance(obj, dict):
         raise ProtocolError("", _OBJECT, obj)
-    _note_unknown_keys(obj, _VARIABLE_KEYS, odd)
+    if odd is not None and not obj.keys() <= _VARIABLE_KEYS:
+        _note(odd, ODD_UNKNOWN_FIELD)
     return VariableResult(
         variable_name=_required_str(obj, "variableName", ""),
         variable_value=obj.get("variableValue"),
@@ -378,9 +379,12 @@ def _variable(obj: object, odd: list[str] | None) -> VariableResult:
 def _step(obj: object, odd: list[str] | None) -> Step:
     if not isinstance(obj, dict):
         raise ProtocolError("", _OBJECT, obj)
-    _note_unknown_keys(obj, _STEP_KEYS, odd)
+    if odd is not None and not obj.keys() <= _STEP_KEYS:
+        _note(odd, ODD_UNKNOWN_FIELD)
     name = _required_str(obj, "name", "")
-    timestamp = _lenient_timestamp(obj, "", odd, ODD_STEP_NO_TIMESTAMP)
+    timestamp = obj.get("timestamp")
+    if type(timestamp) is not int:
+        timestamp = _other_timestamp(obj, "", odd, ODD_STEP_NO_TIMESTAMP)
     result = _member(
         obj.get("result", MISSING), STEP_RESULT_BY_VALUE, "result", STEP_RESULT_EXPECTED
     )
@@ -408,8 +412,11 @@ def _response(
     obj: dict[str, Any], where: str, version: str, odd: list[str] | None
 ) -> OperationResponse:
     id_ = _required_str(obj, "id", where)
-    _note_unknown_keys(obj, _RESPONSE_KEYS, odd)
-    timestamp = _lenient_timestamp(obj, where, odd, ODD_NO_TIMESTAMP)
+    if odd is not None and not obj.keys() <= _RESPONSE_KEYS:
+        _note(odd, ODD_UNKNOWN_FIELD)
+    timestamp = obj.get("timestamp")
+    if type(timestamp) is not int:
+        timestamp = _other_timestamp(obj, where, odd, ODD_NO_TIMESTAMP)
     device_id = _optional_str(obj, "deviceId", where)
     name = _required_str(obj, "name", where)
     raw_code = obj.get("resultCode")
@@ -458,8 +465,10 @@ def _response_envelope(obj: object, odd: list[str] | None) -> OperationResponse:
     response = operation.get("response", MISSING)
     if not isinstance(response, dict):
         raise ProtocolError("operation.response", _OBJECT, response)
-    _note_unknown_keys(obj, _ENVELOPE_KEYS, odd)
-    _note_unknown_keys(operation, _OPERATION_KEYS, odd)
+    if odd is not None and not (
+        obj.keys() <= _ENVELOPE_KEYS and operation.keys() <= _OPERATION_KEYS
+    ):
+        _note(odd, ODD_UNKNOWN_FIELD)
     return _response(response, "operation.response.", version, odd)
 
 

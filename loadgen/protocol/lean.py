@@ -90,8 +90,8 @@ def decode_request_lean(body: bytes) -> LeanRequest | OperationRequest:
 
 class LeanResponse:
     """What the platform takes from a sync answer: ``result_code`` (None for a partial), the
-    ``steps`` as sent, and the ``id``/``name``/``deviceId`` as sent (None when absent or not a
-    string) for judging."""
+    ``steps`` as sent, and the ``id``/``name``/``deviceId`` for judging, as sent (any JSON
+    value; None when absent): they are only compared with the operation's strings."""
 
     __slots__ = ("device_id", "id", "name", "result_code", "steps")
 
@@ -99,9 +99,9 @@ class LeanResponse:
         self,
         result_code: str | None,
         steps: list[Any],
-        id: str | None,
-        name: str | None,
-        device_id: str | None,
+        id: object,
+        name: object,
+        device_id: object,
     ) -> None:
         # Positional on purpose, as LeanRequest: one per sync answer.
         self.result_code = result_code
@@ -113,10 +113,6 @@ class LeanResponse:
     def __repr__(self) -> str:
         outcome = "partial" if self.result_code is None else self.result_code
         return f"LeanResponse(id={self.id!r} {self.name} {outcome} steps={len(self.steps)})"
-
-
-def _text(value: object) -> str | None:
-    return value if type(value) is str else None
 
 
 def decode_response_lean(body: bytes) -> LeanResponse | None:
@@ -138,9 +134,5 @@ def decode_response_lean(body: bytes) -> LeanResponse | None:
     elif type(steps) is not list:
         return None
     return LeanResponse(
-        code,
-        steps,
-        _text(response.get("id")),
-        _text(response.get("name")),
-        _text(response.get("deviceId")),
+        code, steps, response.get("id"), response.get("name"), response.get("deviceId")
     )

@@ -38,12 +38,14 @@ from loadgen.protocol import DEFAULT_BASE_PATH
 ID, NAME = "op-1", "UPDATE"
 
 # (case, expected device, id, name, deviceId, device in the URL, the counters earned)
-RULE: list[tuple[str, str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]]
+RULE: list[tuple[str, str | None, object, object, object, str | None, tuple[str, ...]]]
 RULE = [
     ("all match", "dev-1", ID, NAME, "dev-1", None, ()),
     ("no deviceId", "dev-1", ID, NAME, None, None, ()),
     ("another id", "dev-1", "op-0", NAME, "dev-1", None, ("device.wrong_id",)),
     ("no id", "dev-1", None, NAME, None, None, ("device.wrong_id",)),
+    ("numeric id", "dev-1", 1, NAME, None, None, ("device.wrong_id",)),
+    ("numeric deviceId", "dev-1", ID, NAME, 1, None, ("device.wrong_device",)),
     ("another name", "dev-1", ID, "REBOOT_EQUIPMENT", None, None, ("device.wrong_name",)),
     ("no name", "dev-1", ID, None, None, None, ("device.wrong_name",)),
     ("another deviceId", "dev-1", ID, NAME, "dev-2", None, ("device.wrong_device",)),
@@ -73,9 +75,9 @@ def new_op(table: InflightTable, op_id: str = ID, device: int = 0) -> Operation:
 def test_the_rule(
     what: str,
     device: str | None,
-    id_: str | None,
-    name: str | None,
-    device_id: str | None,
+    id_: object,
+    name: object,
+    device_id: object,
     path_device: str | None,
     wrong: tuple[str, ...],
 ) -> None:

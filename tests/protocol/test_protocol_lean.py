@@ -96,7 +96,7 @@ ANSWER_CASES: list[tuple[str, Any, tuple[Any, ...] | None]] = [
     ("platform code", _answer(resultCode="ERROR_TIMEOUT"), ("ERROR_TIMEOUT", [], "op", "N", "d")),
     ("no id", {"operation": {"response": {"resultCode": "SUCCESSFUL"}}},
      ("SUCCESSFUL", [], None, None, None)),
-    ("id not a string", _answer(id=5, resultCode="SUCCESSFUL"), ("SUCCESSFUL", [], None, "N", "d")),
+    ("id not a string", _answer(id=5, resultCode="SUCCESSFUL"), ("SUCCESSFUL", [], 5, "N", "d")),
     ("unknown code", _answer(resultCode="GREAT"), None),
     ("code not a string", _answer(resultCode=["SUCCESSFUL"]), None),
     ("code an object", _answer(resultCode={"a": 1}), None),
