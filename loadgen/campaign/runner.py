@@ -137,7 +137,7 @@ class _Run:
             out["in_flight"] = stats.in_flight
             out["offered_rate"] = self._offered(stats.elapsed, stats.phase)
             out["stage"] = _stage_at(self.scenario.platform, stats.elapsed)
-            out["phase"] = "drain" if stats.phase in ("drain", "done") else "load"
+            out["phase"] = "load" if stats.phase in ("waiting", "load") else "drain"
         elif self.fleet is not None:
             out["in_flight"] = self.fleet.handle.in_flight
             out["stage"] = "serve"
@@ -153,7 +153,7 @@ class _Run:
             return None
         if phase == "waiting":
             elapsed = 0.0
-        elif phase in ("drain", "done"):
+        elif phase != "load":
             elapsed = min(elapsed, self.load_stopped_at or elapsed)
         count = schedule.count_until(elapsed)
         previous, self._last_count = self._last_count, count

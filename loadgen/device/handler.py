@@ -12,10 +12,9 @@ the field, and each is counted as ``device.http.<status>``. Framing errors (over
 body, slow drip, garbage) never reach this code: the server answers them (400/408/413/431) and
 the runner copies its counters into the same ``device.http.<status>`` names.
 
-Decoding: ``decode_operation`` accepts the common request shape (object parameters, no
-``path``) with a handful of exact type checks and builds a lean slotted record; anything else,
-including every invalid body, goes to the protocol codec, which accepts the older forms and
-raises the precise error. A differential test holds the two to the same result.
+Decoding: ``loadgen.protocol.lean.decode_request_lean`` accepts the common request shape with a
+handful of exact type checks and builds a lean slotted record; anything else, including every
+invalid body, goes to the protocol codec, which raises the precise error.
 
 The key is compared with ``hmac.compare_digest`` (constant time) whether it came in the
 ``X-ApiKey`` header or as the ``X-ApiKey`` query parameter.
@@ -25,25 +24,17 @@ from __future__ import annotations
 
 import hmac
 from collections import Counter
-from typing import Any, Final
+from typing import Final
 
-import orjson
-
-from loadgen.device.behaviour import Operation
 from loadgen.device.engine import Engine
 from loadgen.device.fleet import Device
 from loadgen.errors import ProtocolError
 from loadgen.http.parser import Request
 from loadgen.http.server import Reply
-from loadgen.protocol import (
-    Endpoint,
-    PathTemplate,
-    decode_request,
-    decode_request_obj,
-    query_api_key,
-)
+from loadgen.protocol import Endpoint, PathTemplate, query_api_key
+from loadgen.protocol.lean import decode_request_lean
 
-__all__ = ["DeviceHandler", "LeanRequest", "decode_operation"]
+__all__ = ["DeviceHandler"]
 
 _TEXT: Final = b"text/plain; charset=utf-8"
 NO_SUCH_PATH: Final = Reply(404, b"no such resource\n", content_type=_TEXT)
@@ -53,60 +44,6 @@ WRONG_METHOD: Final = Reply(
 )
 BAD_KEY: Final = Reply(401, b"missing or wrong X-ApiKey\n", content_type=_TEXT)
 _OPERATION_REQUEST = Endpoint.OPERATION_REQUEST
-
-
-class LeanRequest:
-    """An operation request of the common shape, as ``OperationRequest`` would hold it."""
-
-    __slots__ = ("device_id", "id", "name", "parameters", "path", "timestamp")
-
-    def __init__(
-        self,
-        id: str,
-        timestamp: int,
-        name: str,
-        parameters: dict[str, Any],
-        device_id: str | None,
-    ) -> None:
-        self.id = id
-        self.timestamp = timestamp
-        self.name = name
-        self.parameters = parameters
-        self.device_id = device_id
-        self.path: tuple[str, ...] | None = None
-
-    def __repr__(self) -> str:
-        return f"LeanRequest(id={self.id!r} {self.name} at={self.timestamp})"
-
-
-def decode_operation(body: bytes) -> Operation:
-    """``decode_request`` for the common shape, cheaper; anything else goes to the codec."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return decode_request(body)  # raises the codec's ProtocolError
-    if type(obj) is dict:
-        operation = obj.get("operation")
-        if type(operation) is dict:
-            request = operation.get("request")
-            if type(request) is dict:
-                id_ = request.get("id")
-                name = request.get("name")
-                timestamp = request.get("timestamp")
-                parameters = request.get("parameters")
-                device_id = request.get("deviceId")
-                if (
-                    type(id_) is str
-                    and id_
-                    and type(name) is str
-                    and name
-                    and type(timestamp) is int
-                    and (parameters is None or type(parameters) is dict)
-                    and (device_id is None or type(device_id) is str)
-                    and request.get("path") is None
-                ):
-                    return LeanRequest(id_, timestamp, name, parameters or {}, device_id)
-    return decode_request_obj(obj)
 
 
 class DeviceHandler:
@@ -143,7 +80,7 @@ class DeviceHandler:
         if device is None:
             return self._error(NO_SUCH_DEVICE)
         try:
-            operation = decode_operation(request.body)
+            operation = decode_request_lean(request.body)
         except ProtocolError as exc:
             self._counters["device.http.400"] += 1
             return Reply(400, f"{exc}\n".encode(), content_type=_TEXT)

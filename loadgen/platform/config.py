@@ -371,6 +371,12 @@ class SouthAPI:
     differs from the bind address (binding 0.0.0.0 in a container). With ``tls`` the API serves
     HTTPS with ``cert_file``/``key_file``, or a generated self-signed certificate when none is
     given. ``api_key``: when set, requests without that ``X-ApiKey`` get 401.
+
+    ``linger``: how long the API keeps listening after the last operation has ended, so that a
+    duplicate final or a partial after the final arriving right behind it is still answered 201
+    and counted (``south.duplicate`` / ``south.late``) rather than refused. It delays only the
+    server's close: the load window and the drain are over by then. A run whose devices never
+    talked to the south API and whose operations all got their answer does not linger.
     """
 
     host: str = "127.0.0.1"
@@ -380,6 +386,7 @@ class SouthAPI:
     tls: bool = False
     cert_file: str | None = None
     key_file: str | None = None
+    linger: Seconds = 3.0
 
     def __post_init__(self) -> None:
         if (
@@ -392,6 +399,7 @@ class SouthAPI:
             raise ConfigError("expected a host to bind", key="host")
         if self.key_file and not self.cert_file:
             raise ConfigError("a key file needs its certificate file", key="cert_file")
+        _positive(self.linger, "linger", allow_zero=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -426,6 +434,9 @@ class PlatformConfig:
     # Seconds after the load start: operations intended earlier (a warm-up) are run but not
     # counted in the run's metrics (``loadgen.platform.measured``); None counts every one.
     measure_from: Seconds | None = None
+    # An answer whose id, name or deviceId does not match its operation is always counted
+    # (device.wrong_id / wrong_name / wrong_device); strict also ends the operation as an error.
+    strict: bool = False
 
     def __post_init__(self) -> None:
         for key, kind in (
@@ -462,6 +473,8 @@ class PlatformConfig:
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
             raise ConfigError(f"expected an integer or none, got {self.seed!r}", key="seed")
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"expected true or false, got {self.strict!r}", key="strict")
         try:
             PathTemplate(self.base_path)
         except ValueError as exc:

@@ -102,6 +102,7 @@ class Event(enum.Enum):
     ACK_DEADLINE = "ack_deadline"
     DEADLINE = "deadline"
     RESEND = "resend"  # the retry delay has passed
+    REJECT = "reject"  # strict: the device's answer does not match the operation (``misfit``)
 
 
 TERMINAL: Final = frozenset({State.COMPLETED, State.TIMED_OUT, State.ERROR})
@@ -131,6 +132,9 @@ TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     (S.PARTIAL, E.DEADLINE): S.TIMED_OUT,
     (S.RETRY_WAIT, E.RESEND): S.SENT,
     (S.RETRY_WAIT, E.DEADLINE): S.TIMED_OUT,  # only when the run ends before the re-send
+    (S.SENT, E.REJECT): S.ERROR,
+    (S.ACKED, E.REJECT): S.ERROR,
+    (S.PARTIAL, E.REJECT): S.ERROR,
 }
 del S, E
 
@@ -256,7 +260,8 @@ class InflightTable:
 
     ``on_end(op)`` is called once per operation as it ends (the closed model uses it to start
     the next one); ``on_earlier(deadline)`` when a timer is armed before every other one (the
-    timer task then wakes earlier).
+    timer task then wakes earlier). With ``strict``, an answer that does not match its
+    operation ends it as an error (``misfit``).
     """
 
     __slots__ = (
@@ -276,6 +281,7 @@ class InflightTable:
         "on_earlier",
         "on_end",
         "peak",
+        "strict",
     )
 
     def __init__(
@@ -286,8 +292,10 @@ class InflightTable:
         remember: int = REMEMBER_ENDED,
         on_end: Callable[[Operation], None] | None = None,
         on_earlier: Callable[[float], None] | None = None,
+        strict: bool = False,
     ) -> None:
         self.metrics = metrics
+        self.strict = strict
         self.counters = metrics.counters
         self.live: dict[str, Operation] = {}
         # Ended ids in two generations: when ``ended`` holds ``remember // 2`` ids it becomes
@@ -476,6 +484,22 @@ class InflightTable:
         """An exchange of an earlier attempt ended after its operation was re-sent (a retry):
         its answer or failure says nothing about the attempt now live, so only a counter."""
         self.counters["ops.abandoned_exchanges"] += 1
+
+    def misfit(self, op: Operation, wrong: Sequence[str]) -> bool:
+        """A device's answer or message for ``op`` does not match it: each of ``wrong`` (the
+        ``device.wrong_*`` counters) is counted. With ``strict``, a live operation then ends as
+        an error (``ops.errors``, ``ops.strict_errors``) and True says the answer is not to be
+        used; otherwise (or once it has ended) False, and the answer goes on as usual."""
+        counters = self.counters
+        for name in wrong:
+            counters[name] += 1
+        if not self.strict or op.state in _OVER_OR_WAITING:
+            return False
+        _move(op, Event.REJECT)
+        counters["ops.strict_errors"] += 1
+        counters["ops.errors"] += 1
+        self._end(op)
+        return True
 
     def message(self, op_id: str, now: float, code: str | None, steps: Sequence[Any]) -> str:
         """An async message from the south API. Returns ``ok``, ``orphan``, ``late`` or

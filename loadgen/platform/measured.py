@@ -143,6 +143,15 @@ class MeasuredTable(InflightTable):
         finally:
             self._use(self._main)
 
+    def misfit(self, op: Operation, wrong: Sequence[str]) -> bool:
+        if op.t_intended >= self.measure_from:
+            return super().misfit(op, wrong)
+        self._use(self._warm)
+        try:
+            return super().misfit(op, wrong)
+        finally:
+            self._use(self._main)
+
     def _time_out(self, op: Operation, deadline: float, *, cut: bool = False) -> None:
         # ``error`` may call this for a warm-up operation with the warm-up targets already in
         # place (a failure at the deadline, rule 5 of ``inflight``): restoring the main targets

@@ -21,7 +21,12 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
    ``PlatformResult``. How many the grace cut is ``PlatformResult.cut_off`` (``cut_by_grace`` in
    ``run_info()``, the ``ops.cut_by_grace`` counter, ``operations.cut_by_grace`` in the
-   summary).
+   summary);
+4. **linger**: the south API keeps listening ``config.south.linger`` seconds more (less when
+   ``info.cut_drain()`` is called), so that a duplicate final or a partial after the final that
+   arrives right behind the last operation is answered 201 and counted (PROTOCOL.md §5), not
+   refused. Every operation has ended by then: the linger changes no duration, rate or outcome,
+   only the counters of such late messages.
 
 With ``config.measure_from`` (a capacity step's warm-up), operations intended before
 ``t0 + measure_from`` run as usual but are recorded into the table's separate warm-up
@@ -46,7 +51,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import trio
@@ -63,13 +68,13 @@ from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
 from loadgen.platform.schedule import Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
-from loadgen.platform.south import PendingQueues, SouthCore
+from loadgen.platform.south import PendingQueues, SouthCore, count_server_refusals
 from loadgen.protocol import PathTemplate
 from loadgen.seeds import resolve_seed
 
 __all__ = ["PlatformInfo", "PlatformResult", "PlatformStats", "run_platform"]
 
-Phase = Literal["waiting", "load", "drain", "done"]
+Phase = Literal["waiting", "load", "drain", "linger", "done"]
 #: Connection attempts give up after this at most (each also at its operation's first deadline).
 _CONNECT_TIMEOUT: Final = 10.0
 
@@ -150,6 +155,7 @@ class PlatformInfo:
         self._targets: Targets | None = None
         self._load_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
+        self._linger_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
@@ -163,9 +169,11 @@ class PlatformInfo:
 
     def cut_drain(self) -> None:
         """End the drain now (a second Ctrl-C): what is still in flight is recorded as timed
-        out at its own deadline, exactly as after the grace period, and the run returns."""
+        out at its own deadline, exactly as after the grace period, and the run returns (the
+        south API does not linger)."""
         self._load_scope.cancel()
         self._drain_scope.cancel()
+        self._linger_scope.cancel()
         if not self._begin.is_set():
             self._begin.set()
 
@@ -205,17 +213,48 @@ async def _serve_south(
         tls = server_context(south.cert_file, south.key_file)
         ssl_context, ca_pem = tls.context, tls.ca_pem
     server = HTTPServer(core.http_handler)
-    async with trio.open_nursery() as nursery:
-        [(host, port), *_] = await nursery.start(
-            lambda task_status: server.serve(
-                south.host, south.port, ssl_context=ssl_context, task_status=task_status
+    try:
+        async with trio.open_nursery() as nursery:
+            [(host, port), *_] = await nursery.start(
+                lambda task_status: server.serve(
+                    south.host, south.port, ssl_context=ssl_context, task_status=task_status
+                )
             )
-        )
-        shown = south.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
-        if ":" in shown:
-            shown = f"[{shown}]"
-        scheme = "https" if south.tls else "http"
-        task_status.started((f"{scheme}://{shown}:{port}", ca_pem))
+            shown = south.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+            if ":" in shown:
+                shown = f"[{shown}]"
+            scheme = "https" if south.tls else "http"
+            task_status.started((f"{scheme}://{shown}:{port}", ca_pem))
+    finally:
+        # The server's own refusals (an oversize body is 413 before the handler runs): counted
+        # once the server is closed, so the summary has them (``south.too_large``, ...).
+        count_server_refusals(server.stats.errors, core.counters)
+
+
+def _may_hear_more(info: PlatformInfo) -> bool:
+    """Whether a device may still POST after the last operation ended: one has talked to the
+    south API during the run, or an operation ended without its answer (its final may still
+    come). Sync answers only, every one received, leave nobody to hear from."""
+    if info.core.heard:
+        return True
+    counters = [info.metrics.counters]
+    if isinstance(info.table, MeasuredTable):
+        counters.append(info.table.warmup.counters)
+    # (an operation strict judging ended had its answer: nothing more is owed for it)
+    return any(
+        c.get("ops.timed_out", 0) or c.get("ops.errors", 0) > c.get("ops.strict_errors", 0)
+        for c in counters
+    )
+
+
+async def _linger(info: PlatformInfo, seconds: float) -> None:
+    """Keep the south API up ``seconds`` after the run's end (see the module docstring)."""
+    if seconds <= 0 or not _may_hear_more(info):
+        return
+    info.phase = "linger"
+    with info._linger_scope:
+        await trio.sleep(seconds)
+    info.phase = "done"
 
 
 def _routes(config: PlatformConfig, targets: Targets) -> list[DeviceRoute]:
@@ -330,10 +369,11 @@ async def run_platform(
     config = dataclasses.replace(config, seed=seed)
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
+    breakdown, strict = config.breakdown, config.strict
     table = (
-        InflightTable(metrics, breakdown_by_name=config.breakdown)
+        InflightTable(metrics, breakdown_by_name=breakdown, strict=strict)
         if config.measure_from is None
-        else MeasuredTable(metrics, breakdown_by_name=config.breakdown)
+        else MeasuredTable(metrics, breakdown_by_name=breakdown, strict=strict)
     )
     core = SouthCore(
         table, metrics, paths=PathTemplate(config.base_path), api_key=config.south.api_key,
@@ -356,6 +396,7 @@ async def run_platform(
         routes = _routes(config, targets)
         if not routes:
             raise ConfigError("no targets to send to", key="targets")
+        core.device_ids = [route.device_id for route in routes]  # to judge async messages
         if transport is None:
             headers = [(b"X-ApiKey", config.api_key.encode())] if config.api_key else []
             # Each exchange is given up at its operation's first deadline, min(ack deadline,
@@ -380,8 +421,10 @@ async def run_platform(
         else:
             with _frozen_heap():
                 result = await _load(config, metrics, info, routes, transport, schedule)
+        await _linger(info, config.south.linger)
         nursery.cancel_scope.cancel()
-    return result
+    # What the linger heard, and the server's own refusals (counted as it closed).
+    return replace(result, counters=dict(metrics.counters))
 
 
 async def _load(

@@ -32,9 +32,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-import orjson
 import trio
 
 from loadgen.errors import TransportError
@@ -43,10 +42,10 @@ from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import Timeouts
 from loadgen.platform.inflight import InflightTable, Operation, State
 from loadgen.platform.mix import DeviceChooser, OperationIds, OperationMix
-from loadgen.platform.south import PendingQueues
-from loadgen.protocol.enums import RESULT_CODE_BY_VALUE
+from loadgen.platform.south import PendingQueues, misfits
+from loadgen.protocol.lean import decode_response_lean
 
-__all__ = ["LATE_SEND", "Answer", "DeviceRoute", "Lane", "Sender", "Transport", "parse_sync_body"]
+__all__ = ["LATE_SEND", "Answer", "DeviceRoute", "Lane", "Sender", "Transport"]
 
 #: A send more than this after its intended time counts in ``ops.late_sends``. ``sleep_until``
 #: alone wakes up to ~1.2 ms late (epoll's whole-millisecond timeout), which is not the
@@ -107,27 +106,6 @@ class DeviceRoute:
     def __repr__(self) -> str:
         kind = "sleepy" if self.sleepy else str(self.lane.origin)
         return f"<DeviceRoute {self.device_id} {kind} {self.target.decode()}>"
-
-
-def parse_sync_body(body: bytes) -> tuple[str | None, list[Any]] | None:
-    """``(resultCode or None, steps)`` of a response envelope, or None if it is not one.
-
-    The sync answer is read on the hot path, so only what the platform uses is checked (the
-    envelope, a known ``resultCode``, a ``steps`` array); the south API validates fully.
-    """
-    try:
-        response = orjson.loads(body)["operation"]["response"]
-        code = response.get("resultCode")
-        steps = response.get("steps")
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        return None
-    if code is not None and code not in RESULT_CODE_BY_VALUE:
-        return None
-    if steps is None:
-        return code, []
-    if not isinstance(steps, list):
-        return None
-    return code, steps
 
 
 class Sender:
@@ -329,11 +307,20 @@ class Sender:
         if not body:
             table.ack(op, now)
             return
-        parsed = parse_sync_body(body)
-        if parsed is None:
+        response = decode_response_lean(body)
+        if response is None:
             table.error(op, now, "http.malformed_body")
             return
-        code, steps = parsed
+        # Correlated by its connection, the answer is still judged against the operation (one
+        # comparison each on the common path; ``misfits`` only when something is off).
+        device = self.routes[op.device].device_id
+        if (
+            response.id != op.id
+            or response.name != op.name
+            or (response.device_id is not None and response.device_id != device)
+        ) and table.misfit(op, misfits(op, device, response.id, response.name, response.device_id)):
+            return  # strict: the operation has ended as an error
+        code, steps = response.result_code, response.steps
         if code is None:  # a partial in the answer: acknowledged, more to come
             table.ack(op, now)
             table.partial(op, now, steps)

@@ -20,6 +20,14 @@ the older typed array ``[{"name": n, "value": {"<type>": v}}]``. Strict where co
 accounting depends on it: ``id`` and ``name`` are non-empty strings, ``timestamp`` is an
 integer (not a bool, not a float), enum values are the documented ones, and a partial
 response (no ``resultCode``) must not carry a ``resultDescription``.
+
+The platform's south API reads responses with ``decode_response_lenient``: real device agents
+send a few things the protocol does not (a response without ``timestamp``, a step whose
+``timestamp`` is ``null``, fields of their own), and a platform that answered them 400 would
+lose their operations. Those are accepted and *named* (``ODDITIES``) so the south API can count
+them; everything else stays as strict as above, and ``refusal_cause`` sorts a refusal into what
+the platform cannot use at all (``REFUSAL_CAUSES``: not JSON, no ``operation.response``, no
+``id``, an unknown ``resultCode``) or any other invalid field.
 """
 
 from __future__ import annotations
@@ -56,6 +64,27 @@ DEFAULT_VERSION: Final = "1.0"
 #: The type keys of the older typed-array parameter form, in the order they are tried.
 TYPED_VALUE_KEYS: Final = ("string", "number", "boolean", "array", "object")
 
+#: What ``decode_response_lenient`` accepts but names: a response without ``timestamp`` (or
+#: ``null``), a step without one, a key the protocol does not define (anywhere in the message).
+ODD_NO_TIMESTAMP: Final = "no_timestamp"
+ODD_STEP_NO_TIMESTAMP: Final = "step_no_timestamp"
+ODD_UNKNOWN_FIELD: Final = "unknown_field"
+ODDITIES: Final = (ODD_NO_TIMESTAMP, ODD_STEP_NO_TIMESTAMP, ODD_UNKNOWN_FIELD)
+
+#: Why a response is refused (``refusal_cause``): the first four leave the platform nothing to
+#: correlate or complete; ``invalid`` is any other field the codec refuses.
+REFUSAL_CAUSES: Final = ("not_json", "no_response", "no_id", "result_code", "invalid")
+
+_ENVELOPE_KEYS: Final = frozenset({"version", "operation"})
+_OPERATION_KEYS: Final = frozenset({"response"})
+_RESPONSE_KEYS: Final = frozenset(
+    {"id", "timestamp", "deviceId", "name", "resultCode", "resultDescription", "steps", "path"}
+)
+_STEP_KEYS: Final = frozenset({"name", "timestamp", "result", "description", "response"})
+_VARIABLE_KEYS: Final = frozenset(
+    {"variableName", "variableValue", "resultCode", "resultDescription"}
+)
+
 
 # Lower-case on purpose: ProtocolError shows a ``got`` it does not know by its type's name.
 class nothing:
@@ -88,6 +117,13 @@ _TYPE_EXPECTED: Final = {
     "object": "an object",
 }
 _DESCRIPTION_IN_PARTIAL = "no resultDescription in a partial response (one without resultCode)"
+_JSON_DOCUMENT = "a JSON document"
+_CAUSE_OF_FIELD: Final = {
+    "operation": "no_response",
+    "operation.response": "no_response",
+    "operation.response.id": "no_id",
+    "operation.response.resultCode": "result_code",
+}
 
 
 # --- small field readers ---------------------------------------------------------------------
@@ -98,7 +134,7 @@ def _loads(data: Body) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError("body", "a JSON document", has_got=False) from exc
+        raise ProtocolError("body", _JSON_DOCUMENT, has_got=False) from exc
 
 
 def _nested(exc: ProtocolError, prefix: str) -> ProtocolError:
@@ -125,6 +161,22 @@ def _timestamp(obj: dict[str, Any], key: str, where: str) -> int:
     if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise ProtocolError(where + key, _INTEGER, value)
+
+
+def _other_timestamp(
+    obj: dict[str, Any], where: str, odd: list[str] | None, kind: str
+) -> int | None:
+    """A ``timestamp`` that is not a plain int: as ``_timestamp``, except that with an ``odd``
+    list an absent or null one is noted there (as ``kind``) and read as None."""
+    if odd is not None and obj.get("timestamp") is None:
+        _note(odd, kind)
+        return None
+    return _timestamp(obj, "timestamp", where)
+
+
+def _note(odd: list[str], kind: str) -> None:
+    if kind not in odd:
+        odd.append(kind)
 
 
 def _optional_path(obj: dict[str, Any], where: str) -> tuple[str, ...] | None:
@@ -306,9 +358,11 @@ def encode_pending(requests: Iterable[OperationRequest]) -> bytes:
 # --- responses -------------------------------------------------------------------------------
 
 
-def _variable(obj: object) -> VariableResult:
+def _variable(obj: object, odd: list[str] | None) -> VariableResult:
     if not isinstance(obj, dict):
         raise ProtocolError("", _OBJECT, obj)
+    if odd is not None and not obj.keys() <= _VARIABLE_KEYS:
+        _note(odd, ODD_UNKNOWN_FIELD)
     return VariableResult(
         variable_name=_required_str(obj, "variableName", ""),
         variable_value=obj.get("variableValue"),
@@ -322,11 +376,15 @@ def _variable(obj: object) -> VariableResult:
     )
 
 
-def _step(obj: object) -> Step:
+def _step(obj: object, odd: list[str] | None) -> Step:
     if not isinstance(obj, dict):
         raise ProtocolError("", _OBJECT, obj)
+    if odd is not None and not obj.keys() <= _STEP_KEYS:
+        _note(odd, ODD_UNKNOWN_FIELD)
     name = _required_str(obj, "name", "")
-    timestamp = _timestamp(obj, "timestamp", "")
+    timestamp = obj.get("timestamp")
+    if type(timestamp) is not int:
+        timestamp = _other_timestamp(obj, "", odd, ODD_STEP_NO_TIMESTAMP)
     result = _member(
         obj.get("result", MISSING), STEP_RESULT_BY_VALUE, "result", STEP_RESULT_EXPECTED
     )
@@ -339,7 +397,7 @@ def _step(obj: object) -> Step:
         variables: list[VariableResult] = []
         try:
             for item in raw:
-                variables.append(_variable(item))  # noqa: PERF401 -- len() names the failure
+                variables.append(_variable(item, odd))  # noqa: PERF401 -- len() names the failure
         except ProtocolError as exc:
             raise _nested(exc, f"response[{len(variables)}]") from None
         response = tuple(variables)
@@ -350,9 +408,15 @@ def _step(obj: object) -> Step:
     )
 
 
-def _response(obj: dict[str, Any], where: str, version: str) -> OperationResponse:
+def _response(
+    obj: dict[str, Any], where: str, version: str, odd: list[str] | None
+) -> OperationResponse:
     id_ = _required_str(obj, "id", where)
-    timestamp = _timestamp(obj, "timestamp", where)
+    if odd is not None and not obj.keys() <= _RESPONSE_KEYS:
+        _note(odd, ODD_UNKNOWN_FIELD)
+    timestamp = obj.get("timestamp")
+    if type(timestamp) is not int:
+        timestamp = _other_timestamp(obj, where, odd, ODD_NO_TIMESTAMP)
     device_id = _optional_str(obj, "deviceId", where)
     name = _required_str(obj, "name", where)
     raw_code = obj.get("resultCode")
@@ -368,7 +432,7 @@ def _response(obj: dict[str, Any], where: str, version: str) -> OperationRespons
         done: list[Step] = []
         try:
             for item in raw_steps:
-                done.append(_step(item))  # noqa: PERF401 -- len() names the failure
+                done.append(_step(item, odd))  # noqa: PERF401 -- len() names the failure
         except ProtocolError as exc:
             raise _nested(exc, f"{where}steps[{len(done)}]") from None
         steps = tuple(done)
@@ -387,8 +451,7 @@ def _response(obj: dict[str, Any], where: str, version: str) -> OperationRespons
     )
 
 
-def decode_response_obj(obj: object) -> OperationResponse:
-    """Validate an already-parsed ``{"version": .., "operation": {"response": {...}}}``."""
+def _response_envelope(obj: object, odd: list[str] | None) -> OperationResponse:
     if not isinstance(obj, dict):
         raise ProtocolError("body", _OBJECT, obj)
     version = obj.get("version")
@@ -402,12 +465,38 @@ def decode_response_obj(obj: object) -> OperationResponse:
     response = operation.get("response", MISSING)
     if not isinstance(response, dict):
         raise ProtocolError("operation.response", _OBJECT, response)
-    return _response(response, "operation.response.", version)
+    if odd is not None and not (
+        obj.keys() <= _ENVELOPE_KEYS and operation.keys() <= _OPERATION_KEYS
+    ):
+        _note(odd, ODD_UNKNOWN_FIELD)
+    return _response(response, "operation.response.", version, odd)
+
+
+def decode_response_obj(obj: object) -> OperationResponse:
+    """Validate an already-parsed ``{"version": .., "operation": {"response": {...}}}``."""
+    return _response_envelope(obj, None)
 
 
 def decode_response(data: Body) -> OperationResponse:
     """Parse and validate one response (partial or final); raises only ``ProtocolError``."""
-    return decode_response_obj(_loads(data))
+    return _response_envelope(_loads(data), None)
+
+
+def decode_response_lenient(data: Body) -> tuple[OperationResponse, tuple[str, ...]]:
+    """``decode_response`` as the platform's south API reads it: also accepts the ``ODDITIES``
+    (a missing or null ``timestamp`` becomes ``None``), and returns the ones it met, each once,
+    in the order met. Raises only ``ProtocolError`` (see ``refusal_cause``)."""
+    odd: list[str] = []
+    response = _response_envelope(_loads(data), odd)
+    return response, tuple(odd)
+
+
+def refusal_cause(exc: ProtocolError) -> str:
+    """Which of ``REFUSAL_CAUSES`` a response decoder's ``ProtocolError`` is."""
+    field = exc.field
+    if field == "body":
+        return "not_json" if exc.expected == _JSON_DOCUMENT else "no_response"
+    return _CAUSE_OF_FIELD.get(field, "invalid")
 
 
 def _variable_obj(var: VariableResult) -> dict[str, Any]:
@@ -421,7 +510,10 @@ def _variable_obj(var: VariableResult) -> dict[str, Any]:
 
 
 def _step_obj(step: Step) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": step.name, "timestamp": step.timestamp, "result": step.result}
+    out: dict[str, Any] = {"name": step.name}
+    if step.timestamp is not None:
+        out["timestamp"] = step.timestamp
+    out["result"] = step.result
     if step.description is not None:
         out["description"] = step.description
     if step.response is not None:
@@ -431,7 +523,9 @@ def _step_obj(step: Step) -> dict[str, Any]:
 
 def response_envelope(resp: OperationResponse) -> dict[str, Any]:
     """The JSON-ready envelope of ``resp`` (what ``encode_response`` serialises)."""
-    body: dict[str, Any] = {"id": resp.id, "timestamp": resp.timestamp}
+    body: dict[str, Any] = {"id": resp.id}
+    if resp.timestamp is not None:
+        body["timestamp"] = resp.timestamp
     if resp.device_id is not None:
         body["deviceId"] = resp.device_id
     body["name"] = resp.name

@@ -42,6 +42,11 @@ def _check_timestamp(owner: str, value: object) -> None:
         raise TypeError(f"{owner}.timestamp must be an int (ms since the epoch), not {value!r}")
 
 
+def _check_optional_timestamp(owner: str, value: object) -> None:
+    if value is not None:
+        _check_timestamp(owner, value)
+
+
 def _check_optional_str(owner: str, name: str, value: object) -> None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{owner}.{name} must be a string or None, not {value!r}")
@@ -90,18 +95,20 @@ class Step:
     """One finished step of an operation (``steps[]``).
 
     ``response`` is ``None`` when the step carries no per-variable results (the key is not
-    written) and a tuple, possibly empty, when it does.
+    written) and a tuple, possibly empty, when it does. ``timestamp`` is ``None`` only when a
+    device sent none (the south API's lenient reading accepts that, and counts it); it is then
+    not written.
     """
 
     name: str
-    timestamp: int
+    timestamp: int | None
     result: StepResult
     description: str | None = None
     response: tuple[VariableResult, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_non_empty_str("Step", "name", self.name)
-        _check_timestamp("Step", self.timestamp)
+        _check_optional_timestamp("Step", self.timestamp)
         if type(self.result) is not StepResult:
             _set(self, "result", StepResult(self.result))
         _check_optional_str("Step", "description", self.description)
@@ -177,10 +184,11 @@ class OperationResponse:
 
     A *partial* response has no ``result_code`` and no ``result_description`` and carries the
     steps finished since the previous message; the *final* one has a ``result_code``.
+    ``timestamp`` is ``None`` only when a device sent none (as for ``Step``).
     """
 
     id: str
-    timestamp: int
+    timestamp: int | None
     device_id: str | None = None
     name: str
     result_code: ResultCode | None = None
@@ -191,7 +199,7 @@ class OperationResponse:
 
     def __post_init__(self) -> None:
         _check_non_empty_str("OperationResponse", "id", self.id)
-        _check_timestamp("OperationResponse", self.timestamp)
+        _check_optional_timestamp("OperationResponse", self.timestamp)
         _check_optional_str("OperationResponse", "device_id", self.device_id)
         _check_non_empty_str("OperationResponse", "name", self.name)
         if self.result_code is None:

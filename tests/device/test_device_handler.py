@@ -1,5 +1,5 @@
-"""Routing, authentication and error answers of the fleet's HTTP handler (no sockets), the
-lean request decoder against the codec, and the configuration records' validation."""
+"""Routing, authentication and error answers of the fleet's HTTP handler (no sockets) and the
+configuration records' validation (the lean request decoder is tested in tests/protocol)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from loadgen.device.config import (
     Sleepy,
     address_range,
 )
-from loadgen.device.handler import DeviceHandler, decode_operation
-from loadgen.errors import ConfigError, ProtocolError, key_prefix
+from loadgen.device.handler import DeviceHandler
+from loadgen.errors import ConfigError, key_prefix
 from loadgen.http.parser import Request
-from loadgen.protocol import decode_request
 
 BASE = "/south/v80/devices"
 BODY = orjson.dumps(
@@ -100,49 +99,6 @@ async def test_configurable_base_path() -> None:
         handler = DeviceHandler(rig.devices, rig.engine, base_path="/dev/api", api_key=None)
         assert (await handler(req("/dev/api/dev-000002/operation/request"))).status == 201
         assert (await handler(req(f"{BASE}/dev-000002/operation/request"))).status == 404
-
-
-DECODE_CASES: list[Any] = [
-    {"operation": {"request": {"id": "a", "timestamp": 1, "name": "N"}}},
-    {"operation": {"request": {"id": "a", "timestamp": 1, "name": "N", "parameters": {"x": 1}}}},
-    {"operation": {"request": {"id": "a", "timestamp": 1, "name": "N", "deviceId": "sub"}}},
-    {"operation": {"request": {"id": "a", "timestamp": 1, "name": "N", "path": ["gw"]}}},
-    {
-        "operation": {
-            "request": {
-                "id": "a",
-                "timestamp": 1,
-                "name": "N",
-                "parameters": [{"name": "p", "value": {"string": "v"}}],
-            }
-        }
-    },
-    {"operation": {"request": {"id": "a", "timestamp": True, "name": "N"}}},
-    {"operation": {"request": {"id": "", "timestamp": 1, "name": "N"}}},
-    {"operation": {"request": {"id": "a", "timestamp": 1.5, "name": "N"}}},
-    {"operation": {"request": {"id": "a", "timestamp": 1, "name": "N", "deviceId": 3}}},
-    {"operation": {"request": {"id": "a", "timestamp": 1, "name": "N", "parameters": 3}}},
-    {"operation": {"request": []}},
-    {"operation": 1},
-    [],
-    "text",
-]
-
-
-@pytest.mark.parametrize("obj", DECODE_CASES)
-def test_lean_decoder_agrees_with_the_codec(obj: Any) -> None:
-    body = orjson.dumps(obj)
-    try:
-        expected = decode_request(body)
-    except ProtocolError as exc:
-        message = str(exc)
-        with pytest.raises(ProtocolError) as caught:
-            decode_operation(body)
-        assert str(caught.value) == message
-        return
-    got = decode_operation(body)
-    for name in ("id", "name", "parameters", "device_id", "path"):
-        assert getattr(got, name) == getattr(expected, name), name
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from loadgen.platform import (
     PlatformConfig,
     PlatformInfo,
     PlatformResult,
+    SouthAPI,
     Stage,
     Timeouts,
     run_platform,
@@ -40,6 +41,7 @@ def config(timeouts: Timeouts, *, grace: float | None = None) -> PlatformConfig:
         arrival=Arrival(stages=(Stage(duration=1.0, rate=RATE),)),
         timeouts=timeouts,
         drain_grace=grace,
+        south=SouthAPI(linger=0.0),  # the clock below ends with the drain
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 import httpx
 import orjson
@@ -12,6 +13,7 @@ import pytest
 import trio
 from platform_fakes import FreezingDevice, response_body, step
 
+from loadgen.http.parser import DEFAULT_MAX_BODY, DEFAULT_MAX_HEAD
 from loadgen.metrics.registry import Metrics
 from loadgen.platform import PlatformConfig, PlatformInfo, SouthAPI, run_platform
 from loadgen.platform.asgi import serve_asgi, south_asgi_app
@@ -67,30 +69,80 @@ def test_responses_partial_final_duplicate_orphan_late() -> None:
     assert c["ops.completed"] == 1
 
 
+def envelope(**fields: Any) -> dict[str, Any]:
+    """A final response for ``op-1``; ``fields`` replace (or with DROP remove) its keys."""
+    response: dict[str, Any] = {
+        "id": "op-1", "timestamp": 1, "name": "UPDATE", "resultCode": "SUCCESSFUL",
+        "steps": [step("ENDUPDATE")],
+    }  # fmt: skip
+    response.update(fields)
+    return {"operation": {"response": {k: v for k, v in response.items() if v is not DROP}}}
+
+
+DROP: Any = object()
+NULL_STEP = {**step("ENDUPDATE"), "timestamp": None}
+
+# What real agents send that the protocol does not: 201, the operation completes, and each
+# oddity is counted once per message (case, message, the south.odd.* counters).
+ODD: list[tuple[str, Any, dict[str, int]]] = [
+    ("clean", envelope(), {}),
+    ("no timestamp", envelope(timestamp=DROP), {"south.odd.no_timestamp": 1}),
+    ("null timestamp", envelope(timestamp=None), {"south.odd.no_timestamp": 1}),
+    ("step null timestamp", envelope(steps=[NULL_STEP, NULL_STEP]),
+     {"south.odd.step_no_timestamp": 1}),
+    ("unknown fields", {**envelope(agent="x"), "source": 1}, {"south.odd.unknown_field": 1}),
+    ("all three", envelope(timestamp=DROP, steps=[{**NULL_STEP, "progress": 1}]),
+     {"south.odd.no_timestamp": 1, "south.odd.step_no_timestamp": 1,
+      "south.odd.unknown_field": 1}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "message", "odd"), ODD, ids=[case[0] for case in ODD])
+def test_oddities_are_accepted_and_counted(what: str, message: Any, odd: dict[str, int]) -> None:
+    core, table, metrics = make_core()
+    op = new_op(table)
+    table.ack(op, 0.01)
+    assert core.handle(b"POST", RESPONSE, None, orjson.dumps(message), 0.2) == (201, b"")
+    assert op.state is State.COMPLETED
+    assert len(op.steps or ()) == len(message["operation"]["response"]["steps"])
+    c = metrics.counters
+    assert {k: v for k, v in c.items() if k.startswith("south.odd.")} == odd
+    assert (c["south.responses"], c["ops.completed"], c["south.malformed"]) == (1, 1, 0)
+
+
+# What the platform cannot use, or an invalid field: 400 naming the field, counted in total
+# and per cause (case, body, cause, the field named), and the operation is untouched.
+REFUSED: list[tuple[str, bytes, str, str]] = [
+    ("not JSON", b"{not json", "not_json", "body: expected a JSON document"),
+    ("an array", b"[]", "no_response", "body: expected an object"),
+    ("no response", orjson.dumps({"operation": {"request": {}}}), "no_response",
+     "operation.response: expected an object"),
+    ("no id", orjson.dumps(envelope(id=DROP)), "no_id", "operation.response.id"),
+    ("unknown resultCode", orjson.dumps(envelope(resultCode="GREAT")), "result_code",
+     "operation.response.resultCode: expected one of SUCCESSFUL"),
+    ("step without result", orjson.dumps(envelope(steps=[{"name": "s"}])), "invalid",
+     "operation.response.steps[0].result"),
+    ("timestamp a string", orjson.dumps(envelope(timestamp="1")), "invalid",
+     "operation.response.timestamp"),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        (b"{not json", "body: expected a JSON document"),
-        (b"[]", "body: expected an object"),
-        (orjson.dumps({"operation": {"response": {"timestamp": 1, "name": "X"}}}), "operation.response.id"),
-        (
-            orjson.dumps({"operation": {"response": {"id": "a", "timestamp": 1, "name": "X",
-                                                     "resultCode": "GREAT"}}}),
-            "operation.response.resultCode: expected one of SUCCESSFUL",
-        ),
-        (
-            orjson.dumps({"operation": {"response": {"id": "a", "timestamp": 1, "name": "X",
-                                                     "steps": [{"name": "s"}]}}}),
-            "operation.response.steps[0].timestamp",
-        ),
-    ],
-)  # fmt: skip
-def test_malformed_responses_get_400_naming_the_field(body: bytes, field: str) -> None:
-    core, _, metrics = make_core()
+    ("what", "body", "cause", "field"), REFUSED, ids=[case[0] for case in REFUSED]
+)
+def test_unusable_responses_get_400_naming_the_field(
+    what: str, body: bytes, cause: str, field: str
+) -> None:
+    core, table, metrics = make_core()
+    op = new_op(table)
+    table.ack(op, 0.01)
     status, text = core.handle(b"POST", RESPONSE, None, body, 0.0)
     assert status == 400
     assert field in text.decode()
-    assert metrics.counters["south.malformed"] == 1
+    assert op.state is State.ACKED
+    refusals = {k: v for k, v in metrics.counters.items() if k.startswith("south.malformed")}
+    assert refusals == {"south.malformed": 1, f"south.malformed.{cause}": 1}
+    assert metrics.counters["south.responses"] == 0
 
 
 def test_pending_queue() -> None:
@@ -125,6 +177,7 @@ def test_collect_iot() -> None:
     assert b"datastreams" in text
     assert metrics.counters["south.collect"] == 1
     assert metrics.counters["south.malformed"] == 1
+    assert metrics.counters["south.malformed.iot"] == 1
 
 
 @pytest.mark.parametrize(
@@ -207,3 +260,36 @@ async def test_south_api_as_asgi_under_hypercorn() -> None:
         with trio.fail_after(10):
             await exercise(binds[0], core, table)
         nursery.cancel_scope.cancel()
+
+
+async def raw_exchange(url: str, request: bytes) -> bytes:
+    """Write ``request`` on a fresh connection to ``url``; everything the server answers."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(request)
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    return answer
+
+
+async def test_the_servers_own_refusals_are_counted() -> None:
+    """413 (and 431) are answered by the HTTP server before the south API sees the request:
+    they still reach the run's counters (``south.too_large``), as every refusal does."""
+    metrics = Metrics()
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(
+            partial(run_platform, PlatformConfig(), metrics, hold=True, transport=FreezingDevice())
+        )
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        with trio.fail_after(10):
+            too_large = await raw_exchange(info.south_url, head % (RESPONSE, DEFAULT_MAX_BODY + 1))
+            long_head = await raw_exchange(
+                info.south_url, b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * DEFAULT_MAX_HEAD + b"\r\n\r\n"
+            )
+        assert too_large.startswith(b"HTTP/1.1 413 ")
+        assert long_head.startswith(b"HTTP/1.1 431 ")
+        nursery.cancel_scope.cancel()
+    assert metrics.counters["south.too_large"] == 1
+    assert metrics.counters["south.head_too_large"] == 1
