@@ -16,6 +16,12 @@ connection ends; malformed input gets 400, an oversize head 431, an oversize bod
 completed within ``read_timeout`` 408 (slow-drip senders), each counted; a handler that raises gets a
 500 and is counted. Nothing a peer does can end ``serve`` for the other connections.
 
+Closing: a connection the server ends after writing an answer (an error answer, ``Connection:
+close``, a draining server) is half-closed and its input drained for at most ``ServerLimits.linger``
+seconds / ``linger_bytes`` before the close (``loadgen.http.stream.close_gracefully``): otherwise a
+peer that pipelined more bytes would get a reset that destroys the tail of the answers before.
+Idle, timed-out and reset connections close at once (there is no answer to protect).
+
 Timeouts: each connection runs in one cancel scope and stores the deadline of its current phase
 (waiting for a request, reading it, writing the answer) as a plain float; one ``Watchdog`` task per
 server cancels the scopes whose deadline has passed (``loadgen.http.deadlines`` says why).
@@ -51,7 +57,7 @@ from loadgen.http.parser import (
     RequestReader,
 )
 from loadgen.http.render import JSON, reason_phrase, render_error, render_response
-from loadgen.http.stream import RawStream, accept_loop
+from loadgen.http.stream import RawStream, accept_loop, close_gracefully
 from loadgen.units import Seconds
 
 __all__ = [
@@ -120,6 +126,8 @@ class ServerLimits:
     read_timeout: Seconds = 30.0  # from the first byte of a request to its last -> 408
     write_timeout: Seconds = 30.0  # to write one answer
     hang_limit: Seconds = 3600.0  # a HANG reply never holds a connection longer than this
+    linger: Seconds = 2.0  # draining input before closing after an answer (see the header)
+    linger_bytes: int = 4 << 20  # ... and at most this much of it
 
 
 @dataclass(slots=True)
@@ -136,6 +144,8 @@ class ServerStats:
     handler_errors: int = 0
     tls_errors: int = 0
     write_timeouts: int = 0
+    lingering: int = 0  # connections answered and closing gracefully (no longer "open")
+    linger_cut: int = 0  # graceful closes cut short: the peer kept its side open or kept sending
     errors: Counter[int] = field(
         default_factory=Counter
     )  # status -> count (400, 408, 413, 431, 500)
@@ -152,6 +162,8 @@ class ServerStats:
             "handler_errors": self.handler_errors,
             "tls_errors": self.tls_errors,
             "write_timeouts": self.write_timeouts,
+            "lingering": self.lingering,
+            "linger_cut": self.linger_cut,
             "errors_by_status": {str(k): v for k, v in sorted(self.errors.items())},
         }
 
@@ -239,8 +251,9 @@ class HTTPServer:
         stats = self.stats
         stats.connections_accepted += 1
         stats.connections_open += 1
+        linger = False
         try:
-            await _Connection(self, stream).run()
+            linger = await _Connection(self, stream).run()
         except PEER_GONE as exc:
             if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
                 stats.tls_errors += 1
@@ -248,7 +261,19 @@ class HTTPServer:
                 stats.peer_resets += 1
         finally:
             stats.connections_open -= 1
-            await trio.aclose_forcefully(stream)
+            if not linger:
+                await trio.aclose_forcefully(stream)
+        if linger:
+            lim = self.limits
+            stats.lingering += 1
+            try:
+                closed = await close_gracefully(
+                    stream, seconds=lim.linger, max_bytes=lim.linger_bytes
+                )
+            finally:
+                stats.lingering -= 1
+            if not closed:
+                stats.linger_cut += 1
 
 
 class _Phase(enum.Enum):
@@ -276,16 +301,19 @@ class _Connection:
         if self.scope is not None:
             self.scope.cancel()
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Serve the connection; True when it ends after an answer while the peer may still be
+        sending (the caller then closes gracefully, see the module header)."""
         server = self.server
         server._connections.add(self)
         server.watchdog.watch(self)
+        linger = False
         try:
             with trio.CancelScope() as self.scope:
                 if server.force_h11:
-                    await self._run_h11(b"")
+                    linger = await self._run_h11(b"")
                 else:
-                    await self._run_fast()
+                    linger = await self._run_fast()
         finally:
             server.watchdog.unwatch(self)
             server._connections.discard(self)
@@ -294,16 +322,18 @@ class _Connection:
             if self.phase is _Phase.READING:
                 stats.errors[408] += 1
                 # Say why before closing (the scope above is spent: bound the write afresh).
-                with trio.move_on_after(self.server.limits.write_timeout):
+                with trio.move_on_after(self.server.limits.write_timeout) as write:
                     await self.stream.send_all(
                         render_error(408, "request not complete within the read timeout")
                     )
-            elif self.phase is _Phase.WRITING:
+                return not write.cancelled_caught
+            if self.phase is _Phase.WRITING:
                 stats.write_timeouts += 1
             else:
                 stats.idle_closed += 1
+        return linger
 
-    async def _run_fast(self) -> None:
+    async def _run_fast(self) -> bool:
         server = self.server
         limits = server.limits
         stats = server.stats
@@ -323,7 +353,7 @@ class _Connection:
                     event = reader.next_request()
                 except RemoteProtocolError as exc:
                     await self._fail(exc.status, str(exc))
-                    return
+                    return True
             if event is None:
                 if reader.buffered:
                     self.phase = _Phase.READING
@@ -333,7 +363,7 @@ class _Connection:
                     data = await receive(RECEIVE_SIZE)
                 else:
                     if server._draining:
-                        return
+                        return False
                     self.phase = _Phase.IDLE
                     self.deadline = watchdog.now + idle_span
                     data = await receive(RECEIVE_SIZE)
@@ -341,12 +371,11 @@ class _Connection:
                 if not data:
                     if reader.buffered:
                         stats.incomplete_requests += 1
-                    return
+                    return False
                 reader.feed(data)
                 continue
             if event is DECLINED:
-                await self._run_h11(reader.take_buffer())
-                return
+                return await self._run_h11(reader.take_buffer())
             assert isinstance(event, Request)
             stats.requests_fast += 1
             request_deadline = math.inf
@@ -362,9 +391,9 @@ class _Connection:
             if reply.action is Action.SEND:
                 await send_all(reply.wire if keep_alive else reply.render(False))
             elif not await self._deliver(reply, keep_alive):
-                return
+                return reply.action is Action.DRIP  # it was answered (CLOSE and HANG were not)
             if not keep_alive:
-                return
+                return True
 
     def _handler_failed(self, request: Request) -> Reply:
         self.server.stats.handler_errors += 1
@@ -408,7 +437,7 @@ class _Connection:
         self.deadline = trio.current_time() + self.server.limits.write_timeout
         await self.stream.send_all(render_error(status, message))
 
-    async def _run_h11(self, initial: bytes) -> None:
+    async def _run_h11(self, initial: bytes) -> bool:
         """Serve the rest of the connection with h11 (the declined-message path)."""
         limits = self.server.limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
@@ -419,12 +448,12 @@ class _Connection:
                 request = await self._h11_read_request(conn)
             except RemoteProtocolError as exc:
                 await self._fail(exc.status, str(exc))
-                return
+                return True
             except h11.RemoteProtocolError as exc:
                 await self._fail(exc.error_status_hint, f"malformed request: {exc}")
-                return
+                return True
             if request is None:
-                return
+                return False
             self.server.stats.requests_h11 += 1
             self.phase = _Phase.BUSY
             self.deadline = math.inf
@@ -434,10 +463,10 @@ class _Connection:
             self.deadline = trio.current_time() + limits.write_timeout
             if reply.action is not Action.SEND:
                 await self._deliver(reply, keep_alive=False)
-                return
+                return reply.action is Action.DRIP
             await self._h11_send(conn, reply, keep_alive)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
+                return True
             conn.start_next_cycle()
 
     async def _h11_next(self, conn: h11.Connection, deadline: float) -> object:

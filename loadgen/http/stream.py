@@ -11,6 +11,12 @@ succeeds at once still checks for cancellation (``checkpoint_if_cancelled``), an
 ``FAIR_SHARE`` calls in a row that did not wait, the stream yields to the scheduler, so a peer that
 keeps the socket always readable cannot starve other connections.
 
+Closing: ``close_gracefully`` half-closes, drains the peer's input for a bounded time and only then
+closes. Closing a socket with unread input makes the kernel answer RST and drop whatever of our
+last answer is still in the send buffer; a half-close sends FIN after that data instead, and the
+drain lets a peer that pipelined more requests (or garbage) see the whole answer before the reset
+that a close with its bytes still queued would cause. Apache and nginx call this lingering close.
+
 Errors follow trio's stream contract: a socket error is ``trio.BrokenResourceError`` (with the
 ``OSError`` as ``__cause__``), use after ``aclose`` is ``trio.ClosedResourceError``. Only plain TCP
 uses this class; TLS wraps it in ``trio.SSLStream``.
@@ -33,13 +39,14 @@ from trio.lowlevel import (
     wait_writable,
 )
 
-__all__ = ["RawStream", "accept_loop", "open_raw_stream"]
+__all__ = ["RawStream", "accept_loop", "close_gracefully", "open_raw_stream"]
 
 log = logging.getLogger(__name__)
 
 FAIR_SHARE: Final = 32  # immediate successes before a forced yield
 ACCEPT_BATCH: Final = 64  # connections accepted per readiness wake-up
 ACCEPT_RETRY_DELAY: Final = 0.1  # after EMFILE and friends, as trio.serve_listeners does
+LINGER_CHUNK: Final = 65536  # bytes per read while draining before a close
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
@@ -155,6 +162,32 @@ class RawStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         self.close_now()
         await checkpoint()
+
+
+async def close_gracefully(stream: trio.abc.Stream, *, seconds: float, max_bytes: int) -> bool:
+    """Half-close ``stream``, read and drop the peer's input until it closes its side (at most
+    ``seconds`` and ``max_bytes``), then close. True when the peer closed within those bounds.
+
+    A TLS stream is half-closed on its transport (no close_notify: the same as a forced close).
+    A stream that cannot half-close is closed at once. Cancellation closes at once too.
+    """
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    try:
+        if not isinstance(transport, trio.abc.HalfCloseableStream):
+            return False
+        with trio.move_on_after(seconds):
+            await transport.send_eof()
+            drained = 0
+            while drained <= max_bytes:
+                data = await transport.receive_some(LINGER_CHUNK)
+                if not data:
+                    return True
+                drained += len(data)
+        return False
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False  # the peer reset (or is gone): nothing left to protect
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 async def open_raw_stream(host: str, port: int) -> RawStream:
