@@ -22,6 +22,12 @@ seconds / ``linger_bytes`` before the close (``loadgen.http.stream.close_gracefu
 peer that pipelined more bytes would get a reset that destroys the tail of the answers before.
 Idle, timed-out and reset connections close at once (there is no answer to protect).
 
+Descriptor pressure: when ``accept`` fails for lack of file descriptors, the accept loop calls
+``HTTPServer.on_descriptor_shortage``, which closes the connections that have been idle (waiting
+for their next request) the longest, so that new clients are served; counted as ``shed_idle``
+(and the failures as ``accept_failures``). A keep-alive client that finds its connection closed reconnects; one
+that is never let in cannot.
+
 Timeouts: each connection runs in one cancel scope and stores the deadline of its current phase
 (waiting for a request, reading it, writing the answer) as a plain float; one ``Watchdog`` task per
 server cancels the scopes whose deadline has passed (``loadgen.http.deadlines`` says why).
@@ -33,6 +39,7 @@ never answer, drip the bytes slowly); they are executed here because only the co
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
 import math
 import socket
@@ -146,6 +153,8 @@ class ServerStats:
     write_timeouts: int = 0
     lingering: int = 0  # connections answered and closing gracefully (no longer "open")
     linger_cut: int = 0  # graceful closes cut short: the peer kept its side open or kept sending
+    accept_failures: int = 0  # accept failed for lack of descriptors (EMFILE/ENFILE)
+    shed_idle: int = 0  # idle connections closed to let new ones in (see the header)
     errors: Counter[int] = field(
         default_factory=Counter
     )  # status -> count (400, 408, 413, 431, 500)
@@ -164,6 +173,8 @@ class ServerStats:
             "write_timeouts": self.write_timeouts,
             "lingering": self.lingering,
             "linger_cut": self.linger_cut,
+            "accept_failures": self.accept_failures,
+            "shed_idle": self.shed_idle,
             "errors_by_status": {str(k): v for k, v in sorted(self.errors.items())},
         }
 
@@ -194,6 +205,7 @@ class HTTPServer:
         self._draining = False
         self._accept_scope: trio.CancelScope | None = None
         self._connections: set[_Connection] = set()
+        self._idle_order = 0  # bumped each time a connection turns idle: orders them by age
         lim = self.limits
         self.watchdog = Watchdog(
             resolution_for(lim.idle_timeout, lim.read_timeout, lim.write_timeout)
@@ -229,7 +241,9 @@ class HTTPServer:
                 with trio.CancelScope() as self._accept_scope:
                     async with trio.open_nursery() as acceptors:
                         for sock in sockets:
-                            acceptors.start_soon(accept_loop, sock, serve_one, handlers)
+                            acceptors.start_soon(
+                                accept_loop, sock, serve_one, handlers, self.on_descriptor_shortage
+                            )
                         task_status.started(bound)
                 # After shutdown(): listeners are closed; connection tasks finish and close.
             outer.cancel_scope.cancel()
@@ -243,6 +257,24 @@ class HTTPServer:
             if conn.phase is _Phase.IDLE and conn.scope is not None:
                 conn.scope.cancel()
 
+    def on_descriptor_shortage(self, at_most: int) -> int:
+        """The accept loop's call when accept failed for lack of descriptors: count it and close
+        up to ``at_most`` of the connections idle the longest; returns how many were closed.
+
+        Their descriptors are released now (not when their tasks next run), so the caller can
+        accept again at once.
+        """
+        self.stats.accept_failures += 1
+        idle = [c for c in self._connections if c.phase is _Phase.IDLE and not c.shed]
+        oldest = heapq.nsmallest(at_most, idle, key=_idle_order)
+        for conn in oldest:
+            conn.shed = True
+            if conn.scope is not None:
+                conn.scope.cancel()
+            _release_descriptor(conn.stream)
+        self.stats.shed_idle += len(oldest)
+        return len(oldest)
+
     async def _serve_tls_connection(self, context: ssl.SSLContext, raw: RawStream) -> None:
         tls = trio.SSLStream(raw, context, server_side=True, https_compatible=True)
         await self._serve_connection(tls)
@@ -252,10 +284,13 @@ class HTTPServer:
         stats.connections_accepted += 1
         stats.connections_open += 1
         linger = False
+        conn = _Connection(self, stream)
         try:
-            linger = await _Connection(self, stream).run()
+            linger = await conn.run()
         except PEER_GONE as exc:
-            if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+            if conn.shed:
+                pass  # our own doing: counted as shed_idle
+            elif isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
                 stats.tls_errors += 1
             else:
                 stats.peer_resets += 1
@@ -283,8 +318,19 @@ class _Phase(enum.Enum):
     WRITING = "writing"  # writing the answer
 
 
+def _idle_order(conn: _Connection) -> int:
+    return conn.idle_order
+
+
+def _release_descriptor(stream: trio.abc.Stream) -> None:
+    """Close the socket under ``stream`` now (a task waiting on it wakes up)."""
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(transport, RawStream):
+        transport.close_now()
+
+
 class _Connection:
-    __slots__ = ("deadline", "phase", "scope", "server", "stream")
+    __slots__ = ("deadline", "idle_order", "phase", "scope", "server", "shed", "stream")
 
     def __init__(self, server: HTTPServer, stream: trio.abc.Stream) -> None:
         self.server = server
@@ -292,6 +338,9 @@ class _Connection:
         self.phase = _Phase.IDLE
         self.deadline = math.inf  # of the current phase; enforced by the server's watchdog
         self.scope: trio.CancelScope | None = None
+        server._idle_order += 1
+        self.idle_order = server._idle_order  # when it last turned idle (for shedding)
+        self.shed = False  # closed by on_descriptor_shortage
 
     def __repr__(self) -> str:
         return f"<_Connection {self.phase.value} deadline={self.deadline:.3f}>"
@@ -317,6 +366,8 @@ class _Connection:
         finally:
             server.watchdog.unwatch(self)
             server._connections.discard(self)
+        if self.shed:
+            return False
         if self.scope.cancelled_caught and not self.server._draining:
             stats = self.server.stats
             if self.phase is _Phase.READING:
@@ -365,6 +416,8 @@ class _Connection:
                     if server._draining:
                         return False
                     self.phase = _Phase.IDLE
+                    server._idle_order += 1
+                    self.idle_order = server._idle_order
                     self.deadline = watchdog.now + idle_span
                     data = await receive(RECEIVE_SIZE)
                     request_deadline = watchdog.now + read_span
@@ -488,6 +541,8 @@ class _Connection:
         if self.server._draining and not conn.trailing_data[0]:
             return None
         self.phase = _Phase.IDLE
+        self.server._idle_order += 1
+        self.idle_order = self.server._idle_order
         event = await self._h11_next(conn, idle_deadline)
         if self.phase is _Phase.READING:  # the head came in pieces: its deadline holds
             deadline = self.deadline
