@@ -441,9 +441,13 @@ class _Connection:
             keep_alive = event.keep_alive and not server._draining
             self.phase = _Phase.WRITING
             self.deadline = watchdog.now + write_span
+            head_only = event.method == b"HEAD"
             if reply.action is Action.SEND:
-                await send_all(reply.wire if keep_alive else reply.render(False))
-            elif not await self._deliver(reply, keep_alive):
+                wire = reply.wire if keep_alive else reply.render(False)
+                if head_only and reply.body:  # the head a GET would get, without the body
+                    wire = wire[: -len(reply.body)]
+                await send_all(wire)
+            elif not await self._deliver(reply, keep_alive, head_only=head_only):
                 return reply.action is Action.DRIP  # it was answered (CLOSE and HANG were not)
             if not keep_alive:
                 return True
@@ -460,18 +464,21 @@ class _Connection:
         except Exception:
             return self._handler_failed(request)
 
-    async def _deliver(self, reply: Reply, keep_alive: bool) -> bool:
-        """Write (or misbehave as) the reply. False when the connection must end."""
+    async def _deliver(self, reply: Reply, keep_alive: bool, *, head_only: bool) -> bool:
+        """Write (or misbehave as) the reply; ``head_only`` for a HEAD request. False when the
+        connection must end."""
         action = reply.action
-        if action is Action.SEND:
-            await self.stream.send_all(reply.render(keep_alive))
-            return True
         if action is Action.CLOSE:
             return False
         if action is Action.HANG:
             await self._hang()
             return False
         wire = reply.render(keep_alive)
+        if head_only and reply.body:
+            wire = wire[: -len(reply.body)]
+        if action is Action.SEND:
+            await self.stream.send_all(wire)
+            return True
         step = max(1, reply.drip_bytes)
         self.deadline = trio.current_time() + self.server.limits.hang_limit
         for start in range(0, len(wire), step):
@@ -515,9 +522,9 @@ class _Connection:
             self.phase = _Phase.WRITING
             self.deadline = trio.current_time() + limits.write_timeout
             if reply.action is not Action.SEND:
-                await self._deliver(reply, keep_alive=False)
+                await self._deliver(reply, False, head_only=request.method == b"HEAD")
                 return reply.action is Action.DRIP
-            await self._h11_send(conn, reply, keep_alive)
+            await self._h11_send(conn, reply, keep_alive, head_only=request.method == b"HEAD")
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return True
             conn.start_next_cycle()
@@ -585,7 +592,9 @@ class _Connection:
             keep_alive,
         )
 
-    async def _h11_send(self, conn: h11.Connection, reply: Reply, keep_alive: bool) -> None:
+    async def _h11_send(
+        self, conn: h11.Connection, reply: Reply, keep_alive: bool, *, head_only: bool
+    ) -> None:
         headers = list(reply.headers)
         if reply.body and reply.content_type:
             headers.append((b"Content-Type", reply.content_type))
@@ -601,7 +610,7 @@ class _Connection:
             )
             or b""
         )
-        if reply.body:
+        if reply.body and not head_only:  # (h11 frames an answer to HEAD as bodiless)
             out += conn.send(h11.Data(data=reply.body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         await self.stream.send_all(out)
