@@ -438,6 +438,8 @@ class _Connection:
                 reply = await handler(event)
             except Exception:
                 reply = self._handler_failed(event)
+            if reply.status < 300 and event.method == b"CONNECT":
+                reply = self._no_tunnel()
             keep_alive = event.keep_alive and not server._draining
             self.phase = _Phase.WRITING
             self.deadline = watchdog.now + write_span
@@ -457,6 +459,12 @@ class _Connection:
         self.server.stats.errors[500] += 1  # the 500 is an answered error like 400/413/431
         log.exception("handler failed on %r", request)
         return _INTERNAL_ERROR
+
+    def _no_tunnel(self) -> Reply:
+        """A 2xx to CONNECT would open a tunnel (h11 switches protocols and then refuses the body:
+        the server would fail); this server does not tunnel, whatever the handler said."""
+        self.server.stats.errors[501] += 1
+        return _NO_TUNNEL
 
     async def _call(self, request: Request) -> Reply:
         try:
@@ -518,6 +526,8 @@ class _Connection:
             self.phase = _Phase.BUSY
             self.deadline = math.inf
             reply = await self._call(request)
+            if reply.status < 300 and request.method == b"CONNECT":
+                reply = self._no_tunnel()
             keep_alive = request.keep_alive and not self.server._draining
             self.phase = _Phase.WRITING
             self.deadline = trio.current_time() + limits.write_timeout
@@ -635,3 +645,4 @@ def _h11_keep_alive(event: h11.Request) -> bool:
 
 
 _INTERNAL_ERROR: Final = Reply(500, b"internal error\n", content_type=b"text/plain")
+_NO_TUNNEL: Final = Reply(501, b"CONNECT is not supported\n", content_type=b"text/plain")
