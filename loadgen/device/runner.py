@@ -23,7 +23,9 @@ listeners; the platform can still spread its connections over the addresses.
 
 Server-level error answers (400/408/413/431 for garbage, slow or oversize requests, which never
 reach the handler) are copied every second into the same ``device.http.<status>`` counters the
-handler uses, so a report sees every refused request in one place.
+handler uses, so a report sees every refused request in one place. The servers' answers to
+descriptor pressure (``shed_idle``, ``accept_failures``) are copied the same way into
+``device.server.<name>``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from loadgen.seeds import resolve_seed
 __all__ = ["FleetHandle", "FleetInfo", "run_fleet"]
 
 SYNC_PERIOD: Final = 1.0  # seconds between copies of the servers' error counters
+COPIED_STATS: Final = ("shed_idle", "accept_failures")  # -> device.server.<name>
 
 Address = tuple[str, int]
 
@@ -67,6 +70,7 @@ class FleetHandle:
         self.sleepy: SleepyScheduler | None = None
         self._stop = trio.Event()
         self._copied: Counter[int] = Counter()
+        self._copied_stats: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return (
@@ -88,16 +92,25 @@ class FleetHandle:
         self._stop.set()
 
     def sync_counters(self) -> None:
-        """Copy the servers' error answers into ``device.http.<status>`` (by difference)."""
+        """Copy the servers' error answers into ``device.http.<status>`` and their descriptor
+        pressure counters into ``device.server.<name>`` (by difference)."""
         total: Counter[int] = Counter()
+        stats: Counter[str] = Counter()
         for server in self.servers:
             total.update(server.stats.errors)
+            for name in COPIED_STATS:
+                stats[name] += getattr(server.stats, name)
         counters = self.metrics.counters
         for status, count in total.items():
             delta = count - self._copied[status]
             if delta:
                 counters[f"device.http.{status}"] += delta
                 self._copied[status] = count
+        for name, count in stats.items():
+            delta = count - self._copied_stats[name]
+            if delta:
+                counters[f"device.server.{name}"] += delta
+                self._copied_stats[name] = count
 
     def statistics(self) -> dict[str, int]:
         """A plain dict: every ``device.*`` counter, the in-flight gauge and server totals."""
@@ -119,6 +132,9 @@ class FleetHandle:
                 "handler_errors",
                 "tls_errors",
                 "write_timeouts",
+                "linger_cut",
+                "accept_failures",
+                "shed_idle",
             ):
                 key = "server." + name
                 out[key] = out.get(key, 0) + getattr(stats, name)

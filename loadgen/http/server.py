@@ -16,6 +16,18 @@ connection ends; malformed input gets 400, an oversize head 431, an oversize bod
 completed within ``read_timeout`` 408 (slow-drip senders), each counted; a handler that raises gets a
 500 and is counted. Nothing a peer does can end ``serve`` for the other connections.
 
+Closing: a connection the server ends after writing an answer (an error answer, ``Connection:
+close``, a draining server) is half-closed and its input drained for at most ``ServerLimits.linger``
+seconds / ``linger_bytes`` before the close (``loadgen.http.stream.close_gracefully``): otherwise a
+peer that pipelined more bytes would get a reset that destroys the tail of the answers before.
+Idle, timed-out and reset connections close at once (there is no answer to protect).
+
+Descriptor pressure: when ``accept`` fails for lack of file descriptors, the accept loop calls
+``HTTPServer.on_descriptor_shortage``, which closes the connections that have been idle (waiting
+for their next request) the longest, so that new clients are served; counted as ``shed_idle``
+(and the failures as ``accept_failures``). A keep-alive client that finds its connection closed reconnects; one
+that is never let in cannot.
+
 Timeouts: each connection runs in one cancel scope and stores the deadline of its current phase
 (waiting for a request, reading it, writing the answer) as a plain float; one ``Watchdog`` task per
 server cancels the scopes whose deadline has passed (``loadgen.http.deadlines`` says why).
@@ -27,6 +39,7 @@ never answer, drip the bytes slowly); they are executed here because only the co
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
 import math
 import socket
@@ -51,7 +64,7 @@ from loadgen.http.parser import (
     RequestReader,
 )
 from loadgen.http.render import JSON, reason_phrase, render_error, render_response
-from loadgen.http.stream import RawStream, accept_loop
+from loadgen.http.stream import RawStream, accept_loop, close_gracefully
 from loadgen.units import Seconds
 
 __all__ = [
@@ -120,6 +133,8 @@ class ServerLimits:
     read_timeout: Seconds = 30.0  # from the first byte of a request to its last -> 408
     write_timeout: Seconds = 30.0  # to write one answer
     hang_limit: Seconds = 3600.0  # a HANG reply never holds a connection longer than this
+    linger: Seconds = 2.0  # draining input before closing after an answer (see the header)
+    linger_bytes: int = 4 << 20  # ... and at most this much of it
 
 
 @dataclass(slots=True)
@@ -136,6 +151,10 @@ class ServerStats:
     handler_errors: int = 0
     tls_errors: int = 0
     write_timeouts: int = 0
+    lingering: int = 0  # connections answered and closing gracefully (no longer "open")
+    linger_cut: int = 0  # graceful closes cut short: the peer kept its side open or kept sending
+    accept_failures: int = 0  # accept failed for lack of descriptors (EMFILE/ENFILE)
+    shed_idle: int = 0  # idle connections closed to let new ones in (see the header)
     errors: Counter[int] = field(
         default_factory=Counter
     )  # status -> count (400, 408, 413, 431, 500)
@@ -152,6 +171,10 @@ class ServerStats:
             "handler_errors": self.handler_errors,
             "tls_errors": self.tls_errors,
             "write_timeouts": self.write_timeouts,
+            "lingering": self.lingering,
+            "linger_cut": self.linger_cut,
+            "accept_failures": self.accept_failures,
+            "shed_idle": self.shed_idle,
             "errors_by_status": {str(k): v for k, v in sorted(self.errors.items())},
         }
 
@@ -182,6 +205,7 @@ class HTTPServer:
         self._draining = False
         self._accept_scope: trio.CancelScope | None = None
         self._connections: set[_Connection] = set()
+        self._idle_order = 0  # bumped each time a connection turns idle: orders them by age
         lim = self.limits
         self.watchdog = Watchdog(
             resolution_for(lim.idle_timeout, lim.read_timeout, lim.write_timeout)
@@ -220,7 +244,9 @@ class HTTPServer:
                 with trio.CancelScope() as self._accept_scope:
                     async with trio.open_nursery() as acceptors:
                         for sock in sockets:
-                            acceptors.start_soon(accept_loop, sock, serve_one, handlers)
+                            acceptors.start_soon(
+                                accept_loop, sock, serve_one, handlers, self.on_descriptor_shortage
+                            )
                         task_status.started(bound)
                 # After shutdown(): listeners are closed; connection tasks finish and close.
             outer.cancel_scope.cancel()
@@ -234,6 +260,24 @@ class HTTPServer:
             if conn.phase is _Phase.IDLE and conn.scope is not None:
                 conn.scope.cancel()
 
+    def on_descriptor_shortage(self, at_most: int) -> int:
+        """The accept loop's call when accept failed for lack of descriptors: count it and close
+        up to ``at_most`` of the connections idle the longest; returns how many were closed.
+
+        Their descriptors are released now (not when their tasks next run), so the caller can
+        accept again at once.
+        """
+        self.stats.accept_failures += 1
+        idle = [c for c in self._connections if c.phase is _Phase.IDLE and not c.shed]
+        oldest = heapq.nsmallest(at_most, idle, key=_idle_order)
+        for conn in oldest:
+            conn.shed = True
+            if conn.scope is not None:
+                conn.scope.cancel()
+            _release_descriptor(conn.stream)
+        self.stats.shed_idle += len(oldest)
+        return len(oldest)
+
     async def _serve_tls_connection(self, context: ssl.SSLContext, raw: RawStream) -> None:
         tls = trio.SSLStream(raw, context, server_side=True, https_compatible=True)
         await self._serve_connection(tls)
@@ -242,16 +286,32 @@ class HTTPServer:
         stats = self.stats
         stats.connections_accepted += 1
         stats.connections_open += 1
+        linger = False
+        conn = _Connection(self, stream)
         try:
-            await _Connection(self, stream).run()
+            linger = await conn.run()
         except PEER_GONE as exc:
-            if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+            if conn.shed:
+                pass  # our own doing: counted as shed_idle
+            elif isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
                 stats.tls_errors += 1
             else:
                 stats.peer_resets += 1
         finally:
             stats.connections_open -= 1
-            await trio.aclose_forcefully(stream)
+            if not linger:
+                await trio.aclose_forcefully(stream)
+        if linger:
+            lim = self.limits
+            stats.lingering += 1
+            try:
+                closed = await close_gracefully(
+                    stream, seconds=lim.linger, max_bytes=lim.linger_bytes
+                )
+            finally:
+                stats.lingering -= 1
+            if not closed:
+                stats.linger_cut += 1
 
 
 class _Phase(enum.Enum):
@@ -261,8 +321,19 @@ class _Phase(enum.Enum):
     WRITING = "writing"  # writing the answer
 
 
+def _idle_order(conn: _Connection) -> int:
+    return conn.idle_order
+
+
+def _release_descriptor(stream: trio.abc.Stream) -> None:
+    """Close the socket under ``stream`` now (a task waiting on it wakes up)."""
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(transport, RawStream):
+        transport.close_now()
+
+
 class _Connection:
-    __slots__ = ("deadline", "phase", "scope", "server", "stream")
+    __slots__ = ("deadline", "idle_order", "phase", "scope", "server", "shed", "stream")
 
     def __init__(self, server: HTTPServer, stream: trio.abc.Stream) -> None:
         self.server = server
@@ -270,6 +341,9 @@ class _Connection:
         self.phase = _Phase.IDLE
         self.deadline = math.inf  # of the current phase; enforced by the server's watchdog
         self.scope: trio.CancelScope | None = None
+        server._idle_order += 1
+        self.idle_order = server._idle_order  # when it last turned idle (for shedding)
+        self.shed = False  # closed by on_descriptor_shortage
 
     def __repr__(self) -> str:
         return f"<_Connection {self.phase.value} deadline={self.deadline:.3f}>"
@@ -279,34 +353,41 @@ class _Connection:
         if self.scope is not None:
             self.scope.cancel()
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Serve the connection; True when it ends after an answer while the peer may still be
+        sending (the caller then closes gracefully, see the module header)."""
         server = self.server
         server._connections.add(self)
         server.watchdog.watch(self)
+        linger = False
         try:
             with trio.CancelScope() as self.scope:
                 if server.force_h11:
-                    await self._run_h11(b"")
+                    linger = await self._run_h11(b"")
                 else:
-                    await self._run_fast()
+                    linger = await self._run_fast()
         finally:
             server.watchdog.unwatch(self)
             server._connections.discard(self)
+        if self.shed:
+            return False
         if self.scope.cancelled_caught and not self.server._draining:
             stats = self.server.stats
             if self.phase is _Phase.READING:
                 stats.errors[408] += 1
                 # Say why before closing (the scope above is spent: bound the write afresh).
-                with trio.move_on_after(self.server.limits.write_timeout):
+                with trio.move_on_after(self.server.limits.write_timeout) as write:
                     await self.stream.send_all(
                         render_error(408, "request not complete within the read timeout")
                     )
-            elif self.phase is _Phase.WRITING:
+                return not write.cancelled_caught
+            if self.phase is _Phase.WRITING:
                 stats.write_timeouts += 1
             else:
                 stats.idle_closed += 1
+        return linger
 
-    async def _run_fast(self) -> None:
+    async def _run_fast(self) -> bool:
         server = self.server
         limits = server.limits
         stats = server.stats
@@ -326,7 +407,7 @@ class _Connection:
                     event = reader.next_request()
                 except RemoteProtocolError as exc:
                     await self._fail(exc.status, str(exc))
-                    return
+                    return True
             if event is None:
                 if reader.buffered:
                     self.phase = _Phase.READING
@@ -336,20 +417,21 @@ class _Connection:
                     data = await receive(RECEIVE_SIZE)
                 else:
                     if server._draining:
-                        return
+                        return False
                     self.phase = _Phase.IDLE
+                    server._idle_order += 1
+                    self.idle_order = server._idle_order
                     self.deadline = watchdog.now + idle_span
                     data = await receive(RECEIVE_SIZE)
                     request_deadline = watchdog.now + read_span
                 if not data:
                     if reader.buffered:
                         stats.incomplete_requests += 1
-                    return
+                    return False
                 reader.feed(data)
                 continue
             if event is DECLINED:
-                await self._run_h11(reader.take_buffer())
-                return
+                return await self._run_h11(reader.take_buffer())
             assert isinstance(event, Request)
             stats.requests_fast += 1
             request_deadline = math.inf
@@ -359,15 +441,21 @@ class _Connection:
                 reply = await handler(event)
             except Exception:
                 reply = self._handler_failed(event)
+            if reply.status < 300 and event.method == b"CONNECT":
+                reply = self._no_tunnel()
             keep_alive = event.keep_alive and not server._draining
             self.phase = _Phase.WRITING
             self.deadline = watchdog.now + write_span
+            head_only = event.method == b"HEAD"
             if reply.action is Action.SEND:
-                await send_all(reply.wire if keep_alive else reply.render(False))
-            elif not await self._deliver(reply, keep_alive):
-                return
+                wire = reply.wire if keep_alive else reply.render(False)
+                if head_only and reply.body:  # the head a GET would get, without the body
+                    wire = wire[: -len(reply.body)]
+                await send_all(wire)
+            elif not await self._deliver(reply, keep_alive, head_only=head_only):
+                return reply.action is Action.DRIP  # it was answered (CLOSE and HANG were not)
             if not keep_alive:
-                return
+                return True
 
     def _handler_failed(self, request: Request) -> Reply:
         self.server.stats.handler_errors += 1
@@ -375,24 +463,33 @@ class _Connection:
         log.exception("handler failed on %r", request)
         return _INTERNAL_ERROR
 
+    def _no_tunnel(self) -> Reply:
+        """A 2xx to CONNECT would open a tunnel (h11 switches protocols and then refuses the body:
+        the server would fail); this server does not tunnel, whatever the handler said."""
+        self.server.stats.errors[501] += 1
+        return _NO_TUNNEL
+
     async def _call(self, request: Request) -> Reply:
         try:
             return await self.server.handler(request)
         except Exception:
             return self._handler_failed(request)
 
-    async def _deliver(self, reply: Reply, keep_alive: bool) -> bool:
-        """Write (or misbehave as) the reply. False when the connection must end."""
+    async def _deliver(self, reply: Reply, keep_alive: bool, *, head_only: bool) -> bool:
+        """Write (or misbehave as) the reply; ``head_only`` for a HEAD request. False when the
+        connection must end."""
         action = reply.action
-        if action is Action.SEND:
-            await self.stream.send_all(reply.render(keep_alive))
-            return True
         if action is Action.CLOSE:
             return False
         if action is Action.HANG:
             await self._hang()
             return False
         wire = reply.render(keep_alive)
+        if head_only and reply.body:
+            wire = wire[: -len(reply.body)]
+        if action is Action.SEND:
+            await self.stream.send_all(wire)
+            return True
         step = max(1, reply.drip_bytes)
         self.deadline = trio.current_time() + self.server.limits.hang_limit
         for start in range(0, len(wire), step):
@@ -411,7 +508,7 @@ class _Connection:
         self.deadline = trio.current_time() + self.server.limits.write_timeout
         await self.stream.send_all(render_error(status, message))
 
-    async def _run_h11(self, initial: bytes) -> None:
+    async def _run_h11(self, initial: bytes) -> bool:
         """Serve the rest of the connection with h11 (the declined-message path)."""
         limits = self.server.limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
@@ -422,25 +519,27 @@ class _Connection:
                 request = await self._h11_read_request(conn)
             except RemoteProtocolError as exc:
                 await self._fail(exc.status, str(exc))
-                return
+                return True
             except h11.RemoteProtocolError as exc:
                 await self._fail(exc.error_status_hint, f"malformed request: {exc}")
-                return
+                return True
             if request is None:
-                return
+                return False
             self.server.stats.requests_h11 += 1
             self.phase = _Phase.BUSY
             self.deadline = math.inf
             reply = await self._call(request)
+            if reply.status < 300 and request.method == b"CONNECT":
+                reply = self._no_tunnel()
             keep_alive = request.keep_alive and not self.server._draining
             self.phase = _Phase.WRITING
             self.deadline = trio.current_time() + limits.write_timeout
             if reply.action is not Action.SEND:
-                await self._deliver(reply, keep_alive=False)
-                return
-            await self._h11_send(conn, reply, keep_alive)
+                await self._deliver(reply, False, head_only=request.method == b"HEAD")
+                return reply.action is Action.DRIP
+            await self._h11_send(conn, reply, keep_alive, head_only=request.method == b"HEAD")
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
+                return True
             conn.start_next_cycle()
 
     async def _h11_next(self, conn: h11.Connection, deadline: float) -> object:
@@ -462,6 +561,8 @@ class _Connection:
         if self.server._draining and not conn.trailing_data[0]:
             return None
         self.phase = _Phase.IDLE
+        self.server._idle_order += 1
+        self.idle_order = self.server._idle_order
         event = await self._h11_next(conn, idle_deadline)
         if self.phase is _Phase.READING:  # the head came in pieces: its deadline holds
             deadline = self.deadline
@@ -504,7 +605,9 @@ class _Connection:
             keep_alive,
         )
 
-    async def _h11_send(self, conn: h11.Connection, reply: Reply, keep_alive: bool) -> None:
+    async def _h11_send(
+        self, conn: h11.Connection, reply: Reply, keep_alive: bool, *, head_only: bool
+    ) -> None:
         headers = list(reply.headers)
         if reply.body and reply.content_type:
             headers.append((b"Content-Type", reply.content_type))
@@ -520,7 +623,7 @@ class _Connection:
             )
             or b""
         )
-        if reply.body:
+        if reply.body and not head_only:  # (h11 frames an answer to HEAD as bodiless)
             out += conn.send(h11.Data(data=reply.body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         await self.stream.send_all(out)
@@ -545,3 +648,4 @@ def _h11_keep_alive(event: h11.Request) -> bool:
 
 
 _INTERNAL_ERROR: Final = Reply(500, b"internal error\n", content_type=b"text/plain")
+_NO_TUNNEL: Final = Reply(501, b"CONNECT is not supported\n", content_type=b"text/plain")

@@ -11,6 +11,21 @@ succeeds at once still checks for cancellation (``checkpoint_if_cancelled``), an
 ``FAIR_SHARE`` calls in a row that did not wait, the stream yields to the scheduler, so a peer that
 keeps the socket always readable cannot starve other connections.
 
+Closing: ``close_gracefully`` half-closes, drains the peer's input for a bounded time and only then
+closes. Closing a socket with unread input makes the kernel answer RST and drop whatever of our
+last answer is still in the send buffer; a half-close sends FIN after that data instead, and the
+drain lets a peer that pipelined more requests (or garbage) see the whole answer before the reset
+that a close with its bytes still queued would cause. Apache and nginx call this lingering close.
+
+Descriptor pressure: when ``accept`` fails for lack of file descriptors (EMFILE, ENFILE) the accept
+loop asks its owner to shed idle connections (``shed(SHED_BATCH)``, the server closes its oldest
+idle keep-alive connections) and accepts again at once; only when nothing can be shed does it
+pause ``ACCEPT_RETRY_DELAY`` as ``trio.serve_listeners`` does. Either way it logs one line per
+``CAPACITY_LOG_INTERVAL`` with the counts since the last line, not one line per failure. Linux
+takes the descriptor before it looks at the queue, so with a full table ``accept`` fails with EMFILE
+even when nobody is waiting (as every batch that fills the table finds out): a failure counts, and
+sheds, only when a connection is really waiting.
+
 Errors follow trio's stream contract: a socket error is ``trio.BrokenResourceError`` (with the
 ``OSError`` as ``__cause__``), use after ``aclose`` is ``trio.ClosedResourceError``. Only plain TCP
 uses this class; TLS wraps it in ``trio.SSLStream``.
@@ -20,8 +35,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import select
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -33,14 +51,20 @@ from trio.lowlevel import (
     wait_writable,
 )
 
-__all__ = ["RawStream", "accept_loop", "open_raw_stream"]
+__all__ = ["RawStream", "accept_loop", "close_gracefully", "open_raw_stream"]
 
 log = logging.getLogger(__name__)
 
 FAIR_SHARE: Final = 32  # immediate successes before a forced yield
 ACCEPT_BATCH: Final = 64  # connections accepted per readiness wake-up
 ACCEPT_RETRY_DELAY: Final = 0.1  # after EMFILE and friends, as trio.serve_listeners does
+SHED_BATCH: Final = 8  # idle connections closed per accept that failed for lack of descriptors
+CAPACITY_LOG_INTERVAL: Final = 5.0  # seconds between two "accept failed" log lines
+LINGER_CHUNK: Final = 65536  # bytes per read while draining before a close
 _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_DESCRIPTOR_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE})  # shedding frees these
+
+Shed = Callable[[int], int]  # shed(at_most) -> how many connections were closed
 
 
 class RawStream(trio.abc.HalfCloseableStream):
@@ -157,6 +181,32 @@ class RawStream(trio.abc.HalfCloseableStream):
         await checkpoint()
 
 
+async def close_gracefully(stream: trio.abc.Stream, *, seconds: float, max_bytes: int) -> bool:
+    """Half-close ``stream``, read and drop the peer's input until it closes its side (at most
+    ``seconds`` and ``max_bytes``), then close. True when the peer closed within those bounds.
+
+    A TLS stream is half-closed on its transport (no close_notify: the same as a forced close).
+    A stream that cannot half-close is closed at once. Cancellation closes at once too.
+    """
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    try:
+        if not isinstance(transport, trio.abc.HalfCloseableStream):
+            return False
+        with trio.move_on_after(seconds):
+            await transport.send_eof()
+            drained = 0
+            while drained <= max_bytes:
+                data = await transport.receive_some(LINGER_CHUNK)
+                if not data:
+                    return True
+                drained += len(data)
+        return False
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False  # the peer reset (or is gone): nothing left to protect
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 async def open_raw_stream(host: str, port: int) -> RawStream:
     """Connect with trio's happy-eyeballs ``open_tcp_stream``, then take over its socket."""
     stream = await trio.open_tcp_stream(host, port)
@@ -164,18 +214,49 @@ async def open_raw_stream(host: str, port: int) -> RawStream:
     return RawStream(socket.socket(fileno=fd))
 
 
+def _has_waiting(listener: socket.socket) -> bool:
+    """Whether a connection waits in the accept queue (``poll`` needs no descriptor)."""
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@dataclass(slots=True)
+class CapacityLog:
+    """At most one log line per ``interval`` about failed accepts; each line counts the failures
+    and the connections shed since the previous line (the first failure is logged at once)."""
+
+    interval: float = CAPACITY_LOG_INTERVAL
+    last: float = -math.inf
+    failures: int = 0
+    shed: int = 0
+
+    def note(self, now: float, shed: int) -> tuple[int, int] | None:
+        """Count one failure that shed ``shed``; (failures, shed) to log now, or None."""
+        self.failures += 1
+        self.shed += shed
+        if now - self.last < self.interval:
+            return None
+        counts = (self.failures, self.shed)
+        self.last, self.failures, self.shed = now, 0, 0
+        return counts
+
+
 async def accept_loop(
     listener: socket.socket,
     handler: Callable[[RawStream], Awaitable[None]],
     nursery: trio.Nursery,
+    shed: Shed | None = None,
 ) -> None:
     """Accept connections on a listening non-blocking socket until cancelled.
 
     Each connection runs ``handler(stream)`` in ``nursery``; the handler owns closing the stream.
-    Accepts up to ACCEPT_BATCH per wake-up (connection storms are what load tests make); EMFILE and
-    similar are logged and retried after a pause, like ``trio.serve_listeners``.
+    Accepts up to ACCEPT_BATCH per wake-up (connection storms are what load tests make). Out of
+    descriptors, ``shed`` frees some (see the module header); otherwise EMFILE and similar are
+    retried after a pause, like ``trio.serve_listeners``.
     """
     listener.setblocking(False)
+    capacity = CapacityLog()
     try:
         while True:
             await wait_readable(listener)
@@ -185,13 +266,29 @@ async def accept_loop(
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno in _CAPACITY_ERRNOS:
-                        log.error("accept failed: %s; retrying in %s s", exc, ACCEPT_RETRY_DELAY)
-                        await trio.sleep(ACCEPT_RETRY_DELAY)
-                        break
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue  # the peer gave up while queued: nothing to serve
-                    raise
+                    if exc.errno not in _CAPACITY_ERRNOS:
+                        raise
+                    if not _has_waiting(listener):
+                        break  # the table is full but nobody waits (see the module header)
+                    closed = 0
+                    if shed is not None and exc.errno in _DESCRIPTOR_ERRNOS:
+                        closed = shed(SHED_BATCH)
+                    counts = capacity.note(trio.current_time(), closed)
+                    if counts is not None:
+                        failures, shed_total = counts
+                        log.warning(
+                            "accept failed %d time(s) since the last report (%s); "
+                            "shed %d idle connection(s) to serve new ones",
+                            failures,
+                            exc,
+                            shed_total,
+                        )
+                    if closed:
+                        continue  # their descriptors are free now
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    break
                 nursery.start_soon(handler, RawStream(sock))
     finally:
         notify_closing(listener)

@@ -87,6 +87,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         nursery.cancel_scope.cancel()
     for server in servers:  # cancelling serve() ended every connection task and closed it
         assert server.stats.connections_open == 0
+        assert server.stats.lingering == 0
         assert len(server.watchdog) == 0
         assert not server._connections
 

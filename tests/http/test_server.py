@@ -280,6 +280,31 @@ async def test_bad_input_gets_an_error_and_the_server_lives_on(
     assert (response.status, response.body) == (200, b"still alive")
 
 
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(b"CONNECT /echo HTTP/1.1\r\nHost: t\r\n\r\n", id="fast"),
+        pytest.param(b"CONNECT /echo HTTP/1.0\r\n\r\n", id="h11"),
+    ],
+)
+async def test_connect_is_refused_whatever_the_handler_says(
+    server: tuple[HTTPServer, Origin], pool: ConnectionPool, wire: bytes
+) -> None:
+    """The test app answers 200 to anything on /echo; a 200 to CONNECT would open a tunnel (and
+    made h11 fail the whole server). The server says 501 instead and lives on."""
+    srv, origin = server
+    stream = await trio.open_tcp_stream(origin.host, origin.port)
+    async with stream:
+        await stream.send_all(wire)
+        received = bytearray()
+        await read_until(stream, b"supported\n", received)
+    [(status, _, body)] = split_responses(bytes(received))
+    assert (status, body) == (501, b"CONNECT is not supported\n")
+    assert srv.stats.errors == {501: 1}
+    response = await pool.request(origin, b"/echo", b"still alive")
+    assert (response.status, response.body) == (200, b"still alive")
+
+
 async def test_errors_are_counted_by_status(start_server: StartServer) -> None:
     srv, origin = await start_server(limits=SMALL)
     for wire in (
