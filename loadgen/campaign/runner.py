@@ -39,6 +39,7 @@ from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenari
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
 from loadgen.errors import ConfigError, ListenError
+from loadgen.http.fdlimit import raise_fd_limit
 from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
@@ -369,6 +370,28 @@ def _first_listen_error(exc: BaseException) -> ListenError | None:
     return None
 
 
+def _connections(scenario: Scenario) -> int:
+    """How many sockets the scenario can hold open at once in this process (both ends count
+    when both sides run here): the platform's pool per device origin and the connections its
+    south API takes from the fleet, the fleet's listeners' clients and its responder's pool."""
+    total = 0
+    platform, devices = scenario.platform, scenario.devices
+    if platform is not None and scenario.campaign.sides != "devices":
+        origins = (
+            {url for _, url in platform.targets.resolve()} if platform.targets.devices else {1}
+        )
+        total += platform.max_connections * len(origins)
+    if devices is not None and scenario.campaign.sides != "platform":
+        listeners = len(devices.listen_hosts()) * sum(
+            port is not None for port in (devices.http_port, devices.https_port)
+        )
+        inbound = platform.max_connections if platform is not None else 64
+        total += inbound * listeners + devices.responder.max_connections
+        if scenario.campaign.sides == "both":
+            total += devices.responder.max_connections  # the south API's end of those
+    return total
+
+
 def _new_folder(directory: Path, loaded: LoadedScenario) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     loaded.save(directory / "scenario.toml")
@@ -390,6 +413,7 @@ async def run_campaign(
     have) raises ``ConfigError`` naming the key, and leaves no results folder behind."""
     scenario = scenario or loaded.scenario
     campaign = scenario.campaign
+    raise_fd_limit(_connections(scenario), what=f"campaign {campaign.name}")
     _new_folder(directory, loaded)
     thresholds = scenario.parsed_thresholds()
     metrics = Metrics()
