@@ -38,7 +38,7 @@ from loadgen.campaign.prometheus import PrometheusExporter
 from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenario
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
-from loadgen.errors import ConfigError, ListenError
+from loadgen.errors import ConfigError, ListenError, first_of
 from loadgen.http.fdlimit import raise_fd_limit
 from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
@@ -359,17 +359,6 @@ def _listen_error(error: ListenError, scenario: Scenario) -> ConfigError:
     return ConfigError(str(error), key=key)
 
 
-def _first_listen_error(exc: BaseException) -> ListenError | None:
-    if isinstance(exc, ListenError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_listen_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def _connections(scenario: Scenario) -> int:
     """How many sockets the scenario can hold open at once in this process (both ends count
     when both sides run here): the platform's pool per device origin and the connections its
@@ -474,7 +463,7 @@ async def run_campaign(
     except BaseException as exc:
         writer.close()
         bar.finish()
-        listen = _first_listen_error(exc)
+        listen = first_of(exc, ListenError)
         if listen is None:
             raise
         if not run.begun:  # no load ran: no folder to keep

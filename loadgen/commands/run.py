@@ -177,19 +177,27 @@ def _run(args: argparse.Namespace) -> int:
         raise name_flags(exc, RUN_FLAGS, args) from None
 
 
-def _side(args: argparse.Namespace, side: str, flags: Sequence[Flag]) -> int:
+#: The one-sided commands: name -> (its flag table, help, description).
+SIDES: dict[str, tuple[Sequence[Flag], str, str]] = {
+    "devices": (
+        DEVICE_FLAGS,
+        "run a virtual device fleet",
+        "Serve a virtual fleet until --duration or Ctrl-C; results as 'run'.",
+    ),
+    "platform": (
+        PLATFORM_FLAGS,
+        "send operations to devices at a rate and receive their responses",
+        "The virtual platform against devices (ours or real); results as 'run'.",
+    ),
+}
+
+
+def _side(args: argparse.Namespace) -> int:
+    flags = (*SIDES[args.command][0], *RUN_FLAGS)
     try:
-        return execute(one_sided_scenario(args, side, flags, ""))
+        return execute(one_sided_scenario(args, args.command, flags, ""))
     except ConfigError as exc:
         raise name_flags(exc, flags, args) from None
-
-
-def _devices(args: argparse.Namespace) -> int:
-    return _side(args, "devices", (*DEVICE_FLAGS, *RUN_FLAGS))
-
-
-def _platform(args: argparse.Namespace) -> int:
-    return _side(args, "platform", (*PLATFORM_FLAGS, *RUN_FLAGS))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -262,25 +270,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     scale.add_argument("--directory", metavar="DIR", help=argparse.SUPPRESS)  # exact folder
     run.set_defaults(func=_run)
 
-    devices = sub.add_parser(
-        "devices",
-        help="run a virtual device fleet",
-        description="Serve a virtual fleet until --duration or Ctrl-C; results as 'run'.",
-    )
-    add_flags(devices, "fleet and behaviour", DEVICE_FLAGS)
-    add_flags(devices, "run", RUN_FLAGS)
-    _set_flag(devices)
-    devices.set_defaults(func=_devices)
-
-    platform = sub.add_parser(
-        "platform",
-        help="send operations to devices at a rate and receive their responses",
-        description="The virtual platform against devices (ours or real); results as 'run'.",
-    )
-    add_flags(platform, "platform", PLATFORM_FLAGS)
-    add_flags(platform, "run", RUN_FLAGS)
-    _set_flag(platform)
-    platform.set_defaults(func=_platform)
+    for name, (flags, summary, description) in SIDES.items():
+        side = sub.add_parser(name, help=summary, description=description)
+        add_flags(side, name, flags)
+        add_flags(side, "run", RUN_FLAGS)
+        _set_flag(side)
+        side.set_defaults(func=_side)
 
     check = sub.add_parser(
         "validate",
