@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from loadgen.report.summary import PHASES
 
-__all__ = ["format_summary"]
+__all__ = ["format_summary", "threshold_value"]
 
 WIDTH: Final = 80
 _ERROR_PREFIXES: Final = ("transport.", "http.status.", "device.wrong_", "south.refused.")
@@ -34,21 +35,26 @@ def _rate(value: object) -> str:
     return "-" if not isinstance(value, int | float) else f"{value:.1f}/s"
 
 
-def _actual(threshold: Mapping[str, Any]) -> str:
-    actual = threshold.get("actual")
-    expression = str(threshold.get("expression", ""))
-    if actual is None:
-        return str(threshold.get("reason") or "no data")
-    metric = expression.split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip()
+def threshold_value(expression: str, value: object) -> str:
+    """A threshold's actual value or limit in the unit its metric is written in."""
+    if not isinstance(value, int | float):
+        return "-" if value is None else str(value)
+    metric = re.split(r"<|>|=|!", expression, maxsplit=1)[0].strip()
     if metric.startswith(("p50", "p90", "p99", "max", "mean", "avg")):
-        return f"{_ms(float(actual))} ms"
+        return f"{_ms(float(value))} ms"
     if metric in _PERCENT_METRICS:
-        return f"{float(actual) * 100:.3g} %"
+        return f"{float(value) * 100:.3g} %"
     if metric.endswith("_rate"):
-        return _rate(actual)
-    if isinstance(actual, float) and actual.is_integer():
-        return str(int(actual))
-    return str(actual)
+        return _rate(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _actual(threshold: Mapping[str, Any]) -> str:
+    if threshold.get("actual") is None:
+        return str(threshold.get("reason") or "no data")
+    return threshold_value(str(threshold.get("expression", "")), threshold["actual"])
 
 
 def _latency(summary: Mapping[str, Any]) -> list[str]:

@@ -182,6 +182,9 @@ def _by_operation(
         # every operation that ended: with a latency (completed, timed out) or an error
         row["count"] = int(histogram.get_total_count()) + row["errors"]
         row["latency_ms"] = percentiles_ms(histogram)
+        twin = histograms.get(f"{name}.service")
+        if twin is not None:
+            row["service_ms"] = percentiles_ms(twin)
         out[operation] = row
     return dict(sorted(out.items()))
 
