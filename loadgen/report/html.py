@@ -67,11 +67,6 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-def _general(value: object) -> object:
-    """A threshold figure in its own unit (ms, a fraction, a rate): keep what is significant."""
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
 def _cells(values: Iterable[object], cls: str = "n") -> str:
     return "".join(f'<td class="{cls}">{escape(_fmt(v))}</td>' for v in values)
 
