@@ -126,11 +126,15 @@ def default_of(key: str) -> Any:
 def _shown(flag: Flag) -> str | None:
     if flag.shown_default is not None:
         return flag.shown_default
-    if flag.switch or flag.compose is not None:
+    if flag.switch:
         return None
     value = default_of(flag.key)
-    if value is None or value == () or value == {}:
+    if value is None or value == () or (not value and isinstance(value, Mapping)):
         return None
+    if isinstance(value, Mapping):
+        return ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
+        )
     if isinstance(value, float) and math.isinf(value):
         return "until stopped"
     if isinstance(value, bool):

@@ -18,7 +18,7 @@ import orjson
 from loadgen.commands.flags import Flag, duration, integer, number
 from loadgen.device.config import FAULT_NAMES, Delay, address_range
 from loadgen.errors import ConfigError
-from loadgen.platform.config import Arrival
+from loadgen.platform.config import MAX_DEFAULT_GRACE, Arrival
 
 __all__ = ["DEVICE_FLAGS", "PLATFORM_FLAGS", "RUN_FLAGS"]
 
@@ -224,12 +224,12 @@ DEVICE_FLAGS: Final = (
          choices=("together", "partials"), help="steps in one message or one partial each"),
     *(
         Flag(option=f"--{name}-delay", key=f"devices.default.delays.{name}", value=_delay,
-             metavar="DELAY", shown_default="0",
+             metavar="DELAY",
              help=f"{name} delay: 0.2 | uniform:0.1,0.3 | exponential:0.2 | lognormal:MEDIAN,P99")
         for name in ("sync", "ack", "step", "final")
     ),
     Flag(option="--result-mix", key="devices.default.results", repeat=True, value=_pairs,
-         metavar="CODE=W,...", compose=_result_mix, shown_default="SUCCESSFUL=1",
+         metavar="CODE=W,...", compose=_result_mix,
          help="result codes and weights, e.g. SUCCESSFUL=98,ERROR_PROCESSING=2"),
     Flag(option="--sync-status", key="devices.default.sync_status", value=integer,
          choices=("200", "201", "202", "204"), help="HTTP status of a sync answer"),
@@ -345,7 +345,7 @@ PLATFORM_FLAGS: Final = (
     Flag(option="--retry-on", key="platform.timeouts.retry_result_list", repeat=True,
          metavar="RESULT_CODE", help="result code that is retried (repeat)"),
     Flag(option="--grace", key="platform.drain_grace", value=duration, unit="s",
-         shown_default="min(timeout, 30 s)", help="drain after the load"),
+         shown_default=f"min(timeout, {MAX_DEFAULT_GRACE:g} s)", help="drain after the load"),
     # south API
     Flag(option="--south-host", key="platform.south.host", help="south API bind address"),
     Flag(option="--south-port", key="platform.south.port", value=integer,
