@@ -135,6 +135,8 @@ def _shown(flag: Flag) -> str | None:
         return ",".join(
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
         )
+    if dataclasses.is_dataclass(value) or isinstance(value, tuple):
+        return None  # a whole record or list: its parts have flags of their own
     if isinstance(value, float) and math.isinf(value):
         return "until stopped"
     if isinstance(value, bool):
