@@ -356,6 +356,14 @@ PLATFORM_FLAGS: Final = (
          help="require this X-ApiKey from devices"),
     Flag(option="--south-tls", key="platform.south.tls", switch=True,
          help="serve HTTPS (self-signed)"),
+    # north API (the OpenGate stand-in: applications create jobs there)
+    Flag(option="--north-port", key="platform.north.port", value=integer,
+         help="serve the north API (jobs) on this port (0: any free one)"),
+    Flag(option="--north-host", key="platform.north.host", help="north API bind address"),
+    Flag(option="--north-api-key", key="platform.north.api_key",
+         help="require this X-ApiKey from applications"),
+    Flag(option="--north-keep", key="platform.north.keep_finished", value=integer,
+         help="finished jobs kept for N2/N3"),
     # generator health
     Flag(option="--max-lateness-ms", key="platform.health.lateness_p99_ms", value=number,
          unit="ms", help="send lateness p99 above which the generator is saturated"),
