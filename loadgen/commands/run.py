@@ -99,7 +99,7 @@ def with_seeds(loaded: LoadedScenario) -> LoadedScenario:
     which add their index, all start from the same seeds)."""
     scenario, document = loaded.scenario, copy.deepcopy(loaded.document)
     updates: dict[str, Any] = {}
-    for side in ("devices", "platform"):
+    for side in ("devices", "platform", "north"):
         config = getattr(scenario, side)
         if config is not None and config.seed is None:
             seed = resolve_seed(None)
