@@ -50,11 +50,22 @@ from typing import Final
 from loadgen.metrics.registry import Metrics
 from loadgen.protocol.north import JobStatus, OperationRecord
 
-__all__ = ["PHASES", "TRANSITIONS", "Event", "JobTracker", "NorthJob", "State"]
+__all__ = [
+    "HOP_CLOSE",
+    "HOP_DEVICE",
+    "PHASES",
+    "TRANSITIONS",
+    "Event",
+    "JobTracker",
+    "NorthJob",
+    "State",
+]
 
 #: The phases, in the order of the hops (the summary keys ``latency_ms.<phase>``).
 PHASES: Final = ("job_accepted", "dispatch", "device_done", "closed")
 REMEMBER_ENDED: Final = 200_000
+HOP_DEVICE: Final = "hop.device_work"
+HOP_CLOSE: Final = "hop.platform_close"
 _SUCCESSFUL: Final = "SUCCESSFUL"
 
 
@@ -204,6 +215,11 @@ class JobTracker:
         self.counters = metrics.counters
         self.dispatch_timeout = dispatch_timeout
         self.phases = {name: metrics.phase(name) for name in PHASES}
+        # The hops as gaps of the same job (a difference of two percentiles is not a
+        # percentile of the differences): device work = device_done - dispatch, platform close
+        # = closed - device_done. The platform's dispatch hop is the ``dispatch`` phase itself.
+        self.hop_device = metrics.single(HOP_DEVICE)
+        self.hop_close = metrics.single(HOP_CLOSE)
         self.free: deque[str] = deque(dict.fromkeys(devices))
         self.device_count = len(self.free)
         self.live: dict[int, NorthJob] = {}
@@ -341,6 +357,8 @@ class JobTracker:
         if len(job.done_ops) == len(job.devices) and job.state is State.DISPATCHED:
             job.t_device_done = now
             self._record("device_done", job, now)
+            if job.t_dispatch is not None:
+                self.hop_device.record(now - job.t_dispatch)
             _move(job, Event.DEVICE_DONE)
 
     def notified(self, record: OperationRecord, now: float) -> str:
@@ -379,6 +397,8 @@ class JobTracker:
     def _close(self, job: NorthJob, now: float) -> None:
         _move(job, Event.CLOSE)
         self._record("closed", job, now)
+        if job.t_device_done is not None:
+            self.hop_close.record(now - job.t_device_done)
         self.counters["jobs.failed" if job.failed else "jobs.succeeded"] += 1
         self._end(job, now, quarantine=False)
 

@@ -48,6 +48,13 @@ SCHEMA_VERSION: Final = 1
 PHASES: Final = ("ack", "first_response", "complete", "step", "callback")
 #: The north side's phases (issue 10), in the summary only when the run recorded them.
 NORTH_PHASES: Final = ("job_accepted", "dispatch", "device_done", "closed")
+#: The per-hop split of a north run: the platform's dispatch (the ``dispatch`` phase), the
+#: device's work and the platform's close (gaps within each job, recorded by the tracker).
+HOPS: Final = {
+    "platform_dispatch": "dispatch",
+    "device_work": "hop.device_work",
+    "platform_close": "hop.platform_close",
+}
 JOB_KEYS: Final = ("created", "accepted", "closed", "timed_out", "errors", "rejected",
                    "succeeded", "failed", "cut_by_grace")  # fmt: skip
 OPERATION_KEYS: Final = (
@@ -151,6 +158,9 @@ def build_summary(
     }
     if "jobs.created" in counters:  # a north run: every job accounted once (issue 10)
         summary["jobs"] = {key: int(counters.get(f"jobs.{key}", 0)) for key in JOB_KEYS}
+        summary["hops_ms"] = {
+            hop: percentiles_ms(histograms.get(name, empty)) for hop, name in HOPS.items()
+        }
     summary["errors_by_cause"] = _errors_by_cause(counters, run.get("notes") or {})
     summary["by_operation"] = _by_operation(histograms, counters)
     for single in ("lateness", "loop_lag"):
