@@ -64,6 +64,12 @@ def test_device_delay_shows_as_the_device_work_hop_and_counts_add_up(
     assert jobs["created"] == 200
     assert jobs["created"] == jobs["closed"] + jobs["timed_out"] + jobs["errors"]
     assert summary["extra"]["north"]["correlation"] == "device"  # type: ignore[index]
+    # the per-hop plot and table are in the report
+    [run] = [p for p in tmp_path.glob("*/*") if p.is_dir()]
+    html = (run / "report.html").read_text(encoding="utf-8")
+    plot = html.index("Per hop: where a job")
+    assert html[plot:].split("<h3>", 1)[0].count("data:image/png;base64,") == 1
+    assert "<h3>Per hop (ms)</h3>" in html
 
 
 def test_unreachable_north_url_is_one_clear_line(
