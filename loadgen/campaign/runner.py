@@ -44,8 +44,11 @@ from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
 from loadgen.metrics.thresholds import Threshold
+from loadgen.north.jobs import JobTracker
+from loadgen.north.runner import NorthInfo, NorthResult
 from loadgen.platform.config import PlatformConfig, Stage, Targets
 from loadgen.platform.runner import PlatformInfo, PlatformResult, run_platform
+from loadgen.platform.schedule import Schedule
 from loadgen.report.results import RunWriter, load_run
 from loadgen.report.summary import histograms_of, summary_from_metrics, write_summary
 
@@ -88,7 +91,7 @@ def _seeds(scenario: Scenario) -> dict[str, int | None]:
     """The seeds of the sides (the command draws those left open before the run)."""
     return {
         side: config.seed
-        for side in ("devices", "platform")
+        for side in ("devices", "platform", "north")
         if (config := getattr(scenario, side)) is not None
     }
 
@@ -96,8 +99,12 @@ def _seeds(scenario: Scenario) -> dict[str, int | None]:
 def _stage_at(platform: PlatformConfig | None, elapsed: float) -> str:
     if platform is None:
         return "serve"
+    return _stage_of(platform.arrival.stages, elapsed)
+
+
+def _stage_of(stages: tuple[Stage, ...], elapsed: float) -> str:
     at = 0.0
-    for index, stage in enumerate(platform.arrival.stages):
+    for index, stage in enumerate(stages):
         at += stage.duration
         if elapsed < at:
             name = getattr(stage, "name", "") or ("ramp" if stage.ramp else "hold")
@@ -117,6 +124,10 @@ class _Run:
         self.platform: PlatformInfo | None = None
         self.fleet: FleetInfo | None = None
         self.platform_result: PlatformResult | None = None
+        # the north side (issue 10): its live info, tracker and result, in north campaigns
+        self.north: NorthInfo | None = None
+        self.north_tracker: JobTracker | None = None
+        self.north_result: NorthResult | None = None
         self.interrupted = False
         self.failed = False  # ended by an exception (a harness failure): not a finished run
         self.abort_reason: str | None = None
@@ -133,7 +144,14 @@ class _Run:
     def gauges(self) -> dict[str, object]:
         """The gauges of the interval ending now (called once per interval)."""
         out: dict[str, object] = {"cpu_percent": round(self.cpu(), 1)}
-        if self.platform is not None:
+        if self.north is not None and self.north_tracker is not None:
+            north = self.north
+            out["in_flight"] = len(self.north_tracker)
+            out["offered_rate"] = self._offered(north.elapsed, north.phase, north.schedule)
+            out["stage"] = _stage_of(self.scenario.north.arrival.stages if self.scenario.north
+                                     else (), north.elapsed)  # fmt: skip
+            out["phase"] = "load" if north.phase in ("waiting", "load") else "drain"
+        elif self.platform is not None:
             stats = self.platform.statistics()
             out["in_flight"] = stats.in_flight
             out["offered_rate"] = self._offered(stats.elapsed, stats.phase)
@@ -145,11 +163,14 @@ class _Run:
             out["phase"] = "drain" if self.fleet.handle.stopping else "load"
         return out
 
-    def _offered(self, elapsed: float, phase: str) -> float | None:
+    def _offered(
+        self, elapsed: float, phase: str, schedule: Schedule | None = None
+    ) -> float | None:
         """What the schedule asked for over the interval: ``(N(t1) - N(t0)) / (t1 - t0)``, like
         the sent and completed rates beside it (the rate at the interval's end would make a ramp
         look like a shortfall). None for the closed model."""
-        schedule = self.platform.schedule if self.platform is not None else None
+        if schedule is None:
+            schedule = self.platform.schedule if self.platform is not None else None
         if schedule is None:
             return None
         if phase == "waiting":
@@ -163,6 +184,8 @@ class _Run:
         return round((count - previous) / length, 3) if length > 0 else 0.0
 
     def in_flight(self) -> int:
+        if self.north_tracker is not None:
+            return len(self.north_tracker)
         if self.platform is not None:
             return self.platform.statistics().in_flight
         return 0 if self.fleet is None else self.fleet.handle.in_flight
@@ -454,6 +477,12 @@ async def run_campaign(
                 if campaign.sides == "devices":
                     await nursery.start(monitor_loop_lag, metrics)
                     await _fleet_only(run, scenario)
+                elif campaign.sides in ("north", "north-devices"):
+                    from loadgen.campaign.north_run import north_sides
+
+                    if campaign.sides == "north-devices":
+                        await nursery.start(monitor_loop_lag, metrics)
+                    await north_sides(run, scenario)
                 else:
                     await _platform_then_fleet(run, scenario)
             except BaseException:
@@ -500,7 +529,12 @@ def _finish(
     from loadgen.report.summary import build_summary
 
     result = run.platform_result
-    if result is not None:
+    if run.north_result is not None:  # a north campaign: rates are jobs per second
+        info = run.north_result.run_info()
+        info["extra"] = {"north": {"correlation": run.north_result.correlation,
+                                   "close_by": run.north_result.close_by,
+                                   "peak_live_jobs": run.north_result.peak_live}}  # fmt: skip
+    elif result is not None:
         info = result.run_info()
     else:
         # devices only: no platform judged the generator; the same verdict a rebuild gives
@@ -518,7 +552,7 @@ def _finish(
     info["interrupted"] = run.interrupted
     info["seed"] = _seeds(scenario)
     if run.fleet is not None:
-        info["extra"] = {"devices": run.fleet.handle.statistics()}
+        info.setdefault("extra", {})["devices"] = run.fleet.handle.statistics()
     if run.abort_reason:
         info.setdefault("extra", {})["interrupted_by"] = run.abort_reason
     summary = build_summary(histograms_of(run.metrics), run.metrics.counters, info)

@@ -23,6 +23,7 @@ from typing import Any, Final
 from loadgen.campaign.scenario import CampaignSection, OutputSection, set_key
 from loadgen.device.config import FleetConfig
 from loadgen.errors import ConfigError
+from loadgen.north.config import NorthConfig
 from loadgen.platform.config import PlatformConfig
 from loadgen.units import parse_duration
 
@@ -43,6 +44,7 @@ Compose = Callable[[dict[str, Any], Any, argparse.Namespace], None]
 _RECORDS: Final[Mapping[str, Callable[[], object]]] = {
     "devices": FleetConfig,
     "platform": PlatformConfig,
+    "north": NorthConfig,
 }
 _SECTIONS: Final[Mapping[str, type[Any]]] = {"campaign": CampaignSection, "output": OutputSection}
 

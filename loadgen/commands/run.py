@@ -29,7 +29,7 @@ from loadgen.campaign.scenario import (
     validate_document,
 )
 from loadgen.commands.flags import Flag, add_flags, build_document, name_flags
-from loadgen.commands.tables import DEVICE_FLAGS, PLATFORM_FLAGS, RUN_FLAGS
+from loadgen.commands.tables import DEVICE_FLAGS, NORTH_FLAGS, PLATFORM_FLAGS, RUN_FLAGS
 from loadgen.errors import ConfigError
 from loadgen.report.console import format_summary
 from loadgen.report.results import new_run_directory
@@ -99,7 +99,7 @@ def with_seeds(loaded: LoadedScenario) -> LoadedScenario:
     which add their index, all start from the same seeds)."""
     scenario, document = loaded.scenario, copy.deepcopy(loaded.document)
     updates: dict[str, Any] = {}
-    for side in ("devices", "platform"):
+    for side in ("devices", "platform", "north"):
         config = getattr(scenario, side)
         if config is not None and config.seed is None:
             seed = resolve_seed(None)
@@ -200,6 +200,35 @@ def _side(args: argparse.Namespace) -> int:
         raise name_flags(exc, flags, args) from None
 
 
+def north_scenario(args: argparse.Namespace, flags: Sequence[Flag]) -> LoadedScenario:
+    """``loadgen north``: the application side with its devices; against loadgen's stand-in
+    (sides = "north") unless ``--url`` names a real north API (sides = "north-devices")."""
+    document: dict[str, Any] = {
+        "campaign": {"name": "north", "sides": "north"},
+        "north": {},
+        "devices": {"http_port": 0},
+    }
+    try:
+        build_document(document, flags, args)
+        for assignment in args.set:
+            apply_override(document, assignment)
+        if document["north"].get("url"):
+            document["campaign"]["sides"] = "north-devices"
+        else:
+            document.setdefault("platform", {}).setdefault("south", {}).setdefault("linger", 0)
+        return LoadedScenario(validate_document(document, ""), document, "")
+    except ConfigError as exc:
+        raise name_flags(exc, flags, args) from None
+
+
+def _north(args: argparse.Namespace) -> int:
+    flags = (*NORTH_FLAGS, *RUN_FLAGS)
+    try:
+        return execute(north_scenario(args, flags))
+    except ConfigError as exc:
+        raise name_flags(exc, flags, args) from None
+
+
 def _validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.scenarios:
@@ -276,6 +305,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         add_flags(side, "run", RUN_FLAGS)
         _set_flag(side)
         side.set_defaults(func=_side)
+
+    north = sub.add_parser(
+        "north",
+        help="create operation jobs on a north API and follow them to the devices and back",
+        description="The application side (issue 10): jobs at a rate on OpenGate's north API "
+        "(loadgen's stand-in unless --url), run by virtual devices here; latency per hop "
+        "(job_accepted, dispatch, device_done, closed). Results as 'run'.",
+    )
+    add_flags(north, "north", NORTH_FLAGS)
+    add_flags(north, "run", RUN_FLAGS)
+    _set_flag(north)
+    north.set_defaults(func=_north)
 
     check = sub.add_parser(
         "validate",

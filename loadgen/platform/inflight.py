@@ -158,6 +158,8 @@ class Operation:
         "entry",
         "id",
         "name",
+        "on_done",
+        "result",
         "retries_left",
         "state",
         "steps",
@@ -197,6 +199,9 @@ class Operation:
         self.retries_left = timeouts.retries
         self.state = State.SENT
         self.timer = -1  # seq of the one live heap entry
+        self.result: str | None = None  # the final resultCode, once completed
+        # Called once as the operation ends (the stand-in's job book follows its operations so).
+        self.on_done: Callable[[Operation], None] | None = None
 
     @property
     def deadline(self) -> float:
@@ -439,6 +444,7 @@ class InflightTable:
             if code != _SUCCESSFUL:
                 counters[f"by_name.{op.name}.failed"] += 1
         counters["ops.completed"] += 1
+        op.result = code
         counters["ops.succeeded" if code == _SUCCESSFUL else "ops.failed"] += 1
         counters[_RESULT_COUNTER.get(code) or f"result.{code}"] += 1
         self._end(op)
@@ -580,3 +586,5 @@ class InflightTable:
             self.ended = {}
         if self.on_end is not None:
             self.on_end(op)
+        if op.on_done is not None:
+            op.on_done(op)

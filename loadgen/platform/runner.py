@@ -66,6 +66,7 @@ from loadgen.platform.config import PlatformConfig, Targets
 from loadgen.platform.inflight import InflightTable, TableStats
 from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
+from loadgen.platform.northapi import NorthCore
 from loadgen.platform.schedule import Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
 from loadgen.platform.south import PendingQueues, SouthCore, count_server_refusals
@@ -141,7 +142,11 @@ class PlatformInfo:
         metrics: Metrics,
         schedule: Schedule | None,
         seed: int,
+        north: NorthCore | None = None,
+        north_url: str | None = None,
     ) -> None:
+        self.north = north  # the stand-in's north API, when the config asks for it
+        self.north_url = north_url
         self.seed = seed  # the run's seed (drawn when the config had none)
         self.south_url = south_url
         self.south_ca_pem = south_ca_pem
@@ -198,6 +203,25 @@ class PlatformInfo:
             pending_queued=len(self.core.pending),
             counters=dict(self.metrics.counters),
         )
+
+
+async def _serve_north(
+    core: NorthCore,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The north API (jobs) and its callback workers, until cancelled."""
+    north = core.config
+    server = HTTPServer(core.http_handler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(core.run_callbacks)
+        [(host, port), *_] = await nursery.start(
+            lambda task_status: server.serve(north.host, north.port, task_status=task_status)
+        )
+        shown = north.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        if ":" in shown:
+            shown = f"[{shown}]"
+        task_status.started(f"http://{shown}:{port}")
 
 
 async def _serve_south(
@@ -384,9 +408,13 @@ async def run_platform(
     metrics.single("lateness")
     async with trio.open_nursery() as nursery:
         south_url, ca_pem = await nursery.start(_serve_south, core, config)
+        north = north_url = None
+        if config.north is not None:
+            north = NorthCore(config.north, table, metrics)
+            north_url = await nursery.start(_serve_north, north)
         info = PlatformInfo(
             south_url=south_url, south_ca_pem=ca_pem, core=core, table=table, metrics=metrics,
-            schedule=schedule, seed=seed,
+            schedule=schedule, seed=seed, north=north, north_url=north_url,
         )  # fmt: skip
         await nursery.start(monitor_loop_lag, metrics)
         task_status.started(info)
@@ -421,6 +449,9 @@ async def run_platform(
         else:
             with _frozen_heap():
                 result = await _load(config, metrics, info, routes, transport, schedule)
+        if north is not None:
+            # the notifications of the last operations, before the linger or the end
+            await north.flush(config.north.callback_timeout if config.north else 0.0)
         await _linger(info, config.south.linger)
         nursery.cancel_scope.cancel()
     # What the linger heard, and the server's own refusals (counted as it closed).
@@ -462,6 +493,8 @@ async def _load(
             max_in_flight=config.max_in_flight,
         )
         await workers.start(_timer, table, sender.resend)
+        if info.north is not None:
+            info.north.attach(sender, routes, t0, int(started_at * 1000))
         info.t0 = t0
         info.phase = "load"
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -489,6 +522,8 @@ async def _load(
                 info._drain_scope.deadline = trio.current_time() + config.grace
                 await drained.wait()
         cut_off = table.drain()
+        if info.north is not None:
+            info.north.close()
         workers.cancel_scope.cancel()
     info.phase = "done"
     finished = trio.current_time()

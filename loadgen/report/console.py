@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from loadgen.report.summary import PHASES
+from loadgen.report.summary import NORTH_PHASES, PHASES
 
 __all__ = ["format_summary", "threshold_value"]
 
@@ -64,6 +64,7 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
     lines = [head]
     rows = [(phase, summary["latency_ms"].get(phase)) for phase in PHASES]
     rows.append(("service (complete)", summary["latency_ms"].get("service")))
+    rows += [(phase, summary["latency_ms"].get(phase)) for phase in NORTH_PHASES]
     for name, figures in rows:
         if not figures or not figures.get("count"):
             continue
@@ -72,6 +73,31 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
             + "".join(f"{_ms(figures[k]):>10}" for k in ("p50", "p90", "p99", "p999", "max"))
         )
     return lines if len(lines) > 1 else []
+
+
+def _hops(summary: Mapping[str, Any]) -> list[str]:
+    """A north run: the jobs' accounting and the time per hop (issue 10)."""
+    jobs = summary.get("jobs")
+    if not jobs:
+        return []
+    north = (summary.get("extra") or {}).get("north") or {}
+    lines = [
+        f"jobs        created {jobs['created']}  closed {jobs['closed']}  "
+        f"timed out {jobs['timed_out']}  errors {jobs['errors']}  rejected {jobs['rejected']}",
+        f"            correlation {north.get('correlation', '-')}  "
+        f"closed by {north.get('close_by', '-')}",
+        "",
+        f"{'per hop (ms)':<20}{'count':>10}" + "".join(f"{k:>10}" for k in ("p50", "p90", "p99")),
+    ]
+    names = {"platform_dispatch": "platform dispatch", "device_work": "device work",
+             "platform_close": "platform close"}  # fmt: skip
+    for hop, figures in (summary.get("hops_ms") or {}).items():
+        if figures and figures.get("count"):
+            lines.append(
+                f"{names.get(hop, hop):<20}{figures['count']:>10}"
+                + "".join(f"{_ms(figures[k]):>10}" for k in ("p50", "p90", "p99"))
+            )
+    return lines
 
 
 def _causes(summary: Mapping[str, Any]) -> list[str]:
@@ -149,7 +175,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f" in {summary.get('load_duration_s') or 0:.1f} s"
         )
     blocks.extend(
-        block for block in (_latency(summary), _causes(summary), _by_operation(summary)) if block
+        block
+        for block in (_hops(summary), _latency(summary), _causes(summary), _by_operation(summary))
+        if block
     )
     generator = summary.get("generator", {})
     if generator.get("saturated"):

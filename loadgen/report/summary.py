@@ -46,6 +46,17 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 PHASES: Final = ("ack", "first_response", "complete", "step", "callback")
+#: The north side's phases (issue 10), in the summary only when the run recorded them.
+NORTH_PHASES: Final = ("job_accepted", "dispatch", "device_done", "closed")
+#: The per-hop split of a north run: the platform's dispatch (the ``dispatch`` phase), the
+#: device's work and the platform's close (gaps within each job, recorded by the tracker).
+HOPS: Final = {
+    "platform_dispatch": "dispatch",
+    "device_work": "hop.device_work",
+    "platform_close": "hop.platform_close",
+}
+JOB_KEYS: Final = ("created", "accepted", "closed", "timed_out", "errors", "rejected",
+                   "succeeded", "failed", "cut_by_grace")  # fmt: skip
 OPERATION_KEYS: Final = (
     "sent",
     "completed",
@@ -98,9 +109,12 @@ def build_summary(
         phase: percentiles_ms(histograms.get(phase, empty)) for phase in PHASES
     }
     latency["service"] = percentiles_ms(histograms.get("complete.service", empty))
+    north = [phase for phase in NORTH_PHASES if phase in histograms]
+    for phase in north:
+        latency[phase] = percentiles_ms(histograms[phase])
     service = {
         phase: percentiles_ms(histograms[f"{phase}.service"])
-        for phase in PHASES
+        for phase in (*PHASES, *north)
         if f"{phase}.service" in histograms
     }
     by_name = {
@@ -142,6 +156,11 @@ def build_summary(
         "thresholds": list(run.get("thresholds", [])),
         "generator": dict(run.get("generator", {})),
     }
+    if "jobs.created" in counters:  # a north run: every job accounted once (issue 10)
+        summary["jobs"] = {key: int(counters.get(f"jobs.{key}", 0)) for key in JOB_KEYS}
+        summary["hops_ms"] = {
+            hop: percentiles_ms(histograms.get(name, empty)) for hop, name in HOPS.items()
+        }
     summary["errors_by_cause"] = _errors_by_cause(counters, run.get("notes") or {})
     summary["by_operation"] = _by_operation(histograms, counters)
     for single in ("lateness", "loop_lag"):
@@ -153,7 +172,10 @@ def build_summary(
 
 
 #: Counters that count operations (or POSTs) that went wrong, by cause.
-ERROR_CAUSES: Final = ("transport.", "http.status.", "device.wrong_", "south.refused.")
+ERROR_CAUSES: Final = (
+    "transport.", "http.status.", "device.wrong_", "south.refused.",
+    "north.status.", "north.transport.", "north.no_job_id",
+)  # fmt: skip
 
 
 def _errors_by_cause(counters: Mapping[str, int], notes: Mapping[str, str]) -> list[dict[str, Any]]:
