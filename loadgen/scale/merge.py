@@ -85,8 +85,8 @@ def _number(text: str | None) -> float | None:
 def _merged_gauges(
     runs: Sequence[LoadedRun], period: float, start_epoch: float
 ) -> dict[int, dict[str, object]]:
-    """The gauges of each merged interval from the shards' time-series rows: offered rate and
-    in flight summed, CPU averaged, the stage of the first shard that names one, and "load"
+    """The gauges of each merged interval from the shards' time-series rows: offered rate, in
+    flight and queued summed, CPU averaged, the stage of the first shard that names one, and "load"
     while any shard still loads."""
     rows: dict[int, list[dict[str, str]]] = defaultdict(list)
     for run in runs:
@@ -101,11 +101,11 @@ def _merged_gauges(
     out: dict[int, dict[str, object]] = {}
     for index, group in rows.items():
         gauges: dict[str, object] = {}
-        for column in ("offered_rate", "in_flight"):
+        for column in ("offered_rate", "in_flight", "queued"):
             values = [v for row in group if (v := _number(row.get(column))) is not None]
             if values:
                 total = sum(values)
-                gauges[column] = int(total) if column == "in_flight" else round(total, 3)
+                gauges[column] = round(total, 3) if column == "offered_rate" else int(total)
         cpu = [v for row in group if (v := _number(row.get("cpu_percent"))) is not None]
         if cpu:
             gauges["cpu_percent"] = round(sum(cpu) / len(cpu), 1)
