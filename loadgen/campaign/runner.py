@@ -154,6 +154,7 @@ class _Run:
         elif self.platform is not None:
             stats = self.platform.statistics()
             out["in_flight"] = stats.in_flight
+            out["queued"] = stats.queued  # of in_flight, not written yet (a busy pool)
             out["offered_rate"] = self._offered(stats.elapsed, stats.phase)
             out["stage"] = _stage_at(self.scenario.platform, stats.elapsed)
             out["phase"] = "load" if stats.phase in ("waiting", "load") else "drain"

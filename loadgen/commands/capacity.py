@@ -163,7 +163,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_fraction,
         default=PLAN.max_error_rate,
         metavar="F",
-        help=f"failed + timed out + errors over sent (default {PLAN.max_error_rate * 100:g}%%)",
+        help=f"failed + timed out + errors over issued (default {PLAN.max_error_rate * 100:g}%%)",
     )
     cap.add_argument(
         "--rate",

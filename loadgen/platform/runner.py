@@ -17,9 +17,10 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
    ``info.cut_drain()`` is called); the deadlines keep firing meanwhile, so an operation whose
    first deadline falls within the grace ends there, timed out;
 3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
-   patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
+   patient platform would have recorded), so nothing is dropped, and ``ops.issued ==
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
-   ``PlatformResult``. How many the grace cut is ``PlatformResult.cut_off`` (``cut_by_grace`` in
+   ``PlatformResult`` (``ops.sent``, the operations written, is ``ops.issued`` less those that
+   timed out still queued, ``ops.timed_out_queued``: see ``loadgen.platform.inflight``). How many the grace cut is ``PlatformResult.cut_off`` (``cut_by_grace`` in
    ``run_info()``, the ``ops.cut_by_grace`` counter, ``operations.cut_by_grace`` in the
    summary);
 4. **linger**: the south API keeps listening ``config.south.linger`` seconds more (less when
@@ -89,6 +90,7 @@ class PlatformStats:
     intended_rate: float  # the schedule's rate now (0 for the closed model)
     in_flight: int
     peak_in_flight: int
+    queued: int  # of ``in_flight``, issued but not written yet (waiting for a connection)
     pending_queued: int
     counters: dict[str, int]
 
@@ -200,6 +202,7 @@ class PlatformInfo:
             intended_rate=rate,
             in_flight=table.in_flight,
             peak_in_flight=table.peak,
+            queued=table.queued,
             pending_queued=len(self.core.pending),
             counters=dict(self.metrics.counters),
         )

@@ -2,6 +2,8 @@
 
 - ``failed``: completed with a result other than SUCCESSFUL; ``timed out``: ended by a deadline;
   ``errors``: ended without an answer for another reason. Always three separate columns.
+- ``issued``: operations started; ``sent``: of those, written to a connection. The difference
+  timed out queued behind a busy pool, never sent: said on a line of its own when there are any.
 - errors grouped by cause with the first message seen for each (``transport.connect  60  connect
   refused 127.0.0.1:1``), as k6 prints a cause and Locust a failures table;
 - one row per operation name when the run had more than one;
@@ -153,8 +155,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     blocks: list[list[str]] = [[title]]
     devices = (summary.get("extra") or {}).get("devices") or {}
     if ops.get("sent") or summary.get("offered_rate") is not None:
+        issued = ops.get("issued", ops["sent"])
         counts = (
-            f"operations  sent {ops['sent']}  completed {ops['completed']}  "
+            f"operations  issued {issued}  sent {ops['sent']}  completed {ops['completed']}  "
             f"succeeded {ops['succeeded']}"
         )
         ends = f"            failed {ops['failed']}  timed out {ops['timed_out']}  errors {ops['errors']}"
@@ -167,7 +170,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"sent {_rate(summary.get('sent_rate'))}  achieved {_rate(summary.get('achieved_rate'))}"
             f"  error rate {summary.get('error_rate', 0) * 100:.2f} %"
         )
-        blocks[0] += [counts, ends, rates]
+        blocks[0] += [counts, ends]
+        if ops.get("timed_out_queued"):
+            blocks[0].append(
+                f"            of the timed out, {ops['timed_out_queued']} were never sent: "
+                "queued behind a busy pool"
+            )
+        blocks[0].append(rates)
     if devices:
         served = devices.get("device.ops.received", 0)
         blocks[0].append(

@@ -261,6 +261,11 @@ def in_flight_and_errors(run: LoadedRun) -> bytes | str:
     if _has_data(in_flight):
         (line,) = axes.plot(times, in_flight, color=COLOURS["in_flight"], label="in flight")
         handles.insert(0, line)
+    queued = [0.0 if math.isnan(v) else v for v in _column(rows, "queued")]
+    if any(queued):  # of those in flight, issued but not written yet (a busy pool)
+        (line,) = axes.plot(times, queued, color=COLOURS["in_flight"], linestyle="--",
+                            label="of which queued (not sent)")  # fmt: skip
+        handles.insert(1, line)
     _shade_drain(errors, rows)
     axes.set_zorder(errors.get_zorder() + 1)  # the line over the bars
     axes.patch.set_visible(False)

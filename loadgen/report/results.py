@@ -49,6 +49,7 @@ TIMESERIES_COLUMNS: Final = (
     "sent_per_s",
     "completed_per_s",
     "in_flight",
+    "queued",
     "failed",
     "timed_out",
     "errors",
@@ -117,6 +118,7 @@ def timeseries_row(interval: Interval) -> dict[str, str]:
         "sent_per_s": f"{changed.get('ops.sent', 0) / length:.3f}",
         "completed_per_s": f"{changed.get('ops.completed', 0) / length:.3f}",
         "in_flight": _fmt(gauges.get("in_flight")),
+        "queued": _fmt(gauges.get("queued")),  # of in_flight, not written yet
         "failed": str(changed.get("ops.failed", 0)),
         "timed_out": str(changed.get("ops.timed_out", 0)),
         "errors": str(changed.get("ops.errors", 0)),

@@ -5,7 +5,11 @@ run as it ends, a run rebuilt from its ``.hlog`` files (``loadgen report``) and 
 several shards (``loadgen merge``).
 
 Definitions (the README repeats them):
-- ``operations.sent``: requests written; ``completed``: operations that got their final answer
+- ``operations.issued``: operations the schedule (or the closed model) started; ``sent``: of
+  those, the ones written to a connection (or offered to a sleepy device); the rest waited
+  behind a busy pool until their deadline, ``timed_out_queued`` (also in ``timed_out``), so
+  after the drain ``issued == completed + timed_out + errors`` and ``sent == issued -
+  timed_out_queued``; ``completed``: operations that got their final answer
   (a sync 2xx with a response, or the final async response), successful or not; ``succeeded`` /
   ``failed``: completed with ``SUCCESSFUL`` / any other code; ``timed_out``: ended by a deadline;
   ``errors``: ended without an answer for another reason (transport error, non-2xx);
@@ -58,11 +62,13 @@ HOPS: Final = {
 JOB_KEYS: Final = ("created", "accepted", "closed", "timed_out", "errors", "rejected",
                    "succeeded", "failed", "cut_by_grace")  # fmt: skip
 OPERATION_KEYS: Final = (
+    "issued",
     "sent",
     "completed",
     "succeeded",
     "failed",
     "timed_out",
+    "timed_out_queued",
     "errors",
     "rejected",
 )
@@ -101,6 +107,8 @@ def build_summary(
     ``interrupted``, ``thresholds`` (list of results), ``generator`` (health verdict), ``extra``.
     """
     ops = {key: int(counters.get(f"ops.{key}", 0)) for key in OPERATION_KEYS}
+    if "ops.issued" not in counters:  # a run from before ``ops.issued``: all it issued, it sent
+        ops["issued"] = ops["sent"] + ops["timed_out_queued"]
     # A counter, so that a rebuilt or merged run has it too; ``run`` may carry it otherwise.
     ops["cut_by_grace"] = int(counters.get("ops.cut_by_grace", run.get("cut_by_grace", 0)))
     load_s = run.get("load_duration_s") or run.get("duration_s")
@@ -143,8 +151,9 @@ def build_summary(
         "offered_rate": run.get("offered_rate"),
         "achieved_rate": _rate(ops["completed"], load_s),
         "sent_rate": _rate(ops["sent"], load_s),
-        "error_rate": round((ops["failed"] + ops["timed_out"] + ops["errors"]) / ops["sent"], 6)
-        if ops["sent"]
+        # over every operation issued: one that timed out unsent is a failure too
+        "error_rate": round((ops["failed"] + ops["timed_out"] + ops["errors"]) / ops["issued"], 6)
+        if ops["issued"]
         else 0.0,
         "operations": ops,
         "latency_ms": latency,

@@ -122,6 +122,7 @@ class _Combined:
                     complete.add(histogram)
         gauges: dict[str, object] = {
             "in_flight": int(sum(_number(row.get("in_flight")) for row in rows)),
+            "queued": int(sum(_number(row.get("queued")) for row in rows)),
             "offered_rate": sum(_number(row.get("offered_rate")) for row in rows),
             "stage": next((row["stage"] for row in rows if row.get("stage")), ""),
         }

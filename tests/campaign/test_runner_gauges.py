@@ -26,6 +26,7 @@ class _Stats:
     elapsed: float
     phase: str
     in_flight: int = 0
+    queued: int = 0
 
 
 @dataclass

@@ -8,7 +8,11 @@ loopback sockets; each test takes 6 to 10 s.
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +253,65 @@ def test_a_campaign_of_100000_devices_across_shards_reports_all_of_them(tmp_path
     report = (merged / "report.html").read_text(encoding="utf-8")
     assert "device.devices" in report
     assert "100000" in report or "100,000" in report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_sharded_run_stopped_with_sigint_is_merged_over_the_window_it_ran(
+    tmp_path: Path,
+) -> None:
+    """Real time: two shard processes of a 30 s plan, SIGINT to the parent ~2 s into the load
+    (issue 15, item 5), ~8 s. The shards run in their own sessions, so a terminal's Ctrl-C
+    reaches only the parent, which passes it on: the test signals the parent alone."""
+    command = [
+        sys.executable, "-m", "loadgen", "run", str(SMOKE), "--shards", "2",
+        "--results", str(tmp_path), "-q",
+        "--set", 'platform.arrival.stages=[{duration="30s", rate=40}]',
+        "--set", "devices.count=20",
+    ]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # The shards write run.json (with the load's common start) before the load begins.
+        deadline = time.monotonic() + 20
+        starts: list[float] = []
+        while len(starts) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            starts = [
+                orjson.loads(path.read_bytes())["started_at"]
+                for path in tmp_path.glob("*/*/shard-*-of-2/run.json")
+            ]
+            time.sleep(0.05)
+        assert len(starts) == 2, "the shards did not start"
+        time.sleep(max(0.0, max(starts) + 2.0 - time.time()))
+        parent.send_signal(signal.SIGINT)
+        out, err = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+    assert parent.returncode == 130, (out.decode(), err.decode())
+    [merged] = [p for p in tmp_path.glob("*/*") if p.is_dir()]
+    folders = sorted(merged.glob("shard-*-of-2"))
+    shards = [_summary(folder) for folder in folders]
+    total = _summary(merged)
+    assert all(shard["interrupted"] for shard in shards)
+    assert total["interrupted"] is True
+    windows = [shard["load_duration_s"] for shard in shards]
+    assert all(1.0 < window < 10.0 for window in windows), windows
+    assert 1.0 < total["load_duration_s"] < 10.0
+    assert total["load_duration_s"] == pytest.approx(max(windows))
+    # Each shard offered and achieved ~20/s over its own window; the merge, their sum over
+    # the common window (not 40/s's worth of operations spread over the 30 s plan).
+    for shard in shards:
+        assert shard["offered_rate"] == pytest.approx(20.0, rel=0.1)
+        assert shard["achieved_rate"] == pytest.approx(20.0, rel=0.25)
+    assert total["offered_rate"] == pytest.approx(sum(s["offered_rate"] for s in shards))
+    assert total["achieved_rate"] == pytest.approx(sum(s["achieved_rate"] for s in shards), rel=0.1)
+    for key, value in total["operations"].items():
+        assert value == sum(s["operations"][key] for s in shards), key
+    rows = load_run(merged).timeseries
+    assert rows
+    for column in ("stage", "offered_rate", "in_flight", "phase"):
+        assert all(row.get(column) not in (None, "") for row in rows), (column, rows)
+    assert {row["phase"] for row in rows} <= {"load", "drain"}
+    assert rows[0]["phase"] == "load"
