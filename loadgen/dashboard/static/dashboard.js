@@ -52,11 +52,34 @@ function size(el) {
   const w = Math.max(260, el.clientWidth);
   return { width: w, height: Math.round(Math.min(260, Math.max(180, w * 0.42))) };
 }
-function timeAxis() {
-  return { label: "time since start (m:ss)", labelSize: 18, values: (u, v) => v.map(fmtClock), space: 60 };
+// Axis ticks: a latency tick carries its unit (0.1 ms .. 10 s on a log axis), a count has no
+// decimals it does not need.
+function msTick(v) {
+  if (v === null || v === undefined) return "";
+  if (v >= 1000) return +(v / 1000).toPrecision(3) + " s";
+  return +v.toPrecision(3) + " ms";
 }
-function yAxis(label, fmt) {
-  return { label, labelSize: 18, size: 56, values: (u, v) => v.map(fmt) };
+function countTick(v) {
+  if (v === null || v === undefined) return "";
+  return Math.abs(v) >= 1000 ? Math.round(v).toLocaleString("en-US") : String(+v.toPrecision(4));
+}
+// whole seconds only: m:ss labels of half-second ticks would repeat
+const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+function timeAxis() {
+  return { label: "time since start (m:ss)", labelSize: 18, values: (u, v) => v.map(fmtClock), space: 60, incrs: TIME_INCRS };
+}
+const COUNT_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000, 200000, 500000, 1e6];
+const fromZero = (u, min, max) => [0, max > 0 ? max * 1.08 : 1];
+function yAxis(label, fmt, extra) {
+  return Object.assign({ label, labelSize: 18, size: 64, values: (u, v) => v.map(fmt) }, extra || {});
+}
+// Log axes: a labelled line per decade only (1-2-5 lines would crowd the labels).
+function decades(u, axisIdx, min, max) {
+  const out = [];
+  for (let d = Math.pow(10, Math.floor(Math.log10(Math.max(min, 1e-3)))); d <= max * 1.0001; d *= 10) {
+    if (d >= min * 0.9999) out.push(+d.toPrecision(1));
+  }
+  return out.length ? out : [min, max];
 }
 function line(label, colour, extra) {
   return Object.assign({ label, stroke: colour, width: 1.6, points: { show: false },
@@ -69,7 +92,7 @@ function msLine(label, colour, extra) {
 function makeChart(id, series, axes, scales, data) {
   const el = $(id);
   const opts = Object.assign({ series, axes, scales: scales || { x: { time: false } },
-                               legend: { live: true }, cursor: { drag: { x: false, y: false } } }, size(el));
+                               legend: { live: false }, cursor: { drag: { x: false, y: false } } }, size(el));
   const chart = new uPlot(opts, data, el);
   charts[id] = chart;
   return chart;
@@ -84,15 +107,16 @@ function buildCharts() {
     rateSeries.push(line("offered", C.black, { dash: [6, 4], width: 1.4 }),
                     line("sent", C.sky), line("achieved", C.blue, { width: 2 }));
   }
-  makeChart("chart-rates", rateSeries, [timeAxis(), yAxis("ops/s", fmtRate)], null, rateData());
+  makeChart("chart-rates", rateSeries, [timeAxis(), yAxis("ops/s", countTick)],
+            { x: { time: false }, y: { range: fromZero } }, rateData());
 
   makeChart("chart-latency", [
     { label: "t", value: (u, v) => fmtClock(v) },
     msLine("p50", C.green), msLine("p90", C.orange), msLine("p99", C.red, { width: 2 }),
     msLine("p99 service", C.purple, { dash: [5, 4] }),
-  ], [timeAxis(), yAxis("ms", fmtMs)], { x: { time: false }, y: { distr: 3 } }, latencyData());
+  ], [timeAxis(), yAxis("latency (log scale)", msTick, { splits: decades })], { x: { time: false }, y: { distr: 3 } }, latencyData());
 
-  const ticks = [1, 2, 10, 100, 1000, 10000, 100000, 1000000];
+  const ticks = [2, 10, 100, 1000, 10000, 100000, 1000000];
   const tickNames = { 1: "0%", 2: "50%", 10: "90%", 100: "99%", 1000: "99.9%", 10000: "99.99%", 100000: "99.999%", 1000000: "max" };
   makeChart("chart-spectrum", [
     { label: "percentile", value: (u, v) => (v === null ? "–" : spectrumName(v)) },
@@ -100,18 +124,18 @@ function buildCharts() {
     msLine("service time", C.purple, { dash: [5, 4], points: { show: true, size: 5 } }),
   ], [
     { label: "percentile (log scale of 1/(1-p))", labelSize: 18, splits: () => ticks,
-      values: (u, v) => v.map((x) => tickNames[x] || ""), space: 40 },
-    yAxis("ms", fmtMs),
+      values: (u, v) => v.map((x) => tickNames[Math.round(x)] || ""), space: 30 },
+    yAxis("latency (log scale)", msTick, { splits: decades }),
   ], { x: { time: false, distr: 3, range: [1, 1000000] }, y: { distr: 3 } }, spectrumData());
 
   makeChart("chart-inflight", [
     { label: "t", value: (u, v) => fmtClock(v) },
     line("in flight", C.blue, { scale: "ops", value: (u, v) => fmtCount(v) }),
     line("CPU % of a core", C.orange, { scale: "pct", dash: [5, 4], value: (u, v) => (v === null ? "–" : v.toFixed(0) + " %") }),
-  ], [timeAxis(), yAxis("in flight (ops)", fmtCount),
+  ], [timeAxis(), yAxis("in flight (ops)", countTick, { scale: "ops", incrs: COUNT_INCRS }),
       { scale: "pct", side: 1, label: "CPU (% of a core)", labelSize: 18, size: 50, grid: { show: false },
         values: (u, v) => v.map((x) => x.toFixed(0)) }],
-  { x: { time: false }, ops: { auto: true }, pct: { auto: false, range: [0, 100] } }, inflightData());
+  { x: { time: false }, ops: { range: fromZero }, pct: { auto: false, range: [0, 100] } }, inflightData());
 
   window.addEventListener("resize", () => {
     for (const [id, chart] of Object.entries(charts)) chart.setSize(size($(id)));
@@ -156,7 +180,8 @@ function buildCapacity() {
     { label: "offered", value: (u, v) => (v === null ? "–" : fmtRate(v) + " ops/s") },
     msLine("p99 passed", C.green, { paths: () => null, points: { show: true, size: 9, fill: C.green } }),
     msLine("p99 failed", C.red, { paths: () => null, points: { show: true, size: 9, fill: "#fff", width: 2 } }),
-  ], [{ label: "offered rate (ops/s)", labelSize: 18, values: (u, v) => v.map(fmtRate) }, yAxis("p99 (ms)", fmtMs)],
+  ], [{ label: "offered rate (ops/s)", labelSize: 18, values: (u, v) => v.map(countTick) },
+      yAxis("p99 (log scale)", msTick, { splits: decades })],
   { x: { time: false }, y: { distr: 3 } }, capacityData());
 }
 function capacityData() {
@@ -203,15 +228,23 @@ function renderState() {
   $("elapsed").textContent = fmtClock(s.t);
   $("left").textContent = s.ended ? "ended" : s.phase === "drain" ? "draining" : fmtClock(s.time_left_s);
   const rates = s.rates || {};
-  setValue("offered", meta.open_model ? fmtRate(last ? last.offered : null) : "closed", last ? last.offered : null);
-  setValue("sent", fmtRate(last ? last.sent : null), last ? last.sent : null);
-  setValue("achieved", fmtRate(last ? (meta.sides === "devices" ? last.served : last.achieved) : null),
-           last ? last.achieved : null);
+  const final = s.ended && s.summary ? s.summary : null;
+  for (const el of document.querySelectorAll(".rate-when")) el.textContent = final ? "whole run" : "now";
+  if (final) {
+    setValue("offered", meta.open_model ? fmtRate(final.offered_rate) : "closed", final.offered_rate);
+    setValue("sent", fmtRate(final.sent_rate), final.sent_rate);
+    setValue("achieved", fmtRate(final.achieved_rate), final.achieved_rate);
+  } else {
+    setValue("offered", meta.open_model ? fmtRate(last ? last.offered : null) : "closed", last ? last.offered : null);
+    setValue("sent", fmtRate(last ? last.sent : null), last ? last.sent : null);
+    setValue("achieved", fmtRate(last ? (meta.sides === "devices" ? last.served : last.achieved) : null),
+             last ? (meta.sides === "devices" ? last.served : last.achieved) : null);
+  }
   setValue("in-flight", fmtCount(s.in_flight), s.in_flight);
   const main = meta.sides === "devices" ? "callback" : "complete";
   const lat = (s.latency_ms || {})[main] || {};
-  $("p99-label").textContent = `p99 ${main} so far`;
-  setValue("p99", fmtMs(lat.p99), lat.p99);
+  $("p99-label").textContent = `p99 ${main}`;
+  setValue("p99", lat.p99 === null || lat.p99 === undefined ? "–" : msTick(lat.p99), lat.p99);
   setValue("error-rate", s.error_rate === undefined ? "–" : (100 * s.error_rate).toFixed(2) + " %", s.error_rate);
   const ops = s.operations || {};
   setValue("ops-sent", fmtCount(ops.sent), ops.sent);
