@@ -463,12 +463,21 @@ async def run_campaign(
         open_model=scenario.platform is not None and scenario.platform.arrival.model != "closed",
     )
     notice = functools.partial(print, file=sys.stderr, flush=True)
-    async with open_dashboard(
-        board, output.dashboard, token=output.dashboard_token, notice=notice
-    ) as server:
-        outcome = await _campaign(loaded, scenario, directory, shard, start_at, progress, server)
-        board.finish(outcome.summary, "interrupted" if outcome.interrupted else "finished")
-        return outcome
+    served = False
+    try:
+        async with open_dashboard(
+            board, output.dashboard, token=output.dashboard_token, notice=notice
+        ) as server:
+            served = True
+            outcome = await _campaign(
+                loaded, scenario, directory, shard, start_at, progress, server
+            )
+            board.finish(outcome.summary, "interrupted" if outcome.interrupted else "finished")
+            return outcome
+    except ConfigError:
+        if not served:  # the dashboard's address: nothing ran, no folder to keep
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 async def _campaign(

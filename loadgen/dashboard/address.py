@@ -4,11 +4,12 @@ load), and whether a host is loopback (anything else requires a token)."""
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from typing import Final
 
 from loadgen.errors import ConfigError
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "parse_address"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "parse_address", "token_for"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 #: A fixed default, so a bookmark keeps working from one run to the next (k6's dashboard port).
@@ -48,3 +49,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def token_for(host: str, given: str | None) -> str | None:
+    """The token visitors must show: the one given, else a fresh one unless ``host`` is
+    loopback (only this machine's users reach it there)."""
+    if given is not None or is_loopback(host):
+        return given
+    return secrets.token_urlsafe(18)

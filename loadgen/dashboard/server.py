@@ -20,9 +20,9 @@ and refuse a foreign ``Origin``, so another site open in the same browser cannot
 
 from __future__ import annotations
 
+import errno
 import hmac
 import math
-import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,11 +34,11 @@ from urllib.parse import parse_qs
 
 import orjson
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from loadgen.dashboard.address import is_loopback, parse_address
+from loadgen.dashboard.address import parse_address, token_for
 from loadgen.dashboard.board import Board
 from loadgen.errors import ConfigError
 from loadgen.http.asgi import Receive, Scope, Send, acknowledge_lifespan
@@ -179,10 +179,10 @@ class DashboardServer:
 
             nursery.start_soon(disconnected)
             try:
-                epoch = board.epoch
+                # what is sent is read before the send: the board may change while it is sent
+                epoch, version, sent_frames = board.epoch, board.version, len(board.frames)
                 await _event(send, "snapshot", board.snapshot())
-                sent_frames = len(board.frames)
-                self._streams[key] = board.version
+                self._streams[key] = version
                 while True:
                     wake = self._wake
                     if self._streams[key] == board.version:
@@ -192,13 +192,13 @@ class DashboardServer:
                         await send({"type": "http.response.body", "body": b": idle\n\n",
                                     "more_body": True})  # fmt: skip
                         continue
-                    version = board.version
+                    version, frames = board.version, len(board.frames)
                     if board.epoch != epoch:  # old frames were thinned: start again
                         epoch = board.epoch
                         await _event(send, "snapshot", board.snapshot())
                     else:
                         await _event(send, "update", board.update(sent_frames))
-                    sent_frames = len(board.frames)
+                    sent_frames = frames
                     self._streams[key] = version
                     self._sent.set()
                     self._sent = trio.Event()
@@ -292,23 +292,32 @@ async def _event(send: Send, kind: str, document: object) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-def _listen(config: Config, host: str, port: int, key: str) -> Any:
+def _listen(config: Config, host: str, port: int, key: str) -> Sockets:
+    """The listening socket, made here (not by hypercorn) so that an address that cannot be
+    bound is one clear line before the run starts, and no socket is left open then."""
     try:
-        sockets = config.create_sockets()
-        for sock in sockets.insecure_sockets:
-            sock.listen(config.backlog)
-        return sockets
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"cannot serve the dashboard on {host}: {exc.strerror}", key=key
+        ) from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(config.backlog)
+        sock.setblocking(False)
     except OSError as exc:
+        sock.close()
         reason = exc.strerror or str(exc)
-        if exc.errno in (98, 48):  # EADDRINUSE (Linux, macOS)
+        if exc.errno == errno.EADDRINUSE:
             reason = "the port is in use"
         raise ConfigError(
             f"cannot serve the dashboard on {host}:{port}: {reason} "
             "(choose another with --dashboard=HOST:PORT)",
             key=key,
         ) from None
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot serve the dashboard on {host}: {exc}", key=key) from None
+    return Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
 
 
 @asynccontextmanager
@@ -324,8 +333,7 @@ async def open_dashboard(
     token when one is needed) is given to ``notice`` at once. A port that cannot be bound is a
     ``ConfigError`` naming ``key``, raised before the block runs."""
     host, port = parse_address(address, key=key)
-    if token is None and not is_loopback(host):
-        token = secrets.token_urlsafe(18)
+    token = token_for(host, token)
     server = DashboardServer(board, token=token)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
