@@ -79,7 +79,13 @@ function decades(u, axisIdx, min, max) {
   for (let d = Math.pow(10, Math.floor(Math.log10(Math.max(min, 1e-3)))); d <= max * 1.0001; d *= 10) {
     if (d >= min * 0.9999) out.push(+d.toPrecision(1));
   }
-  return out.length ? out : [min, max];
+  if (out.length >= 2) return out;
+  // less than two decades in view: 1-2-5 steps instead
+  const fine = [];
+  for (let d = Math.pow(10, Math.floor(Math.log10(Math.max(min, 1e-3)))); d <= max * 1.0001; d *= 10) {
+    for (const m of [1, 2, 5]) { const v = +(d * m).toPrecision(1); if (v >= min * 0.9999 && v <= max * 1.0001) fine.push(v); }
+  }
+  return fine.length ? fine : [min, max];
 }
 function line(label, colour, extra) {
   return Object.assign({ label, stroke: colour, width: 1.6, points: { show: false },
@@ -193,6 +199,10 @@ function capacityData() {
 }
 
 function redraw() {
+  if (model.meta.kind === "capacity") {
+    if (model.steps.length) charts["chart-capacity"].setData(capacityData());
+    return;
+  }
   charts["chart-rates"].setData(rateData());
   charts["chart-latency"].setData(latencyData());
   charts["chart-spectrum"].setData(spectrumData());
@@ -338,13 +348,14 @@ function onSnapshot(doc) {
   Object.assign(model, doc);
   if (first) {
     document.title = `loadgen — ${doc.meta.title}`;
+    document.body.classList.toggle("capacity", doc.meta.kind === "capacity");
     $("title").textContent = doc.meta.title;
     $("rate-form").hidden = !doc.meta.open_model;
     const phases = Object.keys(PHASE_NAMES).filter((p) => doc.frames.some((f) => f.latency[p]) || p === (doc.meta.sides === "devices" ? "callback" : "complete"));
     phase = phases[0];
     $("phase").replaceChildren(...phases.map((p) => Object.assign(document.createElement("option"), { value: p, textContent: PHASE_NAMES[p] })));
     $("spectrum-phase").textContent = `ms, ${doc.meta.sides === "devices" ? "callback" : "complete"}, every operation so far`;
-    buildCharts();
+    if (doc.meta.kind === "capacity") buildCapacity(); else buildCharts();
   }
   renderState();
   redraw();
