@@ -17,10 +17,11 @@ import pytest
 ROOT: Final = Path(__file__).parents[1] / "loadgen"
 #: A package imports only packages of a lower layer (the two sides share one and never meet).
 #: ``north`` (the application side) reuses the platform's pure pacing, mix and records, so it
-#: sits one layer above the sides and beside ``report``, which it never imports.
+#: sits one layer above the sides and beside ``report``, which it never imports. The dashboard
+#: sits with report/ but above it: it reads the summary code of report/.
 LAYER: Final = {
     "units": 0, "errors": 0, "seeds": 0, "protocol": 1, "http": 2, "metrics": 3,
-    "device": 4, "platform": 4, "north": 5, "report": 5, "campaign": 6, "scale": 7,
+    "device": 4, "platform": 4, "north": 5, "report": 5, "dashboard": 5.5, "campaign": 6, "scale": 7,
     "commands": 8, "bench": 8, "cli": 9, "__main__": 10,
 }  # fmt: skip
 

@@ -23,8 +23,10 @@ as a killed run's does, so a merge of shards that includes it is marked interrup
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ import trio
 from loadgen.campaign.progress import Progress
 from loadgen.campaign.prometheus import PrometheusExporter
 from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenario
+from loadgen.dashboard.board import Board
+from loadgen.dashboard.server import Controls, DashboardServer, open_dashboard
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
 from loadgen.errors import ConfigError, ListenError, first_of
@@ -96,9 +100,14 @@ def _seeds(scenario: Scenario) -> dict[str, int | None]:
     }
 
 
-def _stage_at(platform: PlatformConfig | None, elapsed: float) -> str:
+def _stage_at(
+    platform: PlatformConfig | None, elapsed: float, changes: tuple[tuple[float, str], ...] = ()
+) -> str:
     if platform is None:
         return "serve"
+    for start, name in reversed(changes):  # a stage appended by a rate change, from its start
+        if start <= elapsed < sum(stage.duration for stage in platform.arrival.stages):
+            return name
     return _stage_of(platform.arrival.stages, elapsed)
 
 
@@ -140,6 +149,8 @@ class _Run:
         self._last_count = 0.0  # N(t) of the schedule at the previous interval's end
         self._last_gauge = trio.current_time()
         self.cpu = CpuGauge()
+        self.rate_changes: tuple[tuple[float, str], ...] = ()  # (load time, stage name)
+        self._t0 = trio.current_time()  # the run's t0 (intervals), set as they start
 
     def gauges(self) -> dict[str, object]:
         """The gauges of the interval ending now (called once per interval)."""
@@ -156,7 +167,7 @@ class _Run:
             out["in_flight"] = stats.in_flight
             out["queued"] = stats.queued  # of in_flight, not written yet (a busy pool)
             out["offered_rate"] = self._offered(stats.elapsed, stats.phase)
-            out["stage"] = _stage_at(self.scenario.platform, stats.elapsed)
+            out["stage"] = _stage_at(self.scenario.platform, stats.elapsed, self.rate_changes)
             out["phase"] = "load" if stats.phase in ("waiting", "load") else "drain"
         elif self.fleet is not None:
             out["in_flight"] = self.fleet.handle.in_flight
@@ -201,6 +212,33 @@ class _Run:
         self.abort_reason = self.abort_reason or reason
         self.stop_load.set()
         self.notice(f"{reason}: draining {self.in_flight()} in flight — Ctrl-C again to stop now")
+
+
+def _controls(run: _Run, writer: RunWriter) -> Controls:
+    """The dashboard's Stop (the first Ctrl-C's drain) and rate change (a stage appended now),
+    each recorded in run.json with its time on the run's clock (``at_s``, as ``t_s``)."""
+
+    def record(kind: str, **detail: object) -> dict[str, Any]:
+        entry = {"kind": kind, "at_s": round(trio.current_time() - run._t0, 3), **detail}
+        writer.control(entry)
+        return entry
+
+    def stop() -> dict[str, Any]:
+        entry = record("stop")
+        run.interrupt("stopped from the dashboard")
+        return entry
+
+    def change_rate(rate: float) -> dict[str, Any]:
+        if run.platform is None:
+            raise ValueError("a devices-only run has no rate to change")
+        at = run.platform.change_rate(rate)
+        stages = run.scenario.platform.arrival.stages if run.scenario.platform else ()
+        name = f"{len(stages) + len(run.rate_changes) + 1}:rate {rate:g}/s"
+        run.rate_changes += ((at, name),)
+        run.notice(f"dashboard: the rate is {rate:g}/s from {at:.1f}s (stage {name})")
+        return record("rate", rate=rate, load_at_s=round(at, 3), stage=name)
+
+    return Controls(stop=stop, change_rate=change_rate)
 
 
 async def _watch_signals(run: _Run) -> None:
@@ -423,8 +461,47 @@ async def run_campaign(
     its results into ``directory`` (created here); see the module docstring.
 
     A problem found before the load starts (a port in use, an address this machine does not
-    have) raises ``ConfigError`` naming the key, and leaves no results folder behind."""
+    have) raises ``ConfigError`` naming the key, and leaves no results folder behind. With
+    ``output.dashboard`` (and one shard), the live dashboard is served for the whole run and
+    shows the summary once it is written."""
     scenario = scenario or loaded.scenario
+    output = scenario.output
+    if output.dashboard is None or shard != "0/1":
+        return await _campaign(loaded, scenario, directory, shard, start_at, progress, None)
+    board = Board(
+        title=scenario.campaign.name,
+        sides=scenario.campaign.sides,
+        total_seconds=scenario.load_seconds,
+        thresholds=scenario.parsed_thresholds(),
+        open_model=scenario.platform is not None and scenario.platform.arrival.model != "closed",
+    )
+    notice = functools.partial(print, file=sys.stderr, flush=True)
+    served = False
+    try:
+        async with open_dashboard(
+            board, output.dashboard, token=output.dashboard_token, notice=notice
+        ) as server:
+            served = True
+            outcome = await _campaign(
+                loaded, scenario, directory, shard, start_at, progress, server
+            )
+            board.finish(outcome.summary, "interrupted" if outcome.interrupted else "finished")
+            return outcome
+    except ConfigError:
+        if not served:  # the dashboard's address: nothing ran, no folder to keep
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+async def _campaign(
+    loaded: LoadedScenario,
+    scenario: Scenario,
+    directory: Path,
+    shard: str,
+    start_at: float | None,
+    progress: str | None,
+    dashboard: DashboardServer | None,
+) -> CampaignOutcome:
     campaign = scenario.campaign
     raise_fd_limit(_connections(scenario), what=f"campaign {campaign.name}")
     _new_folder(directory, loaded)
@@ -466,10 +543,13 @@ async def run_campaign(
     exporter = PrometheusExporter() if scenario.output.metrics_port is not None else None
     if exporter is not None:
         sinks.append(exporter)
+    if dashboard is not None:
+        sinks.append(dashboard.board)
+        dashboard.controls = _controls(run, writer)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, run)
-            t0 = run._last_gauge = trio.current_time()
+            t0 = run._t0 = run._last_gauge = trio.current_time()
             await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
             if exporter is not None:
                 url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loadgen.dashboard.address import parse_address
 from loadgen.device.config import ASYNC_ONLY_FAULTS, FleetConfig
 from loadgen.errors import ConfigError
 from loadgen.metrics.thresholds import Threshold, parse_threshold
@@ -88,6 +89,15 @@ class OutputSection(BaseModel):
     html: bool = True
     progress: Literal["auto", "bar", "lines", "quiet"] = "auto"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus text endpoint
+    dashboard: str | None = None  # HOST:PORT of the live web dashboard (None: none)
+    dashboard_token: str | None = None  # required of its visitors (one is made off loopback)
+
+    @field_validator("dashboard")
+    @classmethod
+    def _dashboard(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value, key="dashboard")
+        return value
 
 
 class Scenario(BaseModel):

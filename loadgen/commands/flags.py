@@ -87,7 +87,8 @@ class Flag:
     ``switch``: takes no value and sets ``True`` (``False`` with ``invert``, as ``--insecure``
     sets ``verify = false``). ``repeat``: may be given several times; the key gets the list.
     ``shown_default`` replaces the record's default in ``--help`` where the flag's value is not
-    the key's (``--rate`` feeds the stages)."""
+    the key's (``--rate`` feeds the stages). ``bare``: the value when the option is given
+    without one (``--dashboard`` alone; ``--dashboard=HOST:PORT`` otherwise)."""
 
     option: str
     key: str
@@ -102,6 +103,7 @@ class Flag:
     shown_default: str | None = None
     compose: Compose | None = None
     short: str | None = None
+    bare: str | None = None
 
     @property
     def dest(self) -> str:
@@ -159,6 +161,7 @@ def add_flags(parser: argparse.ArgumentParser, title: str, flags: Iterable[Flag]
                 *names, dest=flag.dest, action="store_true", default=argparse.SUPPRESS, help=text
             )
             continue
+        optional: dict[str, Any] = {} if flag.bare is None else {"nargs": "?", "const": flag.bare}
         group.add_argument(
             *names,
             dest=flag.dest,
@@ -167,6 +170,7 @@ def add_flags(parser: argparse.ArgumentParser, title: str, flags: Iterable[Flag]
             choices=flag.choices or None,
             metavar=flag.metavar or _metavar(flag),
             help=text,
+            **optional,
         )
 
 

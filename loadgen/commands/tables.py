@@ -16,6 +16,7 @@ from typing import Any, Final
 import orjson
 
 from loadgen.commands.flags import Flag, duration, integer, number
+from loadgen.dashboard.address import DEFAULT_HOST, DEFAULT_PORT, parse_address
 from loadgen.device.config import FAULT_NAMES, Delay, address_range
 from loadgen.errors import ConfigError
 from loadgen.platform.config import MAX_DEFAULT_GRACE, Arrival
@@ -53,6 +54,17 @@ def _delay(text: str) -> dict[str, Any]:
 
 def _port(text: str) -> int | str:
     return "off" if text.strip().lower() in ("off", "none") else integer(text)
+
+
+def _dashboard(text: str) -> str:
+    """``HOST:PORT`` of the dashboard; a scenario file here means the flag took the scenario."""
+    if text.endswith(".toml"):
+        raise ConfigError(
+            f"expected HOST:PORT, got the scenario {text!r}: write --dashboard=HOST:PORT, or put "
+            "--dashboard after the scenario"
+        )
+    parse_address(text)
+    return text
 
 
 def _addresses(text: str) -> list[str]:
@@ -195,6 +207,12 @@ RUN_FLAGS: Final = (
          help="skip report.html"),
     Flag(option="--metrics-port", key="output.metrics_port", value=integer, metavar="PORT",
          help="serve live Prometheus metrics on 127.0.0.1:PORT"),
+    Flag(option="--dashboard", key="output.dashboard", bare=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+         value=_dashboard,
+         metavar="HOST:PORT", help=f"serve the live web dashboard (alone: on {DEFAULT_HOST}:"
+         f"{DEFAULT_PORT}; off loopback a token is required)"),
+    Flag(option="--dashboard-token", key="output.dashboard_token", metavar="TOKEN",
+         help="the dashboard's token (default: one is made and printed when not on loopback)"),
 )  # fmt: skip
 
 DEVICE_FLAGS: Final = (

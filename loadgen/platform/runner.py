@@ -12,7 +12,9 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
 
 1. **load**: the issuing task follows the arrival model until the last stage ends
    (``t0 + duration`` on the trio clock);
-   (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C);
+   (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C); ``info.change_rate(r)``
+   offers ``r`` from now until the load's planned end (a stage appended now, see
+   ``Schedule.with_stage_from``: the intended times stay anchored at ``t0``);
 2. **drain**: operations still in flight get up to ``config.grace`` seconds to end (less when
    ``info.cut_drain()`` is called); the deadlines keep firing meanwhile, so an operation whose
    first deadline falls within the grace ends there, timed out;
@@ -68,7 +70,7 @@ from loadgen.platform.inflight import InflightTable, TableStats
 from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
 from loadgen.platform.northapi import NorthCore
-from loadgen.platform.schedule import Schedule
+from loadgen.platform.schedule import Arrivals, Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
 from loadgen.platform.south import PendingQueues, SouthCore, count_server_refusals
 from loadgen.protocol import PathTemplate
@@ -163,9 +165,25 @@ class PlatformInfo:
         self._load_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
         self._linger_scope = trio.CancelScope()
+        self._pacing = trio.CancelScope()  # the sender's pacing loop, restarted by a rate change
 
     def __repr__(self) -> str:
         return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
+
+    def change_rate(self, rate: float) -> float:
+        """Offer ``rate`` from now until the load's planned end; the time of the change
+        (seconds since ``t0``) is returned. ``ValueError`` (saying why) when no open-model load
+        is running or the rate is not a number >= 0; nothing changes then."""
+        if self.schedule is None:
+            raise ValueError("the closed model has no rate to change (it is paced by completions)")
+        if self.phase != "load" or self.t0 is None or self._load_scope.cancel_called:
+            raise ValueError(f"no load is running (the run is in its {self.phase} phase)")
+        at = trio.current_time() - self.t0
+        if at >= self.schedule.duration:
+            raise ValueError("the load has ended")
+        self.schedule = self.schedule.with_stage_from(at, rate)
+        self._pacing.cancel()
+        return at
 
     def begin_load(self, targets: Targets | None = None) -> None:
         """Start the load (with ``hold=True``), optionally at other ``targets``."""
@@ -461,6 +479,19 @@ async def run_platform(
     return replace(result, counters=dict(metrics.counters))
 
 
+async def _pace(info: PlatformInfo, sender: Sender, arrivals: Arrivals, end: float) -> None:
+    """The open model's issuing loop. A rate change cancels the sender's loop (at one of its
+    awaits, where the last count drawn is not issued yet) and restarts it on the new schedule
+    from that same count."""
+    while True:
+        assert info.schedule is not None
+        with trio.CancelScope() as info._pacing:
+            await sender.run_open(info.schedule.times_of(arrivals), end)
+        if not info._pacing.cancelled_caught:
+            return
+        arrivals.back()
+
+
 async def _load(
     config: PlatformConfig,
     metrics: Metrics,
@@ -504,7 +535,7 @@ async def _load(
         end = t0 + arrival.duration
         with info._load_scope:
             if schedule is not None:
-                await sender.run_open(schedule.times(arrival.model, seed), end)
+                await _pace(info, sender, Arrivals(arrival.model, seed), end)
             else:
                 await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
         cpu1, wall1 = time.process_time(), time.perf_counter()
@@ -536,6 +567,7 @@ async def _load(
     window_end = min(load_end, end)
     load_s = max(window_end - measured_from, 1e-9)
     offered = None
+    schedule = info.schedule  # with the stages rate changes appended
     if schedule is not None:
         asked = schedule.count_until(window_end - t0) - schedule.count_until(measured_from - t0)
         offered = asked / load_s
