@@ -26,7 +26,7 @@ import dataclasses
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -129,6 +129,8 @@ class _Run:
         self._last_count = 0.0  # N(t) of the schedule at the previous interval's end
         self._last_gauge = trio.current_time()
         self.cpu = CpuGauge()
+        # awaited by the sides once their servers are up, right before the load begins
+        self.before_load: Callable[[], Awaitable[None]] = _nothing
 
     def gauges(self) -> dict[str, object]:
         """The gauges of the interval ending now (called once per interval)."""
@@ -177,6 +179,27 @@ class _Run:
         self.abort_reason = self.abort_reason or reason
         self.stop_load.set()
         self.notice(f"{reason}: draining {self.in_flight()} in flight — Ctrl-C again to stop now")
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def _unless_interrupted(run: _Run, wait: Callable[[], Awaitable[float]]) -> float | None:
+    """``wait()``'s result, or None once a Ctrl-C came first (the load then starts and stops
+    at once: an interrupted run with its results folder, as at any other moment)."""
+    result: float | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def waiting() -> None:
+            nonlocal result
+            result = await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(waiting)
+        await run.stop_load.wait()
+        nursery.cancel_scope.cancel()
+    return result
 
 
 async def _watch_signals(run: _Run) -> None:
@@ -284,6 +307,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                         count=fleet_config.count,
                         first_index=fleet_config.first_index,
                     )
+            await run.before_load()
             run.begun = True
             run.platform.begin_load(targets)
             platform_nursery.start_soon(_stop_load_on_interrupt, run, platform_nursery.cancel_scope)
@@ -333,6 +357,7 @@ async def _fleet_only(run: _Run, scenario: Scenario) -> None:
         run.fleet = await nursery.start(_serve_fleet, run, config, nursery.cancel_scope)
         _count_devices(run.metrics, run.fleet)
         _announce_fleet(run, run.fleet)
+        await run.before_load()
         run.begun = True
         begun = trio.current_time()
         with trio.move_on_after(scenario.load_seconds):
@@ -392,11 +417,15 @@ async def run_campaign(
     scenario: Scenario | None = None,
     directory: Path,
     shard: str = "0/1",
-    start_at: float | None = None,
+    wait_to_start: Callable[[], Awaitable[float]] | None = None,
     progress: str | None = None,
 ) -> CampaignOutcome:
     """Run a scenario (``loaded``'s, or ``scenario`` derived from it, e.g. one shard) and write
     its results into ``directory`` (created here); see the module docstring.
+
+    ``wait_to_start`` (the shards' start barrier) is awaited once the sides are up (ports bound,
+    fleet built), right before the load; it returns the common start (epoch). The results'
+    clock (``run.json``'s ``started_at``, the interval boundaries) starts when it returns.
 
     A problem found before the load starts (a port in use, an address this machine does not
     have) raises ``ConfigError`` naming the key, and leaves no results folder behind."""
@@ -411,10 +440,8 @@ async def run_campaign(
     )
     run = _Run(scenario, metrics, notice=bar.notice)
     run.directory = directory
-    if start_at is not None:
-        await trio.sleep(max(0.0, start_at - time.time()))
-    start_epoch = time.time()
-    meta = {
+    start_epoch = time.time()  # until the load starts
+    meta: dict[str, Any] = {
         "campaign": campaign.name,
         "description": campaign.description,
         "sides": campaign.sides,
@@ -423,12 +450,13 @@ async def run_campaign(
         "offered_rate": _offered_rate(scenario.platform),
         "load_duration_s": scenario.load_seconds,
         "thresholds": list(scenario.thresholds),
-        "start_at": start_at,
+        "start_at": None,
         "seed": _seeds(scenario),
     }
-    writer = RunWriter(directory, start_epoch, meta)
+    writer: RunWriter | None = None
 
     def write(interval: Interval) -> None:
+        assert writer is not None
         # "final" says the run ended normally; one ended by an error must read as a kill does
         writer(dataclasses.replace(interval, final=False) if run.failed else interval)
 
@@ -445,8 +473,17 @@ async def run_campaign(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, run)
-            t0 = run._last_gauge = trio.current_time()
-            await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
+
+            async def start_clock() -> None:
+                nonlocal writer, start_epoch
+                if wait_to_start is not None:
+                    meta["start_at"] = await _unless_interrupted(run, wait_to_start)
+                start_epoch = time.time()
+                writer = RunWriter(directory, start_epoch, meta)
+                t0 = run._last_gauge = trio.current_time()
+                await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
+
+            run.before_load = start_clock
             if exporter is not None:
                 url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)
                 bar.notice(f"live metrics: {url}")
@@ -461,14 +498,21 @@ async def run_campaign(
                 raise
             nursery.cancel_scope.cancel()
     except BaseException as exc:
-        writer.close()
+        if writer is not None:
+            writer.close()
         bar.finish()
         listen = first_of(exc, ListenError)
-        if listen is None:
+        barrier = first_of(exc, ConfigError)  # the start barrier failed
+        if listen is None and barrier is None:
             raise
         if not run.begun:  # no load ran: no folder to keep
             shutil.rmtree(directory, ignore_errors=True)
+        if listen is None:
+            assert barrier is not None
+            raise barrier from None
         raise _listen_error(listen, scenario) from None
+    if writer is None:  # stopped before the load began: an empty run, still a results folder
+        writer = RunWriter(directory, start_epoch, meta)
     writer.close()
     bar.finish()
     return _finish(run, scenario, directory, thresholds, start_epoch)
