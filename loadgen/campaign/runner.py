@@ -467,7 +467,11 @@ async def run_campaign(
     sinks: list[IntervalSink] = [write, show]
     if scenario.abort_on_fail and thresholds:
         sinks.append(_abort_sink(run, thresholds, ABORT_DELAY))
-    exporter = PrometheusExporter() if scenario.output.metrics_port is not None else None
+    exporter = (
+        PrometheusExporter(campaign=campaign.name, shard=shard)
+        if scenario.output.metrics_port is not None
+        else None
+    )
     if exporter is not None:
         sinks.append(exporter)
     try:
@@ -485,7 +489,9 @@ async def run_campaign(
 
             run.before_load = start_clock
             if exporter is not None:
-                url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)
+                url = await nursery.start(
+                    exporter.serve, scenario.output.metrics_host, scenario.output.metrics_port
+                )
                 bar.notice(f"live metrics: {url}")
             try:
                 if campaign.sides == "devices":

@@ -194,7 +194,9 @@ RUN_FLAGS: Final = (
     Flag(option="--no-html", key="output.html", switch=True, invert=True,
          help="skip report.html"),
     Flag(option="--metrics-port", key="output.metrics_port", value=integer, metavar="PORT",
-         help="serve live Prometheus metrics on 127.0.0.1:PORT"),
+         help="serve live Prometheus metrics on PORT (of --metrics-host)"),
+    Flag(option="--metrics-host", key="output.metrics_host", metavar="ADDR",
+         help="address of the metrics endpoint (0.0.0.0: all interfaces, as in a pod)"),
 )  # fmt: skip
 
 DEVICE_FLAGS: Final = (
