@@ -12,12 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
+from scale_helpers import check_exact_merge, start_spread
 
-from loadgen.report.results import load_run
 from loadgen.scale.merge import merge_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,33 +25,6 @@ OVERRIDES = (
     "devices.count=20",
     "output.html=false",
 )
-
-
-def _json(path: Path) -> dict[str, Any]:
-    record: dict[str, Any] = orjson.loads(path.read_bytes())
-    return record
-
-
-def check_exact_merge(folders: list[Path], merged: Path, *, sent: int) -> None:
-    """The merged folder is the exact sum of the shards (counts, counters, histograms)."""
-    shards = [_json(folder / "summary.json") for folder in folders]
-    total = _json(merged / "summary.json")
-    assert not total["interrupted"]
-    assert total["operations"]["sent"] == sent
-    for key, value in total["operations"].items():
-        assert value == sum(s["operations"][key] for s in shards), key
-    for name, value in total["counters"].items():
-        assert value == sum(s["counters"].get(name, 0) for s in shards), name
-    merged_run = load_run(merged)
-    for phase in ("ack", "complete", "callback"):
-        count = total["latency_ms"][phase]["count"]
-        assert count == sum(s["latency_ms"][phase]["count"] for s in shards), phase
-        assert count == merged_run.totals[phase].get_total_count()
-
-
-def start_spread(folders: list[Path]) -> float:
-    starts = [_json(folder / "run.json")["started_at"] for folder in folders]
-    return float(max(starts) - min(starts))
 
 
 @pytest.mark.slow

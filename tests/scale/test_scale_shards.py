@@ -2,7 +2,7 @@
 
 ``apply_shard`` and ``k8s-manifest`` are checked in process and fast. The ``--shards`` tests are
 real time: ``run_local_shards`` starts real ``python -m loadgen run --shard i/N`` processes at a
-common wall-clock instant (``--start-at``, 3 s ahead), and each shard's two sides talk over
+common instant (the start barrier, once all are ready), and each shard's two sides talk over
 loopback sockets; each test takes 6 to 10 s.
 """
 
@@ -110,17 +110,17 @@ def test_platform_only_targets_are_split(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_k8s_manifest_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     manifest = ["k8s-manifest", str(SMOKE), "--shards", "4", "--image", "registry.example/lg:1"]
-    code = main([*manifest, "--start-at", "1800000000"])
+    code = main(manifest)
 
     assert code == 0
-    config_map, job = yaml.safe_load_all(capsys.readouterr().out)
+    config_map, _, job = yaml.safe_load_all(capsys.readouterr().out)
     assert config_map["kind"] == "ConfigMap"
     assert config_map["data"]["scenario.toml"] == SMOKE.read_text(encoding="utf-8")
     assert job["kind"] == "Job"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--shard") + 1] == "$(SHARD_INDEX)/4"
-    assert args[args.index("--start-at") + 1] == "1800000000.000"
+    assert "--start-at" not in args
 
 
 def test_k8s_manifest_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,7 +129,8 @@ def test_k8s_manifest_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert code == 0
     assert capsys.readouterr().out == ""
-    assert [doc["kind"] for doc in yaml.safe_load_all(out.read_text())] == ["ConfigMap", "Job"]
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(out.read_text())]
+    assert kinds == ["ConfigMap", "Service", "Job"]
 
 
 # --- real shard processes ------------------------------------------------------------------------
