@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -151,6 +151,8 @@ class _Run:
         self.cpu = CpuGauge()
         self.rate_changes: tuple[tuple[float, str], ...] = ()  # (load time, stage name)
         self._t0 = trio.current_time()  # the run's t0 (intervals), set as they start
+        # awaited by the sides once their servers are up, right before the load begins
+        self.before_load: Callable[[], Awaitable[None]] = _nothing
 
     def gauges(self) -> dict[str, object]:
         """The gauges of the interval ending now (called once per interval)."""
@@ -214,13 +216,18 @@ class _Run:
         self.notice(f"{reason}: draining {self.in_flight()} in flight — Ctrl-C again to stop now")
 
 
-def _controls(run: _Run, writer: RunWriter) -> Controls:
+def _controls(run: _Run, writer: Callable[[], RunWriter | None], meta: dict[str, Any]) -> Controls:
     """The dashboard's Stop (the first Ctrl-C's drain) and rate change (a stage appended now),
-    each recorded in run.json with its time on the run's clock (``at_s``, as ``t_s``)."""
+    each recorded in run.json with its time on the run's clock (``at_s``, as ``t_s``); one used
+    before the load began (run.json is written then) waits in ``meta`` for it."""
 
     def record(kind: str, **detail: object) -> dict[str, Any]:
         entry = {"kind": kind, "at_s": round(trio.current_time() - run._t0, 3), **detail}
-        writer.control(entry)
+        current = writer()
+        if current is None:
+            meta.setdefault("controls", []).append(entry)
+        else:
+            current.control(entry)
         return entry
 
     def stop() -> dict[str, Any]:
@@ -239,6 +246,27 @@ def _controls(run: _Run, writer: RunWriter) -> Controls:
         return record("rate", rate=rate, load_at_s=round(at, 3), stage=name)
 
     return Controls(stop=stop, change_rate=change_rate)
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def _unless_interrupted(run: _Run, wait: Callable[[], Awaitable[float]]) -> float | None:
+    """``wait()``'s result, or None once a Ctrl-C came first (the load then starts and stops
+    at once: an interrupted run with its results folder, as at any other moment)."""
+    result: float | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def waiting() -> None:
+            nonlocal result
+            result = await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(waiting)
+        await run.stop_load.wait()
+        nursery.cancel_scope.cancel()
+    return result
 
 
 async def _watch_signals(run: _Run) -> None:
@@ -346,6 +374,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                         count=fleet_config.count,
                         first_index=fleet_config.first_index,
                     )
+            await run.before_load()
             run.begun = True
             run.platform.begin_load(targets)
             platform_nursery.start_soon(_stop_load_on_interrupt, run, platform_nursery.cancel_scope)
@@ -395,6 +424,7 @@ async def _fleet_only(run: _Run, scenario: Scenario) -> None:
         run.fleet = await nursery.start(_serve_fleet, run, config, nursery.cancel_scope)
         _count_devices(run.metrics, run.fleet)
         _announce_fleet(run, run.fleet)
+        await run.before_load()
         run.begun = True
         begun = trio.current_time()
         with trio.move_on_after(scenario.load_seconds):
@@ -454,11 +484,15 @@ async def run_campaign(
     scenario: Scenario | None = None,
     directory: Path,
     shard: str = "0/1",
-    start_at: float | None = None,
+    wait_to_start: Callable[[], Awaitable[float]] | None = None,
     progress: str | None = None,
 ) -> CampaignOutcome:
     """Run a scenario (``loaded``'s, or ``scenario`` derived from it, e.g. one shard) and write
     its results into ``directory`` (created here); see the module docstring.
+
+    ``wait_to_start`` (the shards' start barrier) is awaited once the sides are up (ports bound,
+    fleet built), right before the load; it returns the common start (epoch). The results'
+    clock (``run.json``'s ``started_at``, the interval boundaries) starts when it returns.
 
     A problem found before the load starts (a port in use, an address this machine does not
     have) raises ``ConfigError`` naming the key, and leaves no results folder behind. With
@@ -467,7 +501,7 @@ async def run_campaign(
     scenario = scenario or loaded.scenario
     output = scenario.output
     if output.dashboard is None or shard != "0/1":
-        return await _campaign(loaded, scenario, directory, shard, start_at, progress, None)
+        return await _campaign(loaded, scenario, directory, shard, wait_to_start, progress, None)
     board = Board(
         title=scenario.campaign.name,
         sides=scenario.campaign.sides,
@@ -483,7 +517,7 @@ async def run_campaign(
         ) as server:
             served = True
             outcome = await _campaign(
-                loaded, scenario, directory, shard, start_at, progress, server
+                loaded, scenario, directory, shard, wait_to_start, progress, server
             )
             board.finish(outcome.summary, "interrupted" if outcome.interrupted else "finished")
             return outcome
@@ -498,7 +532,7 @@ async def _campaign(
     scenario: Scenario,
     directory: Path,
     shard: str,
-    start_at: float | None,
+    wait_to_start: Callable[[], Awaitable[float]] | None,
     progress: str | None,
     dashboard: DashboardServer | None,
 ) -> CampaignOutcome:
@@ -512,10 +546,8 @@ async def _campaign(
     )
     run = _Run(scenario, metrics, notice=bar.notice)
     run.directory = directory
-    if start_at is not None:
-        await trio.sleep(max(0.0, start_at - time.time()))
-    start_epoch = time.time()
-    meta = {
+    start_epoch = time.time()  # until the load starts
+    meta: dict[str, Any] = {
         "campaign": campaign.name,
         "description": campaign.description,
         "sides": campaign.sides,
@@ -524,12 +556,13 @@ async def _campaign(
         "offered_rate": _offered_rate(scenario.platform),
         "load_duration_s": scenario.load_seconds,
         "thresholds": list(scenario.thresholds),
-        "start_at": start_at,
+        "start_at": None,
         "seed": _seeds(scenario),
     }
-    writer = RunWriter(directory, start_epoch, meta)
+    writer: RunWriter | None = None
 
     def write(interval: Interval) -> None:
+        assert writer is not None
         # "final" says the run ended normally; one ended by an error must read as a kill does
         writer(dataclasses.replace(interval, final=False) if run.failed else interval)
 
@@ -540,19 +573,34 @@ async def _campaign(
     sinks: list[IntervalSink] = [write, show]
     if scenario.abort_on_fail and thresholds:
         sinks.append(_abort_sink(run, thresholds, ABORT_DELAY))
-    exporter = PrometheusExporter() if scenario.output.metrics_port is not None else None
+    exporter = (
+        PrometheusExporter(campaign=campaign.name, shard=shard)
+        if scenario.output.metrics_port is not None
+        else None
+    )
     if exporter is not None:
         sinks.append(exporter)
     if dashboard is not None:
         sinks.append(dashboard.board)
-        dashboard.controls = _controls(run, writer)
+        dashboard.controls = _controls(run, lambda: writer, meta)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, run)
-            t0 = run._t0 = run._last_gauge = trio.current_time()
-            await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
+
+            async def start_clock() -> None:
+                nonlocal writer, start_epoch
+                if wait_to_start is not None:
+                    meta["start_at"] = await _unless_interrupted(run, wait_to_start)
+                start_epoch = time.time()
+                writer = RunWriter(directory, start_epoch, meta)
+                t0 = run._t0 = run._last_gauge = trio.current_time()
+                await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
+
+            run.before_load = start_clock
             if exporter is not None:
-                url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)
+                url = await nursery.start(
+                    exporter.serve, scenario.output.metrics_host, scenario.output.metrics_port
+                )
                 bar.notice(f"live metrics: {url}")
             try:
                 if campaign.sides == "devices":
@@ -571,14 +619,21 @@ async def _campaign(
                 raise
             nursery.cancel_scope.cancel()
     except BaseException as exc:
-        writer.close()
+        if writer is not None:
+            writer.close()
         bar.finish()
         listen = first_of(exc, ListenError)
-        if listen is None:
+        barrier = first_of(exc, ConfigError)  # the start barrier failed
+        if listen is None and barrier is None:
             raise
         if not run.begun:  # no load ran: no folder to keep
             shutil.rmtree(directory, ignore_errors=True)
+        if listen is None:
+            assert barrier is not None
+            raise barrier from None
         raise _listen_error(listen, scenario) from None
+    if writer is None:  # stopped before the load began: an empty run, still a results folder
+        writer = RunWriter(directory, start_epoch, meta)
     writer.close()
     bar.finish()
     return _finish(run, scenario, directory, thresholds, start_epoch)

@@ -89,6 +89,7 @@ class OutputSection(BaseModel):
     html: bool = True
     progress: Literal["auto", "bar", "lines", "quiet"] = "auto"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus text endpoint
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)  # 0.0.0.0 in a pod
     dashboard: str | None = None  # HOST:PORT of the live web dashboard (None: none)
     dashboard_token: str | None = None  # required of its visitors (one is made off loopback)
 

@@ -206,7 +206,9 @@ RUN_FLAGS: Final = (
     Flag(option="--no-html", key="output.html", switch=True, invert=True,
          help="skip report.html"),
     Flag(option="--metrics-port", key="output.metrics_port", value=integer, metavar="PORT",
-         help="serve live Prometheus metrics on 127.0.0.1:PORT"),
+         help="serve live Prometheus metrics on PORT (of --metrics-host)"),
+    Flag(option="--metrics-host", key="output.metrics_host", metavar="ADDR",
+         help="address of the metrics endpoint (0.0.0.0: all interfaces, as in a pod)"),
     Flag(option="--dashboard", key="output.dashboard", bare=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
          value=_dashboard,
          metavar="HOST:PORT", help=f"serve the live web dashboard (alone: on {DEFAULT_HOST}:"

@@ -8,7 +8,6 @@ machine does not have are real binds on loopback (nothing is sent anywhere).
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,16 +64,16 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
         ("--fault", "unknown fault 'explode'"),
     ),
     (
-        "a start in the past",
+        "a start barrier without a shard",
         lambda tmp: [
             "run",
             "scenarios/smoke.toml",
-            "--start-at",
-            f"{time.time() - 60:.0f}",
+            "--barrier",
+            str(tmp / "barrier"),
             "--results",
             str(tmp / "r"),
         ],
-        ("--start-at", "in the past"),
+        ("--barrier", "expected --shard I/N"),
     ),
     (
         "a corrupt run.json",
