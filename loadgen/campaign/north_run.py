@@ -107,6 +107,7 @@ async def north_sides(run: _Run, scenario: Scenario) -> None:
                         first_index=fleet_config.first_index,
                     )
                 )
+            await run.before_load()  # the results' clock (and a shard's barrier) starts here
             async with trio.open_nursery() as north_nursery:
 
                 async def north_task(*, task_status: trio.TaskStatus[NorthInfo]) -> None:

@@ -58,7 +58,9 @@ GENERATOR_SERIES: Final = ("lateness", "loop_lag")
 RATIOS: Final = ("error_rate",)
 RATES: Final = ("achieved_rate", "offered_rate", "sent_rate")
 COUNTS: Final = {
+    "issued": "issued",
     "sent": "sent",
+    "timed_out_queued": "timed_out_queued",
     "completed": "completed",
     "succeeded": "succeeded",
     "failed": "failed",

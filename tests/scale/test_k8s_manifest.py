@@ -234,7 +234,7 @@ def test_pods_run_as_local_processes_through_the_barrier_and_the_merge_job(
         SMOKE, shards=count, image="x", merge=True, barrier_lead=1.0,
         extra_args=("--set", 'platform.arrival.stages=[{duration="1s", rate=30}]',
                     "--set", "devices.count=15", "--no-html",
-                    "--set", 'thresholds=["sent == 30"]'),  # judged by the merge
+                    "--set", 'thresholds=["issued == 30"]'),  # judged by the merge
     )  # fmt: skip
     config_map, _, job, *_, merge_job = documents
     pod_mounts["/scenario"].mkdir()
