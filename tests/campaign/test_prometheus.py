@@ -112,3 +112,32 @@ async def test_before_any_interval_and_elsewhere() -> None:
     assert empty.status_code == 200
     assert _samples(empty.text)[("loadgen_operations_sent_total", ())] == 0
     assert missing.status_code == 404
+
+
+def test_bucket_counts_are_exactly_the_hdr_iterators() -> None:
+    """The vectorised fold (it runs in the event loop every interval) gives the counts and sum
+    that walking HdrHistogram_py's recorded iterator gives, bound edges included."""
+    import random
+    from bisect import bisect_left
+
+    from loadgen.campaign.prometheus import BUCKETS, _Buckets
+    from loadgen.metrics.hdr import new_histogram
+
+    histogram = new_histogram()
+    rng = random.Random(5)
+    for _ in range(5000):
+        histogram.record_value(int(rng.lognormvariate(8, 3)) % 3_600_000_000 + 1)
+    for bound in BUCKETS:
+        for us in (int(bound * 1e6) - 1, int(bound * 1e6), int(bound * 1e6) + 1):
+            histogram.record_value(us)
+    expected = [0] * (len(BUCKETS) + 1)
+    for item in histogram.get_recorded_iterator():
+        seconds = item.value_iterated_to / 1e6
+        expected[bisect_left(BUCKETS, seconds)] += item.count_added_in_this_iter_step
+    folded = _Buckets()
+    folded.add(histogram)
+    folded.add(new_histogram())  # an empty interval adds nothing
+    assert folded.counts == expected
+    assert folded.total == histogram.get_total_count()
+    mean_s = histogram.get_mean_value() / 1e6
+    assert folded.sum == pytest.approx(mean_s * histogram.get_total_count(), rel=1e-12)
