@@ -44,6 +44,7 @@ from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
 from loadgen.errors import ConfigError, ListenError, first_of
 from loadgen.http.fdlimit import raise_fd_limit
+from loadgen.metrics.hdr import prepare as prepare_histograms
 from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
@@ -538,6 +539,7 @@ async def _campaign(
 ) -> CampaignOutcome:
     campaign = scenario.campaign
     raise_fd_limit(_connections(scenario), what=f"campaign {campaign.name}")
+    prepare_histograms()  # tables the interval sinks read, built before the load, not in it
     _new_folder(directory, loaded)
     thresholds = scenario.parsed_thresholds()
     metrics = Metrics()

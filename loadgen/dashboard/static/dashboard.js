@@ -137,6 +137,7 @@ function buildCharts() {
   makeChart("chart-inflight", [
     { label: "t", value: (u, v) => fmtClock(v) },
     line("in flight", C.blue, { scale: "ops", value: (u, v) => fmtCount(v) }),
+    line("queued (not yet sent)", C.red, { scale: "ops", dash: [2, 3], value: (u, v) => fmtCount(v) }),
     line("CPU % of a core", C.orange, { scale: "pct", dash: [5, 4], value: (u, v) => (v === null ? "–" : v.toFixed(0) + " %") }),
   ], [timeAxis(), yAxis("in flight (ops)", countTick, { scale: "ops", incrs: COUNT_INCRS }),
       { scale: "pct", side: 1, label: "CPU (% of a core)", labelSize: 18, size: 50, grid: { show: false },
@@ -175,7 +176,7 @@ function spectrumData() {
 }
 function inflightData() {
   const f = model.frames;
-  return [f.map((x) => x.t), f.map((x) => x.in_flight), f.map((x) => x.cpu)];
+  return [f.map((x) => x.t), f.map((x) => x.in_flight), f.map((x) => x.queued), f.map((x) => x.cpu)];
 }
 
 function buildCapacity() {
@@ -251,6 +252,7 @@ function renderState() {
              last ? (meta.sides === "devices" ? last.served : last.achieved) : null);
   }
   setValue("in-flight", fmtCount(s.in_flight), s.in_flight);
+  setValue("queued", fmtCount(s.queued || 0), s.queued);
   const main = meta.sides === "devices" ? "callback" : "complete";
   const lat = (s.latency_ms || {})[main] || {};
   $("p99-label").textContent = `p99 ${main}`;
