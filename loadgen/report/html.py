@@ -203,6 +203,22 @@ def _latency(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _controls(run: LoadedRun) -> str:
+    """What a person did to the run while it ran (the dashboard's Stop and rate changes)."""
+    controls = run.run.get("controls") or []
+    if not controls:
+        return ""
+    rows = []
+    for entry in controls:
+        detail = {k: v for k, v in entry.items() if k not in ("kind", "at_s")}
+        shown = ", ".join(f"{k} {v}" for k, v in detail.items())
+        rows.append(
+            f"<tr>{_cells([entry.get('at_s')])}<td>{escape(str(entry.get('kind', '')))}</td>"
+            f"<td>{escape(shown)}</td></tr>"
+        )
+    return "<h3>Controls used during the run</h3>" + _table(("at (s)", "control", "detail"), rows)
+
+
 def _outcomes(summary: Mapping[str, Any]) -> str:
     """Errors grouped by cause with the first message, and the outcomes per operation name."""
     parts = []
@@ -311,6 +327,7 @@ def render_html(run: LoadedRun, summary: Mapping[str, Any]) -> str:
     body = [
         _header(run, summary),
         _thresholds(summary),
+        _controls(run),
         _operations(summary),
         _jobs(summary),
         _latency(summary),

@@ -192,6 +192,10 @@ def test_follow_change_the_rate_and_stop_a_run_in_the_browser(tmp_path: Path) ->
         assert "1:hold" in stages
         assert "2:rate 80/s" in stages
         assert stages.index("2:rate 80/s") > stages.index("1:hold")
+        # and the end-of-run record says what was done to the run
+        report = (folder / "report.html").read_text(encoding="utf-8")
+        assert "Controls used during the run" in report
+        assert "stage 2:rate 80/s" in report
     finally:
         if driver is not None:
             driver.quit()
