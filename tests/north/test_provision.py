@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def test_a_whole_placeholder_keeps_its_type(tmp_path: Path) -> None:
     assert (gone.method, gone.target, gone.body) == (b"DELETE", b"/o/acme/d/dev%2F1", b"")
 
 
-async def _cli(*args: str) -> trio.CompletedProcess[bytes]:
+async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
     return await trio.run_process(
         [sys.executable, "-m", "loadgen", "provision", *args],
