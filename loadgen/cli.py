@@ -43,11 +43,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     from loadgen.commands.capacity import register as capacity
+    from loadgen.commands.provision import register as provision
     from loadgen.commands.report import register as report
     from loadgen.commands.run import register as run
     from loadgen.commands.scale import register as scale
 
-    return [run, capacity, report, scale]
+    return [run, capacity, report, scale, provision]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import html
+import math
 import os
 import platform
 import sys
@@ -22,6 +23,7 @@ import orjson
 
 from loadgen.bench.devicebench import device_figures, memory_per_device
 from loadgen.bench.httpbench import PairResult, parser_figures, run_pair
+from loadgen.bench.northbench import north_figure
 from loadgen.bench.procs import machine_control
 from loadgen.bench.senderbench import sender_figures
 from loadgen.bench.systembench import callback_figures, merge_figure, pacing_figure, shard_figures
@@ -61,7 +63,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def run(duration: float) -> dict[str, Any]:
+def run(duration: float, north_duration: float = 10.0) -> dict[str, Any]:
     started = time.perf_counter()
     out: dict[str, Any] = {}
     checks: list[Check] = []
@@ -163,6 +165,28 @@ def run(duration: float) -> dict[str, Any]:
     checks.append(_check("2 shards vs 1: both shards (one shares a core with the target)",
                          shards["efficiency"], "1 shard", 0.90, "ratio"))  # fmt: skip
 
+    _say("\n[8] end to end: north side -> OpenGate stand-in -> devices, 2 processes (issue 10)")
+    north_rows = [north_figure(rate, north_duration) for rate in (5000.0, 2000.0)]
+    for row in north_rows:
+        if "error" in row:
+            _say(f"  at {row['rate']:.0f} jobs/s: failed: {row['error']}")
+            continue
+        _say(f"  offered {row['rate']:.0f} jobs/s: {row['jobs_per_s']:.0f} jobs/s closed p99 "
+             f"{row['closed_p99_ms']} ms, saturated: {row['saturated']}, "
+             f"{row['cpu_ms_per_job']} ms CPU per job, memory {row['rss_mb_first_third']} -> "
+             f"{row['rss_mb_last_third']} MB ({row['rss_change']:+.0%}), load average "
+             f"{row['load_average']}; sync loop of this run: "
+             f"{platform_row['ops_per_cpu_s']:.0f} ops per core-second")  # fmt: skip
+    out["north"] = {"rows": north_rows, "sync_loop_ops_per_cpu_s": platform_row["ops_per_cpu_s"]}
+    target = north_rows[0]
+    met = (
+        "error" not in target
+        and not target["saturated"]
+        and max(p or math.inf for p in target["closed_p99_ms"]) <= 50.0
+    )
+    checks.append(_check("north -> stand-in -> devices jobs/s, closed p99 <= 50 ms, unsaturated",
+                         target.get("jobs_per_s") if met else 0.0, "-", 5000.0, "jobs/s"))  # fmt: skip
+
     _say("\nTargets")
     for check in checks:
         value = "n/a" if check["value"] is None else f"{check['value']:,}"
@@ -199,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loadgen bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per pair")
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.add_argument(
+        "--north-duration", type=float, default=10.0,
+        help="seconds of each end-to-end north run (120 for the issue's memory figure)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    report = run(args.duration)
+    report = run(args.duration, args.north_duration)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.results / stamp
     out.mkdir(parents=True, exist_ok=True)

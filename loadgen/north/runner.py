@@ -168,7 +168,7 @@ class _Templates:
         return head + orjson.dumps(devices) + tail
 
 
-async def _reach(origin: Origin, url: str) -> None:
+async def reach(origin: Origin, url: str) -> None:
     """One TCP connection to the north API: an unreachable URL is one clear error, now."""
     try:
         with trio.fail_after(REACH_TIMEOUT):
@@ -207,7 +207,7 @@ async def run_north(
     origin, prefix = Origin.parse(url)
     paths = NorthPaths(prefix + config.base_path)
     metrics.single("lateness")
-    await _reach(origin, url)
+    await reach(origin, url)
     headers = [(b"X-ApiKey", config.api_key.encode())] if config.api_key else []
     limits = ClientLimits(
         max_connections=config.max_connections,
