@@ -138,8 +138,6 @@ class Scenario(BaseModel):
                 )
             if sides == "north-devices" and self.north.url is None:
                 raise ValueError("campaign.sides = 'north-devices' needs north.url (the real API)")
-            if self.campaign.shards != 1:
-                raise ValueError("a north campaign runs in one process: campaign.shards = 1")
         return self
 
     def warnings(self) -> list[str]:

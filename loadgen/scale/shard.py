@@ -97,10 +97,10 @@ def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
             targets = dataclasses.replace(
                 targets, devices=targets.devices[owned.start : owned.stop]
             )
-        elif scenario.campaign.sides != "both":
-            # With both sides the targets are the shard's own fleet (set once it listens), so
-            # the placeholder range is not split (its default count of 1 would leave shard 0
-            # with no device at all).
+        elif scenario.campaign.sides not in ("both", "north"):
+            # With the fleet in the campaign the targets are the shard's own fleet (set once it
+            # listens), so the placeholder range is not split (its default count of 1 would
+            # leave shard 0 with no device at all).
             owned = shard.devices(targets.count)
             targets = dataclasses.replace(
                 targets, first_index=targets.first_index + owned.start, count=len(owned)
@@ -113,4 +113,18 @@ def apply_shard(scenario: Scenario, shard: Shard) -> Scenario:
             south=south,
             seed=None if platform.seed is None else platform.seed + shard.index,
         )
-    return scenario.model_copy(update={"devices": devices, "platform": platform})
+    north = scenario.north
+    if north is not None:  # the application side: rate/N of jobs, to the shard's own devices
+        north = dataclasses.replace(
+            north,
+            arrival=dataclasses.replace(
+                north.arrival,
+                stages=tuple(
+                    dataclasses.replace(stage, rate=shard.rate(stage.rate))
+                    for stage in north.arrival.stages
+                ),
+            ),
+            callback_port=shard.port(north.callback_port) or 0,
+            seed=None if north.seed is None else north.seed + shard.index,
+        )
+    return scenario.model_copy(update={"devices": devices, "platform": platform, "north": north})

@@ -315,3 +315,21 @@ def test_a_sharded_run_stopped_with_sigint_is_merged_over_the_window_it_ran(
         assert all(row.get(column) not in (None, "") for row in rows), (column, rows)
     assert {row["phase"] for row in rows} <= {"load", "drain"}
     assert rows[0]["phase"] == "load"
+
+
+def test_a_north_campaign_splits_its_jobs_and_keeps_its_own_fleet() -> None:
+    """Each shard of a north campaign creates rate/N jobs for its own devices (the stand-in and
+    the fleet live in the shard), and its placeholder targets are not split to nothing."""
+    loaded = load_scenario(REPO / "scenarios" / "north-e2e.toml", ["devices.count=10"])
+    north = loaded.scenario.north
+    assert north is not None
+    shards = [apply_shard(loaded.scenario, Shard(i, 2)) for i in range(2)]
+    for shard in shards:
+        assert shard.north is not None
+        assert [s.rate for s in shard.north.arrival.stages] == [
+            s.rate / 2 for s in north.arrival.stages
+        ]
+        assert shard.devices is not None
+        assert shard.devices.count == 5
+        assert shard.platform is not None
+        assert shard.platform.targets == loaded.scenario.platform.targets  # type: ignore[union-attr]
