@@ -365,6 +365,7 @@ def _health(
         lateness_p99_ms=lateness_p99,
         loop_lag_p99_ms=lag_p99,
         cpu_percent=cpu_percent,
+        queue_full=int(metrics.counters.get("ops.rejected.queue_full", 0)),
     )
     late = int(metrics.counters.get("ops.late_sends", 0))
     generator = {
