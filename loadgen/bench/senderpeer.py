@@ -2,6 +2,7 @@
 
     python -m loadgen.bench.senderpeer --kind platform|httpx --port P [--duration S]
         [--warmup S] [--concurrency C] [--model closed|open] [--rate R] [--cpu N]
+        [--count-steps]
 
 prints "WARM" after the warm-up, then one JSON line with the measured window: operations
 completed, errors, process CPU seconds and wall seconds.
@@ -32,12 +33,29 @@ from loadgen.protocol import PathTemplate
 
 
 def _report(count: int, errors: int, cpu: float, wall: float) -> None:
-    print(
-        orjson.dumps(
-            {"operations": count, "errors": errors, "cpu_s": cpu, "wall_s": wall}
-        ).decode(),
-        flush=True,
-    )
+    row: dict[str, Any] = {"operations": count, "errors": errors, "cpu_s": cpu, "wall_s": wall}
+    if _STEPS is not None and count:
+        row["steps_per_op"] = round(_STEPS.steps / count, 3)
+        row["io_waits_per_op"] = round(_STEPS.io_waits / count, 3)
+    print(orjson.dumps(row).decode(), flush=True)
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts task steps and I/O waits (scheduler passes): per operation, a figure of the
+    issuing path's cost that the machine's other load does not blur."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.io_waits = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.io_waits += 1
+
+
+_STEPS: StepCounter | None = None
 
 
 async def _window(
@@ -46,9 +64,13 @@ async def _window(
     await trio.sleep(warmup)
     print("WARM", flush=True)
     done0, err0 = completed(), errors()
+    if _STEPS is not None:
+        trio.lowlevel.add_instrument(_STEPS)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await trio.sleep(duration)
     cpu1, wall1 = time.process_time(), time.perf_counter()
+    if _STEPS is not None:
+        trio.lowlevel.remove_instrument(_STEPS)
     return completed() - done0, errors() - err0, cpu1 - cpu0, wall1 - wall0
 
 
@@ -134,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=["closed", "open"], default="closed")
     parser.add_argument("--rate", type=float, default=100_000.0)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument(
+        "--count-steps", action="store_true", help="report task steps and I/O waits per operation"
+    )
     args = parser.parse_args(argv)
+    global _STEPS
+    _STEPS = StepCounter() if args.count_steps else None
     pin(args.cpu)
     if args.kind == "platform":
         trio.run(

@@ -65,7 +65,7 @@ from loadgen.http.parser import (
 from loadgen.http.render import JSON, RequestTemplate
 from loadgen.http.stream import RawStream, open_raw_stream
 
-__all__ = ["ClientLimits", "ConnectionPool", "Origin", "PoolStats", "open_pool"]
+__all__ = ["ClientLimits", "ConnectionPool", "Held", "Origin", "PoolStats", "open_pool"]
 
 RECEIVE_SIZE: Final = 65536
 #: Request heads kept per origin (one per target: ~200 bytes each).
@@ -279,6 +279,7 @@ class ConnectionPool:
         self._origins: dict[Origin, _OriginPool] = {}
         self._templates: dict[tuple[Origin, bytes, bytes], RequestTemplate] = {}
         self._closed = False
+        self._held: set[Held] = set()  # connections kept by their callers (see ``Held``)
         lim = self.limits
         self.watchdog = Watchdog(
             resolution_for(lim.connect_timeout, lim.read_timeout, lim.write_timeout)
@@ -303,6 +304,9 @@ class ConnectionPool:
             while pool.idle:
                 self._discard(pool, pool.idle.pop())
             pool.lot.unpark_all()
+        for held in list(self._held):
+            if held.conn is not None:
+                held.conn.raw.close_now()  # its holder wakes, drops it
         await trio.lowlevel.checkpoint()
 
     def _origin_pool(self, origin: Origin) -> _OriginPool:
@@ -335,6 +339,22 @@ class ConnectionPool:
 
         ``deadline`` (trio clock) bounds the whole exchange on top of the pool's own timeouts.
         """
+        return await self._request(origin, target, body, method, content_type, deadline, None)
+
+    def hold(self, origin: Origin) -> Held:
+        """A ``Held`` for ``origin``: a caller that keeps its connection between exchanges."""
+        return Held(self, origin)
+
+    async def _request(
+        self,
+        origin: Origin,
+        target: bytes,
+        body: bytes,
+        method: bytes,
+        content_type: bytes,
+        deadline: float,
+        held: Held | None,
+    ) -> Response:
         pool = self._origin_pool(origin)
         if method == b"POST" and content_type == JSON:
             wire = pool.post(target, body)
@@ -343,12 +363,18 @@ class ConnectionPool:
             wire = template.render(target, body)
         self.stats.requests += 1
         try:
-            conn = await self._checkout(origin, pool, deadline)
+            conn = None if held is None else held.conn
+            if conn is not None:
+                self.stats.reused += 1
+            else:
+                conn = await self._checkout(origin, pool, deadline)
             if conn is None:
                 conn = await self._connect(origin, pool, deadline)
             else:
                 try:
-                    return await self._exchange(pool, conn, wire, method, target, body, deadline)
+                    return await self._exchange(
+                        pool, conn, wire, method, target, body, deadline, held
+                    )
                 except ConnectionClosed:
                     if conn.reader.buffered or conn.answer_started or conn.served == 0:
                         raise  # the answer had started, or a new connection: not stale
@@ -357,7 +383,7 @@ class ConnectionPool:
                     self.stats.stale_retries += 1
                     pool.open += 1
                     conn = await self._connect(origin, pool, deadline)
-            return await self._exchange(pool, conn, wire, method, target, body, deadline)
+            return await self._exchange(pool, conn, wire, method, target, body, deadline, held)
         except TransportError as exc:
             self.stats.errors[exc.kind] += 1
             raise
@@ -443,6 +469,18 @@ class ConnectionPool:
         self.watchdog.watch(conn)
         return conn
 
+    def _ends(self, deadline: float) -> tuple[float, float]:
+        """When the write and the read of an exchange starting now are given up."""
+        start = self.watchdog.now
+        write_end = start + self._write_span
+        read_end = start + self._read_span
+        # The request's own deadline, when sooner (no min(): this runs per request).
+        if deadline < write_end:
+            write_end = deadline
+        if deadline < read_end:
+            read_end = deadline
+        return write_end, read_end
+
     async def _exchange(
         self,
         pool: _OriginPool,
@@ -452,56 +490,93 @@ class ConnectionPool:
         target: bytes,
         body: bytes,
         deadline: float = math.inf,
+        held: Held | None = None,
     ) -> Response:
-        limits = self.limits
-        writing = True
-        start = self.watchdog.now
-        write_end = start + self._write_span
-        read_end = start + self._read_span
-        # The request's own deadline, when sooner (no min(): this runs per request).
-        if deadline < write_end:
-            write_end = deadline
-        if deadline < read_end:
-            read_end = deadline
+        write_end, read_end = self._ends(deadline)
         conn.deadline = write_end
         try:
             if conn.h11 is None:
                 await conn.stream.send_all(wire)
-                writing = False
-                conn.deadline = read_end
-                response = await self._read_fast(conn, method, target, body, wire)
             else:
                 await conn.stream.send_all(_h11_events(conn.h11, wire, method, target, body))
-                writing = False
-                conn.deadline = read_end
+        except BaseException as exc:
+            error = self._failure(pool, conn, exc, held, write_end, deadline, writing=True)
+            if error is exc:
+                raise
+            raise error from exc
+        conn.deadline = read_end
+        return await self._answer(pool, conn, wire, method, target, body, read_end, deadline, held)
+
+    async def _answer(
+        self,
+        pool: _OriginPool,
+        conn: _Conn,
+        wire: bytes,
+        method: bytes,
+        target: bytes,
+        body: bytes,
+        read_end: float,
+        deadline: float,
+        held: Held | None,
+    ) -> Response:
+        """Read the answer to a request written on ``conn``; then the connection goes back to
+        the pool, or stays with its holder (``held``), or is closed."""
+        try:
+            if conn.h11 is None:
+                response = await self._read_fast(conn, method, target, body, wire)
+            else:
                 response = await self._read_h11(conn)
         except BaseException as exc:
-            self._release(pool, conn, reusable=False)
-            if not isinstance(exc, Exception) or isinstance(exc, TransportError):
+            error = self._failure(pool, conn, exc, held, read_end, deadline, writing=False)
+            if error is exc:
                 raise
-            if conn.expired:
-                if writing:
-                    raise WriteTimeout(
-                        "request not written by the request's deadline"
-                        if write_end == deadline
-                        else f"request not written within {limits.write_timeout} s"
-                    ) from exc
-                raise ReadTimeout(
-                    "no complete answer by the request's deadline"
-                    if read_end == deadline
-                    else f"no complete answer within {limits.read_timeout} s"
-                ) from exc
-            mapped = translate_client_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise error from exc
         conn.deadline = math.inf
         conn.served += 1
         # ``expired``: the watchdog closed the socket after the answer was read (while this task
         # waited at a checkpoint); the answer stands, the connection is gone.
-        reusable = response.keep_alive and limits.keep_alive and not conn.expired
+        reusable = response.keep_alive and self.limits.keep_alive and not conn.expired
+        if held is not None:
+            if reusable and not self._closed:
+                held.conn = conn  # it stays with its holder, out of the idle list
+                return response
+            held.conn = None
         self._release(pool, conn, reusable=reusable)
         return response
+
+    def _failure(
+        self,
+        pool: _OriginPool,
+        conn: _Conn,
+        exc: BaseException,
+        held: Held | None,
+        end: float,
+        deadline: float,
+        *,
+        writing: bool,
+    ) -> BaseException:
+        """Close the connection of a failed exchange; the exception to raise (``exc`` itself
+        when it is not ours to map)."""
+        if held is not None:
+            held.conn = None
+        self._release(pool, conn, reusable=False)
+        if not isinstance(exc, Exception) or isinstance(exc, TransportError):
+            return exc
+        limits = self.limits
+        if conn.expired:
+            if writing:
+                return WriteTimeout(
+                    "request not written by the request's deadline"
+                    if end == deadline
+                    else f"request not written within {limits.write_timeout} s"
+                )
+            return ReadTimeout(
+                "no complete answer by the request's deadline"
+                if end == deadline
+                else f"no complete answer within {limits.read_timeout} s"
+            )
+        mapped = translate_client_error(exc)
+        return exc if mapped is None else mapped
 
     async def _read_fast(
         self, conn: _Conn, method: bytes, target: bytes, body: bytes, wire: bytes
@@ -585,6 +660,154 @@ class ConnectionPool:
             bytes(body),
             keep_alive,
         )
+
+
+class Held:
+    """A connection of the pool kept by one caller between its exchanges, as wrk2's connections.
+
+    Why: a load generator's worker that parks between operations costs a scheduler pass per
+    operation just to be woken and write. A worker holding its connection instead waits on it
+    (``answer``) while idle; whoever has the next request writes it synchronously on that
+    connection (``write_now``, one non-blocking ``send``) and the waiting worker wakes once,
+    when the answer arrives: one pass per operation, as in a closed loop.
+
+    ``request`` is ``ConnectionPool.request`` on the held connection (a new one when none is
+    held). ``ready``: a plain, idle fast-path connection is held, ``write_now`` may be used.
+    After ``write_now`` returns True, ``answer`` returns (or raises, as ``request`` would) for
+    that request; if ``unsent`` is true the socket took only part of it and ``finish_write``
+    must run in a task of its own meanwhile (rare: an idle connection's send buffer is empty).
+    An ``answer`` that wakes with nothing written (the server closed the idle connection) drops
+    the connection and raises ``ConnectionClosed``. ``close`` gives the connection back.
+    """
+
+    __slots__ = ("_asked", "_pool", "conn", "origin", "unsent")
+
+    def __init__(self, pool: ConnectionPool, origin: Origin) -> None:
+        self._pool = pool
+        self.origin = origin
+        self.conn: _Conn | None = None
+        self.unsent: memoryview | None = None
+        # what write_now wrote: (wire, target, body, read_end, deadline)
+        self._asked: tuple[bytes, bytes, bytes, float, float] | None = None
+        pool._held.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Held {self.origin} conn={self.conn!r} asked={self._asked is not None}>"
+
+    @property
+    def ready(self) -> bool:
+        conn = self.conn
+        return (
+            conn is not None and conn.h11 is None and conn.stream is conn.raw and not conn.expired
+        )
+
+    async def request(self, target: bytes, body: bytes, *, deadline: float) -> Response:
+        return await self._pool._request(self.origin, target, body, b"POST", JSON, deadline, self)
+
+    def write_now(self, target: bytes, body: bytes, *, deadline: float) -> bool:
+        """Write a request on the held connection now (requires ``ready``); False when the
+        socket refused it (broken: nothing written, the waiting ``answer`` drops it)."""
+        pool = self._pool
+        conn = self.conn
+        assert conn is not None
+        assert self._asked is None
+        opool = pool._origin_pool(self.origin)
+        wire = opool.post(target, body)
+        try:
+            sent = conn.raw.socket.send(wire)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        pool.stats.requests += 1
+        pool.stats.reused += 1
+        write_end, read_end = pool._ends(deadline)
+        self._asked = (wire, target, body, read_end, deadline)
+        if sent < len(wire):
+            self.unsent = memoryview(wire)[sent:]
+            conn.deadline = write_end
+        else:
+            conn.deadline = read_end
+        return True
+
+    async def finish_write(self) -> None:
+        """The rest of a request ``write_now`` could not write at once; a failure is left to
+        ``answer`` (the watchdog closes a connection that stays unwritable past its deadline)."""
+        conn, rest, asked = self.conn, self.unsent, self._asked
+        if conn is None or rest is None or asked is None:
+            return
+        try:
+            await conn.raw.send_all(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.raw.close_now()  # the reader wakes and reports it
+        else:
+            if not conn.expired:
+                conn.deadline = asked[3]
+        finally:
+            self.unsent = None
+
+    async def answer(self) -> Response:
+        """Wait on the held connection (see the class docstring)."""
+        pool = self._pool
+        conn = self.conn
+        assert conn is not None
+        opool = pool._origin_pool(self.origin)
+        try:
+            try:
+                await conn.raw.wait_readable()
+            except BaseException as exc:
+                asked, self._asked = self._asked, None
+                if asked is None:
+                    self._drop(conn)
+                    if isinstance(exc, Exception):
+                        raise ConnectionClosed("the held connection was closed") from exc
+                    raise
+                error = pool._failure(
+                    opool, conn, exc, self, asked[3], asked[4], writing=self.unsent is not None
+                )
+                if error is exc:
+                    raise
+                raise error from exc
+            asked, self._asked = self._asked, None
+            if asked is None:
+                self._drop(conn)
+                raise ConnectionClosed("the server closed an idle connection")
+            wire, target, body, read_end, deadline = asked
+            try:
+                return await pool._answer(
+                    opool, conn, wire, b"POST", target, body, read_end, deadline, self
+                )
+            except ConnectionClosed:
+                if conn.reader.buffered or conn.served == 0:
+                    raise
+                # The server closed the idle connection as we wrote on it: as in ``request``,
+                # once on a new connection.
+                pool.stats.stale_retries += 1
+                opool.open += 1
+                conn = await pool._connect(self.origin, opool, deadline)
+                return await pool._exchange(
+                    opool, conn, wire, b"POST", target, body, deadline, self
+                )
+        except TransportError as exc:
+            pool.stats.errors[exc.kind] += 1
+            raise
+
+    def _drop(self, conn: _Conn) -> None:
+        self.conn = None
+        self._pool._discard(self._pool._origin_pool(self.origin), conn)
+
+    def close(self) -> None:
+        """Give the connection back (to the idle list when nothing is pending on it)."""
+        pool = self._pool
+        pool._held.discard(self)
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        opool = pool._origin_pool(self.origin)
+        if self._asked is None and self.unsent is None and not conn.expired:
+            pool._release(opool, conn, reusable=True)
+        else:
+            pool._release(opool, conn, reusable=False)
 
 
 @asynccontextmanager

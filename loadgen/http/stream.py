@@ -129,6 +129,20 @@ class RawStream(trio.abc.HalfCloseableStream):
                 self._wait_first = False  # a full read: more may be waiting already
             return data
 
+    async def wait_readable(self) -> None:
+        """Wait until the socket is readable (an answer, the peer's close, or our own close:
+        ``ClosedResourceError``); the next ``receive_some`` then reads at once."""
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        try:
+            await wait_readable(self.socket)
+        except trio.ClosedResourceError:
+            raise
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        self._wait_first = False
+        self._streak = 0
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")

@@ -46,11 +46,13 @@ def saturation_reasons(
     lateness_p99_ms: float | None,
     loop_lag_p99_ms: float | None,
     cpu_percent: float | None,
+    queue_full: int | None = None,
 ) -> list[str]:
     """The one verdict on the generator: each limit passed, in words (empty: not saturated).
 
     The live run (CPU over its load window) and a rebuilt folder (mean of the CPU column) both
-    judge with this, so a summary says the same whichever wrote it."""
+    judge with this, so a summary says the same whichever wrote it. ``queue_full``: operations
+    the sender refused because its queue was at its bound (``ops.rejected.queue_full``)."""
     reasons = []
     for label, value, limit in (
         ("send lateness", lateness_p99_ms, limits.lateness_p99_ms),
@@ -60,6 +62,8 @@ def saturation_reasons(
             reasons.append(f"{label} p99 {value:.1f} ms > {limit:g} ms")
     if cpu_percent is not None and cpu_percent > limits.cpu_percent:
         reasons.append(f"CPU {cpu_percent:.0f}% of a core > {limits.cpu_percent:g}%")
+    if queue_full:
+        reasons.append(f"{queue_full} operations refused: the generator's queue was full")
     return reasons
 
 

@@ -71,7 +71,7 @@ from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
 from loadgen.platform.northapi import NorthCore
 from loadgen.platform.schedule import Arrivals, Schedule
-from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
+from loadgen.platform.sender import DeviceRoute, Lane, Line, Sender, Transport
 from loadgen.platform.south import PendingQueues, SouthCore, count_server_refusals
 from loadgen.protocol import PathTemplate
 from loadgen.seeds import resolve_seed
@@ -365,6 +365,7 @@ def _health(
         lateness_p99_ms=lateness_p99,
         loop_lag_p99_ms=lag_p99,
         cpu_percent=cpu_percent,
+        queue_full=int(metrics.counters.get("ops.rejected.queue_full", 0)),
     )
     late = int(metrics.counters.get("ops.late_sends", 0))
     generator = {
@@ -466,7 +467,9 @@ async def run_platform(
                 limits=limits, ssl_context=_client_ssl(config, targets), headers=headers
             ) as pool:
                 with _frozen_heap():
-                    result = await _load(config, metrics, info, routes, pool.request, schedule)
+                    result = await _load(
+                        config, metrics, info, routes, pool.request, schedule, lines=pool.hold
+                    )
         else:
             with _frozen_heap():
                 result = await _load(config, metrics, info, routes, transport, schedule)
@@ -499,6 +502,8 @@ async def _load(
     routes: list[DeviceRoute],
     transport: Transport,
     schedule: Schedule | None,
+    *,
+    lines: Callable[[Origin], Line] | None = None,
 ) -> PlatformResult:
     arrival = config.arrival
     table = info.table
@@ -525,6 +530,7 @@ async def _load(
             t0=t0,
             wall0_ms=int(started_at * 1000),
             max_in_flight=config.max_in_flight,
+            lines=lines,
         )
         await workers.start(_timer, table, sender.resend)
         if info.north is not None:

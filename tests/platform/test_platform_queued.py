@@ -185,3 +185,38 @@ async def test_deadlines_that_pass_in_a_stall_time_out_unsent_at_the_deadline(
         assert c["ops.sent"] == c["ops.issued"] - c["ops.timed_out_queued"]
         assert c["ops.late_sends"] == N - 1  # issued at 3.0 s, with their intended times
         only(metrics.phase("complete").intended.merged(), TIMEOUT, N)
+
+
+async def test_the_generators_queue_is_bounded_and_refusals_flag_saturation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A device that never answers, one connection, 12,000 operations offered in 1 s with a
+    60 s timeout: the lane holds at most ``MAX_QUEUED`` waiting; the rest are refused at issue
+    (counted, never opened), and the run says it is saturated because of them. Without the
+    bound the queue (and the heap) grow with the offered load until the deadlines fire."""
+    from loadgen.platform.sender import MAX_QUEUED
+
+    config = PlatformConfig(
+        arrival=Arrival(stages=(Stage(duration=1.0, rate=12_000.0),)),
+        max_connections=1,
+        timeouts=Timeouts(ack_timeout=60.0, timeout=60.0),
+        drain_grace=0.0,
+    )
+    metrics = Metrics()
+    result = await run_platform(config, metrics, transport=SilentDevice())
+    counters = result.counters
+    written = 1  # the one connection's exchange
+    assert counters["ops.issued"] == MAX_QUEUED + written
+    assert (
+        counters["ops.rejected"] == counters["ops.rejected.queue_full"] == 12_000 - MAX_QUEUED - 1
+    )
+    assert counters["ops.sent"] == written
+    assert result.peak_in_flight == MAX_QUEUED + written
+    assert result.saturated
+    assert f"{12_000 - MAX_QUEUED - 1} operations refused: the generator's queue was full" in (
+        result.reasons
+    )
+    # every operation issued is still accounted once
+    assert counters["ops.issued"] == (
+        counters.get("ops.completed", 0) + counters["ops.timed_out"] + counters.get("ops.errors", 0)
+    )

@@ -107,3 +107,45 @@ async def test_a_timed_out_operations_connection_is_closed_not_reused(
     with trio.fail_after(5):
         await first_closed.wait()
     assert len(connections) == 2  # the answered operation went on a new connection
+
+
+class WorkerSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._worker"):
+            self.steps += 1
+
+
+@pytest.mark.slow
+async def test_below_saturation_the_issuer_writes_and_a_worker_wakes_once(
+    nursery: trio.Nursery,
+) -> None:
+    """Real sockets (the point is the pool's held connections): an open-model load well below
+    what the device serves. The issuer writes each operation on an idle worker's connection
+    itself, so a worker runs once per operation (for its answer), not twice (woken to write,
+    then for the answer). A structural count, not a speed: each extra pass is a wake-up."""
+    answer = Reply(201, response_body("same-for-all", "REBOOT_EQUIPMENT", "SUCCESSFUL"))
+
+    async def device(request: Request) -> Reply:
+        return answer
+
+    server = HTTPServer(device)
+    [(host, port)] = await nursery.start(partial(server.serve, "127.0.0.1", 0))
+    config = PlatformConfig(
+        targets=Targets(base_url=f"http://{host}:{port}", count=10),
+        arrival=Arrival(stages=(Stage(duration=0.6, rate=500.0),)),
+        max_connections=8,
+        drain_grace=1.0,
+    )
+    steps = WorkerSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        result = await run_platform(config, Metrics())
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    counters = result.counters
+    assert counters["ops.sent"] == counters["ops.completed"] == counters["ops.issued"] == 300
+    assert steps.steps / counters["ops.completed"] < 1.5  # ~2 when each write needs a wake-up
+    assert server.stats.connections_accepted <= 8
