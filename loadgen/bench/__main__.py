@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from loadgen.bench.dashbench import TARGET_RATIO as TARGET_DASHBOARD
+from loadgen.bench.dashbench import dashboard_figures
 from loadgen.bench.devicebench import device_figures, memory_per_device
 from loadgen.bench.httpbench import PairResult, parser_figures, run_pair
 from loadgen.bench.northbench import north_figure
@@ -186,6 +188,14 @@ def run(duration: float, north_duration: float = 10.0) -> dict[str, Any]:
     )
     checks.append(_check("north -> stand-in -> devices jobs/s, closed p99 <= 50 ms, unsaturated",
                          target.get("jobs_per_s") if met else 0.0, "-", 5000.0, "jobs/s"))  # fmt: skip
+
+    _say("\n[9] the live dashboard's cost to the sender, 1 client following it (issue 11)")
+    dash = dashboard_figures(duration)
+    _say(f"  {dash['with_dashboard']['ops_per_cpu_s']:.0f} ops per sender CPU-second with the "
+         f"dashboard, {dash['without']['ops_per_cpu_s']:.0f} without: {dash['ratio']}")  # fmt: skip
+    out["dashboard"] = dash
+    checks.append(_check("dashboard open vs not: ops per sender CPU-second", dash["ratio"],
+                         "no dashboard", TARGET_DASHBOARD, "ratio"))  # fmt: skip
 
     _say("\nTargets")
     for check in checks:

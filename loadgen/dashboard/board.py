@@ -271,7 +271,11 @@ class Board:
             "cpu_percent": None if cpu_mean is None else round(cpu_mean, 1),
             "late_sends": int(totals.get("ops.late_sends", 0)),
             "reasons": saturation_reasons(
-                self.limits, lateness_p99_ms=lateness, loop_lag_p99_ms=lag, cpu_percent=cpu_mean
+                self.limits,
+                lateness_p99_ms=lateness,
+                loop_lag_p99_ms=lag,
+                cpu_percent=cpu_mean,
+                queue_full=int(totals.get("ops.rejected.queue_full", 0)),
             ),
         }
         end = interval.end

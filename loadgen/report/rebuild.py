@@ -50,9 +50,10 @@ def generator_verdict(
     histograms: Mapping[str, HdrHistogram],
     rows: Sequence[Mapping[str, str]],
     limits: HealthLimits,
+    counters: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The verdict of ``saturation_reasons`` from a folder: the whole run's lateness and loop-lag
-    p99 and the mean of its CPU column."""
+    p99, the mean of its CPU column and the operations its full queue refused."""
     cpu = []
     for row in rows:
         try:
@@ -65,6 +66,7 @@ def generator_verdict(
         lateness_p99_ms=p99_ms(histograms.get("lateness")),
         loop_lag_p99_ms=p99_ms(histograms.get("loop_lag")),
         cpu_percent=sum(cpu) / len(cpu) if cpu else None,
+        queue_full=(counters or {}).get("ops.rejected.queue_full", 0),
     )
     return {"saturated": bool(reasons), "reasons": reasons}
 
@@ -109,7 +111,7 @@ def rebuild_summary(run: LoadedRun) -> dict[str, Any]:
             raise ConfigError(
                 f"{exc}", source=str(run.directory / "run.json"), key="health_limits"
             ) from exc
-        meta["generator"] = generator_verdict(run.totals, run.timeseries, limits)
+        meta["generator"] = generator_verdict(run.totals, run.timeseries, limits, run.counters)
     extra = previous.get("extra")
     if isinstance(extra, Mapping) and extra:
         meta["extra"] = dict(extra)
