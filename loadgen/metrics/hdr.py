@@ -159,8 +159,17 @@ class LatencyRecorder:
 
     def rollover(self) -> HdrHistogram:
         """Close the interval: return it as a histogram, fold it into ``total``, start anew."""
-        finished = histogram_from_counts(self._counts)
-        self._counts = [0] * COUNTS_LEN
+        return self.fold(self.close_interval())
+
+    def close_interval(self) -> list[int]:
+        """Swap the open interval's counts out (cheap: the interval boundary is this instant);
+        ``fold`` turns them into the interval's histogram later, outside the boundary."""
+        counts, self._counts = self._counts, [0] * COUNTS_LEN
+        return counts
+
+    def fold(self, counts: list[int]) -> HdrHistogram:
+        """The interval ``counts`` (from ``close_interval``) as a histogram, added to ``total``."""
+        finished = histogram_from_counts(counts)
         if finished.get_total_count():
             self.total.add(finished)
         return finished

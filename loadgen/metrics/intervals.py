@@ -8,6 +8,7 @@ leaves usable logs), the time-series writer and the live progress line.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from typing import IO, Final
 import trio
 from hdrh.histogram import HdrHistogram
 
+from loadgen.metrics.hdr import LatencyRecorder
 from loadgen.metrics.registry import Metrics
 
 __all__ = ["HlogWriter", "Interval", "IntervalSink", "hlog_name", "run_intervals"]
@@ -114,26 +116,46 @@ async def run_intervals(
     index = 0
     start = 0.0
 
-    def emit(end: float, final: bool) -> None:
+    def close(end: float) -> tuple[list[tuple[str, LatencyRecorder, list[int]]], Interval]:
+        """The interval boundary: counters and every recorder's counts taken at one instant."""
         nonlocal previous, index, start
         totals = dict(metrics.counters)
         changed = {k: v - previous.get(k, 0) for k, v in totals.items() if v != previous.get(k, 0)}
-        histograms = {recorder.name: recorder.rollover() for recorder in metrics.recorders()}
-        interval = Interval(
-            index, start, end, histograms, changed, totals, gauges(), final, dict(metrics.notes)
-        )
+        taken = [(r.name, r, r.close_interval()) for r in metrics.recorders()]
+        interval = Interval(index, start, end, {}, changed, totals, gauges(), False, {})
         previous = totals
         index += 1
         start = end
+        return taken, interval
+
+    async def emit(end: float) -> None:
+        """Roll one interval over in slices: the histograms are built and the sinks called with
+        a checkpoint between each, so the sends due meanwhile are not held up behind the whole
+        roll-over (tens of milliseconds with many recorders and sinks)."""
+        taken, interval = close(end)
+        for name, recorder, counts in taken:
+            interval.histograms[name] = recorder.fold(counts)
+            await trio.lowlevel.checkpoint()
+        interval.notes.update(metrics.notes)
         for sink in sinks:
             sink(interval)
+            await trio.lowlevel.checkpoint()
+
+    def emit_final(end: float) -> None:
+        taken, interval = close(end)
+        interval.histograms.update({name: r.fold(counts) for name, r, counts in taken})
+        interval.notes.update(metrics.notes)
+        final = dataclasses.replace(interval, final=True)
+        for sink in sinks:
+            sink(final)
 
     task_status.started()
     try:
         while True:
             await trio.sleep_until(t0 + (index + 1) * period)
-            emit((index + 1) * period, final=False)
+            with trio.CancelScope(shield=True):  # once closed, an interval is always delivered
+                await emit((index + 1) * period)
     finally:
         end = max(start, trio.current_time() - t0)
         if not math.isclose(end, start) or index == 0:
-            emit(end, final=True)
+            emit_final(end)
