@@ -74,7 +74,9 @@ class PlatformLink:
         try:
             response = await self.pool.request(self.origin, target, body)
         except TransportError as exc:
-            counters[f"{prefix}.error.{exc.kind}"] += 1
+            cause = f"{prefix}.error.{exc.kind}"
+            counters[cause] += 1
+            self.metrics.note(cause, f"{exc} ({self.origin})")
         else:
             elapsed = trio.current_time() - start
             self._callback.record(elapsed, elapsed)
