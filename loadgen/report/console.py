@@ -74,6 +74,24 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
     return lines if len(lines) > 1 else []
 
 
+def _posts(counters: Mapping[str, int]) -> list[str]:
+    """The fleet's POSTs to the platform: how many went, were tried again, were given up."""
+    figures = {
+        outcome: sum(
+            counters.get(f"device.{kind}.{outcome}", 0) for kind in ("callback", "collect")
+        )
+        for outcome in ("sent", "retried", "undelivered", "rejected")
+    }
+    if not any(figures.values()):
+        return []
+    connections = counters.get("device.responder.connections_opened", 0)
+    return [
+        f"            posted {figures['sent']}  retried {figures['retried']}  "
+        f"undelivered {figures['undelivered']}  rejected {figures['rejected']}  "
+        f"connections {connections}"
+    ]
+
+
 def _causes(summary: Mapping[str, Any]) -> list[str]:
     causes = summary.get("errors_by_cause") or []
     if not causes:
@@ -148,6 +166,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"devices     {devices.get('device.devices', 0)} served {served} operations"
             f" in {summary.get('load_duration_s') or 0:.1f} s"
         )
+        blocks[0].extend(_posts(summary.get("counters") or {}))
     blocks.extend(
         block for block in (_latency(summary), _causes(summary), _by_operation(summary)) if block
     )

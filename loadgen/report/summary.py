@@ -152,8 +152,17 @@ def build_summary(
     return summary
 
 
-#: Counters that count operations (or POSTs) that went wrong, by cause.
-ERROR_CAUSES: Final = ("transport.", "http.status.", "device.wrong_", "south.refused.")
+#: Counters that count operations (or POSTs) that went wrong, by cause. A device's POST attempts
+#: that failed (``device.callback.error.connect``: the platform refused the connection) are
+#: causes too, retried or not: ``*.retried`` and ``*.undelivered`` say how they ended.
+ERROR_CAUSES: Final = (
+    "transport.",
+    "http.status.",
+    "device.wrong_",
+    "south.refused.",
+    "device.callback.error.",
+    "device.collect.error.",
+)
 
 
 def _errors_by_cause(counters: Mapping[str, int], notes: Mapping[str, str]) -> list[dict[str, Any]]:

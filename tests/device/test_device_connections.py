@@ -8,12 +8,20 @@ delay is a few milliseconds and every wait is bounded.
 
 from __future__ import annotations
 
+import http.client
+import re
+import socket
+import threading
+import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
+from loadgen.cli import main
 from loadgen.device.config import Delay, Delays, FleetConfig, Profile, Responder
 from loadgen.device.engine import Engine
 from loadgen.device.fleet import build_devices
@@ -26,6 +34,7 @@ from loadgen.platform import PlatformConfig, SouthAPI, run_platform
 from loadgen.protocol import OperationRequest
 
 WAIT = 10.0
+BASE = "/south/v80/devices"
 
 
 async def test_many_messages_due_at_once_use_the_pool_and_reuse_it() -> None:
@@ -146,3 +155,54 @@ async def test_the_south_api_listens_with_its_backlog(
         nursery.cancel_scope.cancel()
     assert backlogs == [512]
     assert SouthAPI().backlog == DEFAULT_BACKLOG
+
+
+@pytest.mark.slow
+def test_the_report_shows_refused_posts_with_their_first_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real time, in process: ``loadgen devices`` for 2 s whose platform refuses connections;
+    a thread sends it 3 async operations. The summary and the console name the cause, its count
+    and its first message, beside the retries and the POSTs given up."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def send() -> None:
+        deadline = time.monotonic() + WAIT
+        for index in range(3):
+            while True:
+                try:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+                    body = orjson.dumps(
+                        {"operation": {"request": {"id": f"r-{index}", "timestamp": 1,
+                                                   "name": "REFRESH_INFO"}}}
+                    )  # fmt: skip
+                    connection.request("POST", f"{BASE}/dev-000001/operation/request", body)
+                    assert connection.getresponse().status == 201
+                    connection.close()
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    code = main(
+        ["devices", "--count", "2", "--http-port", str(port), "--flow", "async",
+         "--platform-url", "http://127.0.0.1:9", "--retries", "1", "--backoff-base", "10ms",
+         "--duration", "2s", "--results", str(tmp_path), "--progress", "lines"]
+    )  # fmt: skip
+    sender.join(WAIT)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [folder] = (tmp_path / "devices").iterdir()
+    summary = orjson.loads((folder / "summary.json").read_bytes())
+    causes = {item["cause"]: item for item in summary["errors_by_cause"]}
+    refused = causes["device.callback.error.connect"]
+    assert refused["count"] == 6  # 3 finals, each tried twice
+    assert refused["first"].startswith("cannot connect")
+    assert causes["device.callback.undelivered"]["count"] == 3
+    assert summary["counters"]["device.callback.retried"] == 3
+    assert "posted 0  retried 3  undelivered 3  rejected 0  connections 0" in out
+    assert re.search(r"\n  device\.callback\.error\.connect +6  cannot connect: ", out), out
