@@ -46,6 +46,12 @@ EXTRA = {
         "devices.count=500",
     ),
     "sleepy-devices.toml": ('devices.sleepy.poll_period="200ms"',),
+    # minutes of steps become milliseconds; the grace no longer needs to wait for them
+    "fleet-update.toml": (
+        'devices.default.delays.step={kind="uniform", low="2ms", high="8ms"}',
+        'devices.default.delays.final={kind="fixed", value="5ms"}',
+        'platform.drain_grace="10s"',
+    ),
 }
 
 
