@@ -5,7 +5,10 @@
   climbs a ladder (x1.25 a rung) until a rung is not clean: the generator saturated, an operation
   timed out or failed to get an answer, or ``complete`` p99 above the device's delay + 100 ms.
   The ceiling is the last clean rung. The sync loop (the same runs with the sync flow, ``complete``
-  p99 within 100 ms) climbs the same way, as the in-run reference.
+  p99 within 100 ms) climbs the same way, as the in-run reference. 100,000 devices addressed in
+  turn: a device gets its next operation seconds after its last one ended, so no operation
+  queues behind another at its device (a device runs one at a time: with 10,000 devices at
+  4,000 ops/s, a tenth of the operations would wait a whole final delay for their turn).
 - **bytes per operation in flight** on each side (``loadgen.bench.inflightmem``): the fleet with
   50,000 operations waiting for their final, the platform likewise (tracemalloc: exact).
 
@@ -41,7 +44,7 @@ name = "bench-{flow}"
 sides = "both"
 shards = 2
 [devices]
-count = 10000
+count = 100000
 http_port = 0
 seed = 1
 [devices.default]
@@ -49,6 +52,7 @@ flow = "{flow}"
 {final_delay}
 [platform]
 seed = 1
+device_choice = "round-robin"
 [platform.south]
 linger = "0s"
 [platform.arrival]
