@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -52,7 +52,7 @@ from loadgen.http.server import Action, Reply
 from loadgen.metrics import Metrics
 from loadgen.protocol import EXCLUSIVE_OPERATIONS, OPERATION_NAMES, ResultCode
 
-__all__ = ["Engine", "Platform"]
+__all__ = ["DeviceObserver", "Engine", "Platform"]
 
 REFRESH_INFO: Final = "REFRESH_INFO"
 _KNOWN: Final = frozenset(OPERATION_NAMES)
@@ -71,6 +71,15 @@ _RESULT_COUNTERS: Final = {code: f"device.result.{code}" for code in ResultCode}
 _now_ms = wall_ms
 
 
+class DeviceObserver(Protocol):
+    """Told, on the run's clock, when a device receives an operation request and when it writes
+    its final answer (the north side correlates jobs with the operations so, issue 10)."""
+
+    def received(self, device_id: str, op_id: str, now: float) -> None: ...
+
+    def answered(self, device_id: str, op_id: str, now: float) -> None: ...
+
+
 class Engine:
     """Runs operations for the devices of one fleet (see the module docstring)."""
 
@@ -80,7 +89,9 @@ class Engine:
         metrics: Metrics,
         platform: Platform | None,
         nursery: trio.Nursery,
+        observer: DeviceObserver | None = None,
     ) -> None:
+        self.observer = observer
         self.config = config
         self.metrics = metrics
         self.platform = platform
@@ -96,7 +107,11 @@ class Engine:
         self._collect = config.sleepy.collect_after_refresh
         self._drip = config.faults
         self.machine = StepMachine(
-            self.rng, self._counters, collect=self._collect, on_end=self._ended
+            self.rng,
+            self._counters,
+            collect=self._collect,
+            on_end=self._ended,
+            on_answer=None if observer is None else self._answered,
         )
         self.outbox = Outbox(
             self.machine,
@@ -127,6 +142,8 @@ class Engine:
         """Run (or start) ``request`` on ``device``; the ``Reply`` answers its HTTP request."""
         counters = self._counters
         counters["device.ops.received"] += 1
+        if self.observer is not None:
+            self.observer.received(device.id, request.id, trio.current_time())
         name = request.name
         behaviour = self._behaviours.get(name)
         if behaviour is None:
@@ -201,6 +218,8 @@ class Engine:
         counters = self._counters
         counters[_RESULT_COUNTERS[result]] += 1
         counters["device.ops.completed"] += 1
+        if self.observer is not None:
+            self.observer.answered(device.id, request.id, trio.current_time())
         if self._collect and result is ResultCode.SUCCESSFUL and request.name == REFRESH_INFO:
             data = collect_body(device.id, now, rng)
             self.outbox.send((Message(None, device.id, COLLECT, data),))
@@ -236,6 +255,8 @@ class Engine:
         """Answer at once with ``result`` and no steps (sync body, or ack + final POST)."""
         self._counters[_RESULT_COUNTERS[result]] += 1
         self._counters["device.ops.completed"] += 1
+        if self.observer is not None:
+            self.observer.answered(device.id, request.id, trio.current_time())
         self.last_id = request.id
         description = BUSY_DESCRIPTION if result is ResultCode.ERROR_PROCESSING else None
         body = response_body(
@@ -259,6 +280,8 @@ class Engine:
         counters = self._counters
         counters["device.ops.received"] += 1
         counters["device.ops.pending"] += 1
+        if self.observer is not None:
+            self.observer.received(device.id, request.id, trio.current_time())
         behaviour, supported = self.behaviour(request.name)
         profile = behaviour.profile
         name = request.name
@@ -274,6 +297,8 @@ class Engine:
                 result=code,
                 steps=[],
             )
+            if self.observer is not None:
+                self.observer.answered(device.id, request.id, trio.current_time())
             self.outbox.send((Message(None, device.id, CALLBACK, body),))
             return
         fault = behaviour.draw_fault(self.rng) if behaviour.has_faults else None
@@ -314,6 +339,11 @@ class Engine:
         handed = device.leave()
         if handed is not None:
             self._admit(handed)
+
+    def _answered(self, op: AsyncOp, now: float) -> None:
+        """The step machine wrote an async final (the observer's ``answered``)."""
+        assert self.observer is not None
+        self.observer.answered(op.device.id, op.id, now)
 
     def _ended(self, op: AsyncOp) -> None:
         """The step machine's ``on_end``: give back the device slot and the exclusive name."""

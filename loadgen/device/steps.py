@@ -223,7 +223,8 @@ class StepMachine:
     """The asynchronous operations of one fleet, their due times and their messages.
 
     ``on_end(op)`` is called once per operation as it ends; ``on_earlier(due)`` when a timer is
-    armed before every other one (the timer task then wakes earlier).
+    armed before every other one (the timer task then wakes earlier); ``on_answer(op, now)``
+    when its final answer is written (built for the responder), ``no_final`` excepted.
     """
 
     __slots__ = (
@@ -231,6 +232,7 @@ class StepMachine:
         "_successful",
         "collect",
         "live",
+        "on_answer",
         "on_earlier",
         "on_end",
         "rng",
@@ -245,8 +247,10 @@ class StepMachine:
         collect: bool = False,
         on_end: Callable[[AsyncOp], None] | None = None,
         on_earlier: Callable[[float], None] | None = None,
+        on_answer: Callable[[AsyncOp, float], None] | None = None,
     ) -> None:
         self.rng = rng
+        self.on_answer = on_answer
         self._counters = counters
         self.collect = collect
         self.on_end = on_end
@@ -276,6 +280,8 @@ class StepMachine:
         op.result = ResultCode.ERROR_PROCESSING
         op.due = now
         self._completed(op.result)
+        if self.on_answer is not None:
+            self.on_answer(op, now)
         request = op.request
         assert request is not None
         op.request = None
@@ -329,7 +335,7 @@ class StepMachine:
             if isinstance(item, Message):
                 out.append(item)
                 continue
-            message = self._fire(item, stamp(due, now, wall_ms))
+            message = self._fire(item, now, stamp(due, now, wall_ms))
             if message is not None:
                 out.append(message)
         return out
@@ -416,8 +422,9 @@ class StepMachine:
             op.due += delay.sample(self.rng)
         self._arm(op.due, op)
 
-    def _fire(self, op: AsyncOp, when: int) -> Message | None:
-        """``op``'s timer is due; ``when`` is its due time on the wall clock."""
+    def _fire(self, op: AsyncOp, now: float, when: int) -> Message | None:
+        """``op``'s timer is due (``now``: it fires); ``when`` is its due time on the wall
+        clock."""
         if op.stage is Stage.WORKING:
             profile = op.behaviour.profile
             if profile.flow != "sync" and profile.steps_mode == "partials":
@@ -439,6 +446,8 @@ class StepMachine:
             self._end(op)
             return None
         _move(op, Event.ANSWER)
+        if self.on_answer is not None:
+            self.on_answer(op, now)
         final = self._final(op, when)
         return Message(
             op, op.device.id, CALLBACK, malformed(final) if op.fault == "malformed_json" else final

@@ -17,6 +17,7 @@ from typing import Final
 import trio
 from hdrh.histogram import HdrHistogram
 
+from loadgen.metrics.hdr import values_at
 from loadgen.metrics.registry import Metrics
 
 __all__ = ["CpuGauge", "HealthLimits", "monitor_loop_lag", "p99_ms", "saturation_reasons"]
@@ -35,7 +36,8 @@ def p99_ms(histogram: HdrHistogram | None) -> float | None:
     """The p99 of a microsecond histogram in milliseconds (None: no data)."""
     if histogram is None or not histogram.get_total_count():
         return None
-    return float(histogram.get_value_at_percentile(99.0)) / 1000
+    [value] = values_at(histogram, [99.0])
+    return value / 1000
 
 
 def saturation_reasons(

@@ -2,6 +2,8 @@
 
 - ``failed``: completed with a result other than SUCCESSFUL; ``timed out``: ended by a deadline;
   ``errors``: ended without an answer for another reason. Always three separate columns.
+- ``issued``: operations started; ``sent``: of those, written to a connection. The difference
+  timed out queued behind a busy pool, never sent: said on a line of its own when there are any.
 - errors grouped by cause with the first message seen for each (``transport.connect  60  connect
   refused 127.0.0.1:1``), as k6 prints a cause and Locust a failures table;
 - one row per operation name when the run had more than one;
@@ -14,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from loadgen.report.summary import PHASES
+from loadgen.report.summary import NORTH_PHASES, PHASES
 
 __all__ = ["format_summary", "threshold_value"]
 
@@ -64,6 +66,7 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
     lines = [head]
     rows = [(phase, summary["latency_ms"].get(phase)) for phase in PHASES]
     rows.append(("service (complete)", summary["latency_ms"].get("service")))
+    rows += [(phase, summary["latency_ms"].get(phase)) for phase in NORTH_PHASES]
     for name, figures in rows:
         if not figures or not figures.get("count"):
             continue
@@ -90,6 +93,31 @@ def _posts(counters: Mapping[str, int]) -> list[str]:
         f"undelivered {figures['undelivered']}  rejected {figures['rejected']}  "
         f"connections {connections}"
     ]
+
+
+def _hops(summary: Mapping[str, Any]) -> list[str]:
+    """A north run: the jobs' accounting and the time per hop (issue 10)."""
+    jobs = summary.get("jobs")
+    if not jobs:
+        return []
+    north = (summary.get("extra") or {}).get("north") or {}
+    lines = [
+        f"jobs        created {jobs['created']}  closed {jobs['closed']}  "
+        f"timed out {jobs['timed_out']}  errors {jobs['errors']}  rejected {jobs['rejected']}",
+        f"            correlation {north.get('correlation', '-')}  "
+        f"closed by {north.get('close_by', '-')}",
+        "",
+        f"{'per hop (ms)':<20}{'count':>10}" + "".join(f"{k:>10}" for k in ("p50", "p90", "p99")),
+    ]
+    names = {"platform_dispatch": "platform dispatch", "device_work": "device work",
+             "platform_close": "platform close"}  # fmt: skip
+    for hop, figures in (summary.get("hops_ms") or {}).items():
+        if figures and figures.get("count"):
+            lines.append(
+                f"{names.get(hop, hop):<20}{figures['count']:>10}"
+                + "".join(f"{_ms(figures[k]):>10}" for k in ("p50", "p90", "p99"))
+            )
+    return lines
 
 
 def _causes(summary: Mapping[str, Any]) -> list[str]:
@@ -145,8 +173,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     blocks: list[list[str]] = [[title]]
     devices = (summary.get("extra") or {}).get("devices") or {}
     if ops.get("sent") or summary.get("offered_rate") is not None:
+        issued = ops.get("issued", ops["sent"])
         counts = (
-            f"operations  sent {ops['sent']}  completed {ops['completed']}  "
+            f"operations  issued {issued}  sent {ops['sent']}  completed {ops['completed']}  "
             f"succeeded {ops['succeeded']}"
         )
         ends = f"            failed {ops['failed']}  timed out {ops['timed_out']}  errors {ops['errors']}"
@@ -159,7 +188,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"sent {_rate(summary.get('sent_rate'))}  achieved {_rate(summary.get('achieved_rate'))}"
             f"  error rate {summary.get('error_rate', 0) * 100:.2f} %"
         )
-        blocks[0] += [counts, ends, rates]
+        blocks[0] += [counts, ends]
+        if ops.get("timed_out_queued"):
+            blocks[0].append(
+                f"            of the timed out, {ops['timed_out_queued']} were never sent: "
+                "queued behind a busy pool"
+            )
+        blocks[0].append(rates)
     if devices:
         served = devices.get("device.ops.received", 0)
         blocks[0].append(
@@ -168,7 +203,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         )
         blocks[0].extend(_posts(summary.get("counters") or {}))
     blocks.extend(
-        block for block in (_latency(summary), _causes(summary), _by_operation(summary)) if block
+        block
+        for block in (_hops(summary), _latency(summary), _causes(summary), _by_operation(summary))
+        if block
     )
     generator = summary.get("generator", {})
     if generator.get("saturated"):

@@ -23,7 +23,7 @@ from typing import Any, Final
 from loadgen.report.console import threshold_value
 from loadgen.report.plots import Plot, build_plots
 from loadgen.report.results import LoadedRun
-from loadgen.report.summary import OPERATION_KEYS, PHASES
+from loadgen.report.summary import NORTH_PHASES, OPERATION_KEYS, PHASES
 
 __all__ = ["REPORT_NAME", "render_html", "render_report"]
 
@@ -178,7 +178,7 @@ def _latency(summary: Mapping[str, Any]) -> str:
     service: Mapping[str, Mapping[str, Any]] = summary.get("service_ms") or {}
     rows = [
         _latency_row(phase, latency[phase], service.get(phase))
-        for phase in PHASES
+        for phase in (*PHASES, *NORTH_PHASES)
         if (latency.get(phase) or {}).get("count")
     ]
     by_name: Mapping[str, Mapping[str, Any]] = summary.get("latency_by_operation_ms") or {}
@@ -201,6 +201,22 @@ def _latency(summary: Mapping[str, Any]) -> str:
         f'<th colspan="{n}">intended</th><th class="twin" colspan="{n}">service time</th></tr>'
         f"<tr>{labels}{twin_labels}</tr>{''.join(rows)}</table></div>"
     )
+
+
+def _controls(run: LoadedRun) -> str:
+    """What a person did to the run while it ran (the dashboard's Stop and rate changes)."""
+    controls = run.run.get("controls") or []
+    if not controls:
+        return ""
+    rows = []
+    for entry in controls:
+        detail = {k: v for k, v in entry.items() if k not in ("kind", "at_s")}
+        shown = ", ".join(f"{k} {v}" for k, v in detail.items())
+        rows.append(
+            f"<tr>{_cells([entry.get('at_s')])}<td>{escape(str(entry.get('kind', '')))}</td>"
+            f"<td>{escape(shown)}</td></tr>"
+        )
+    return "<h3>Controls used during the run</h3>" + _table(("at (s)", "control", "detail"), rows)
 
 
 def _outcomes(summary: Mapping[str, Any]) -> str:
@@ -227,6 +243,41 @@ def _outcomes(summary: Mapping[str, Any]) -> str:
             + _table(("operation", "ended", "failed", "timed out", "errors"), rows)
         )
     return "".join(parts)
+
+
+def _jobs(summary: Mapping[str, Any]) -> str:
+    """A north run (issue 10): the jobs' accounting and the split per hop."""
+    jobs: Mapping[str, int] = summary.get("jobs") or {}
+    if not jobs:
+        return ""
+    north = (summary.get("extra") or {}).get("north") or {}
+    counts = _table(
+        ("created", "closed", "timed out", "errors", "rejected", "correlation", "closed by"),
+        [
+            "<tr>"
+            + _cells(jobs.get(k) for k in ("created", "closed", "timed_out", "errors", "rejected"))
+            + _cells((north.get("correlation"), north.get("close_by")), cls="")
+            + "</tr>"
+        ],
+    )
+    hops: Mapping[str, Mapping[str, Any]] = summary.get("hops_ms") or {}
+    rows = [
+        f"<tr><td>{escape(label)}</td>"
+        + _cells((hops.get(key) or {}).get(k) for k in ("count", "p50", "p90", "p99"))
+        + "</tr>"
+        for key, label in (
+            ("platform_dispatch", "platform dispatch"),
+            ("device_work", "device work"),
+            ("platform_close", "platform close"),
+        )
+    ]
+    return (
+        "<h2>Jobs (north API)</h2>" + counts + "<h3>Per hop (ms)</h3>"
+        "<p class=\"meta\">Platform dispatch: from the job's intended creation to the device's "
+        "receipt of its operation. Device work: receipt to final answer. Platform close: final "
+        "answer to the application told (callback or poll). Each is a per-job gap.</p>"
+        + _table(("hop", "count", "p50", "p90", "p99"), rows)
+    )
 
 
 def _generator(summary: Mapping[str, Any]) -> str:
@@ -276,7 +327,9 @@ def render_html(run: LoadedRun, summary: Mapping[str, Any]) -> str:
     body = [
         _header(run, summary),
         _thresholds(summary),
+        _controls(run),
         _operations(summary),
+        _jobs(summary),
         _latency(summary),
         _outcomes(summary),
         _generator(summary),

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from device_helpers import FAKE_PLATFORM, fleet_config, request
 
-from loadgen.device.config import Delay, Delays, Profile, Responder
+from loadgen.device.config import Delay, Delays, Faults, Profile, Responder
 from loadgen.device.engine import Engine
 from loadgen.device.fleet import Device, build_devices
 from loadgen.metrics import Metrics
@@ -225,3 +225,45 @@ async def test_idle_workers_leave_and_come_back(autojump_clock: trio.testing.Moc
         assert (r.engine.outbox.workers, r.engine.in_flight) == (0, 0)  # nothing left running
         await r.engine.handle(r.devices[1], request("REFRESH_INFO", id="y"))
     assert [(s.body["id"], s.at) for s in platform.sent] == [("x", 1.0), ("y", 3.0)]
+
+
+@dataclass
+class Observer:
+    seen: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def received(self, device_id: str, op_id: str, now: float) -> None:
+        self.seen.append(("received", op_id, now))
+
+    def answered(self, device_id: str, op_id: str, now: float) -> None:
+        self.seen.append(("answered", op_id, now))
+
+
+async def test_the_observer_hears_each_request_and_each_final_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The north side's correlation (issue 10): an async final is answered when the step
+    machine writes it, at its due time; a refusal answers at once; ``no_final`` never does."""
+    observer = Observer()
+    config = fleet_config(PARTIALS, profiles={"REBOOT_EQUIPMENT": Profile(flow="async")})
+    async with trio.open_nursery() as nursery:
+        engine = Engine(config, Metrics(), Recorder(), nursery, observer)
+        devices = list(build_devices(config).values())
+        await engine.handle(devices[0], request("UPDATE", id="u", parameters=update_parameters(0)))
+        await engine.handle(devices[1], request("REBOOT_EQUIPMENT", id="r"))
+        await engine.handle(devices[1], request("REBOOT_EQUIPMENT", id="again"))
+    assert [(kind, op_id, round(at, 6)) for kind, op_id, at in observer.seen] == [
+        ("received", "u", 0.0),  # before its 0.1 s acknowledgement
+        ("received", "r", 0.1),
+        ("received", "again", 0.1),
+        ("answered", "again", 0.1),  # ALREADY_IN_PROGRESS: at once
+        ("answered", "r", 0.1),  # no delays: its final when the timer task runs
+        ("answered", "u", 0.1 + 4 * 1.0 + 2.0),  # four steps of 1 s, then the final delay
+    ]
+    silent = Observer()
+    start = trio.current_time()
+    quiet = fleet_config(Profile(flow="async"), faults=Faults(no_final=1.0))
+    async with trio.open_nursery() as nursery:
+        engine = Engine(quiet, Metrics(), Recorder(), nursery, silent)
+        [first, *_] = build_devices(quiet).values()
+        await engine.handle(first, request("REFRESH_INFO", id="q"))
+    assert silent.seen == [("received", "q", start)]
