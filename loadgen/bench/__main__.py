@@ -183,9 +183,11 @@ def run(duration: float) -> dict[str, Any]:
                          loops["async"]["ceiling_ops_per_s"], "sync loop, same runs",
                          10_000.0, "ops/s"))  # fmt: skip
     checks.append(_check("fleet bytes per async operation in flight (at most 1 KB)",
-                         1024.0 - inflight["fleet"]["bytes_per_op"], "-", 0.0, "bytes spare"))  # fmt: skip
+                         round(1024.0 - inflight["fleet"]["bytes_per_op"], 1), "-", 0.0,
+                         "bytes spare"))  # fmt: skip
     checks.append(_check("platform bytes per operation in flight (at most 1 KB)",
-                         1024.0 - inflight["platform"]["bytes_per_op"], "-", 0.0, "bytes spare"))  # fmt: skip
+                         round(1024.0 - inflight["platform"]["bytes_per_op"], 1), "-", 0.0,
+                         "bytes spare"))  # fmt: skip
 
     _say("\nTargets")
     for check in checks:
