@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from loadgen.bench.asyncbench import async_loop_figures, inflight_memory_figures
 from loadgen.bench.dashbench import TARGET_RATIO as TARGET_DASHBOARD
 from loadgen.bench.dashbench import dashboard_figures
 from loadgen.bench.devicebench import device_figures, memory_per_device
@@ -196,6 +197,31 @@ def run(duration: float, north_duration: float = 10.0) -> dict[str, Any]:
     out["dashboard"] = dash
     checks.append(_check("dashboard open vs not: ops per sender CPU-second", dash["ratio"],
                          "no dashboard", TARGET_DASHBOARD, "ratio"))  # fmt: skip
+
+    _say("\n[10] async loop: both sides, 2 shards, 1 s final delay, beside the sync loop")
+    loops = async_loop_figures(duration=max(3.0, duration))
+    for flow in ("async", "sync"):
+        climb = loops[flow]
+        for rung in climb["rungs"]:
+            _say(f"  {flow:<6}{rung['rate']:>8.0f} ops/s: complete p99 {rung.get('complete_p99_ms')} "
+                 f"ms, ack p99 {rung.get('ack_p99_ms')} ms, lateness p99 "
+                 f"{rung.get('lateness_p99_ms')} ms  {'clean' if rung['clean'] else rung['reason']}")  # fmt: skip
+        _say(f"  {flow} loop ceiling: {climb['ceiling_ops_per_s'] or 0:.0f} ops/s")
+    inflight = inflight_memory_figures(50_000)
+    _say(f"  bytes per operation in flight (50,000 waiting for their final): fleet "
+         f"{inflight['fleet']['bytes_per_op']}, platform {inflight['platform']['bytes_per_op']}; "
+         f"UPDATE between partials: fleet {inflight['fleet_update_steps']['bytes_per_op']}, "
+         f"platform {inflight['platform_update']['bytes_per_op']}")  # fmt: skip
+    out["async_loop"] = {**loops, "inflight_bytes": inflight}
+    checks.append(_check("async loop ceiling, 2 shards, 1 s final delay (at least 10,000)",
+                         loops["async"]["ceiling_ops_per_s"], "sync loop, same runs",
+                         10_000.0, "ops/s"))  # fmt: skip
+    checks.append(_check("fleet bytes per async operation in flight (at most 1 KB)",
+                         round(1024.0 - inflight["fleet"]["bytes_per_op"], 1), "-", 0.0,
+                         "bytes spare"))  # fmt: skip
+    checks.append(_check("platform bytes per operation in flight (at most 1 KB)",
+                         round(1024.0 - inflight["platform"]["bytes_per_op"], 1), "-", 0.0,
+                         "bytes spare"))  # fmt: skip
 
     _say("\nTargets")
     for check in checks:

@@ -693,6 +693,8 @@ def _finish(
         info.setdefault("extra", {})["devices"] = run.fleet.handle.statistics()
     if run.abort_reason:
         info.setdefault("extra", {})["interrupted_by"] = run.abort_reason
+    # the first message of each failure counter: ``errors_by_cause`` shows it beside the count
+    info.setdefault("notes", dict(run.metrics.notes))
     summary = build_summary(histograms_of(run.metrics), run.metrics.counters, info)
     evaluated = [threshold.evaluate(summary) for threshold in thresholds]
     summary["thresholds"] = [item.as_dict() for item in evaluated]

@@ -235,6 +235,8 @@ DEVICE_FLAGS: Final = (
     Flag(option="--addresses", key="devices.addresses", value=_addresses,
          metavar="IP+N|IP,IP", help="address mode: 127.1.0.1+N or a comma list"),
     Flag(option="--seed", key="devices.seed", value=integer, help="random seed"),
+    Flag(option="--backlog", key="devices.backlog", value=integer,
+         help="listen backlog (the kernel caps it at net.core.somaxconn)"),
     # behaviour of the default profile
     Flag(option="--flow", key="devices.default.flow", choices=("sync", "async", "async-multi"),
          help="how devices answer"),
@@ -376,6 +378,8 @@ PLATFORM_FLAGS: Final = (
          help="require this X-ApiKey from devices"),
     Flag(option="--south-tls", key="platform.south.tls", switch=True,
          help="serve HTTPS (self-signed)"),
+    Flag(option="--south-backlog", key="platform.south.backlog", value=integer,
+         help="south API listen backlog (the kernel caps it at net.core.somaxconn)"),
     # north API (the OpenGate stand-in: applications create jobs there)
     Flag(option="--north-port", key="platform.north.port", value=integer,
          help="serve the north API (jobs) on this port (0: any free one)"),

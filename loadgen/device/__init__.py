@@ -11,20 +11,45 @@ profiles; asynchronous answers are POSTed to the platform over pooled keep-alive
     info.handle.shutdown()      # drain: finish what is in flight, then return
 """
 
-from loadgen.device.config import (
-    DEFAULT_HTTP_PORT,
-    DEFAULT_HTTPS_PORT,
-    FAULT_NAMES,
-    Delay,
-    Delays,
-    Faults,
-    FleetConfig,
-    Profile,
-    Responder,
-    Sleepy,
-    address_range,
-)
-from loadgen.device.runner import FleetHandle, FleetInfo, run_fleet
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadgen.device.config import (
+        DEFAULT_HTTP_PORT,
+        DEFAULT_HTTPS_PORT,
+        FAULT_NAMES,
+        Delay,
+        Delays,
+        Faults,
+        FleetConfig,
+        Profile,
+        Responder,
+        Sleepy,
+        address_range,
+    )
+    from loadgen.device.runner import FleetHandle, FleetInfo, run_fleet
+
+# Exported lazily, so that importing a pure submodule (timers, steps, behaviour) does not pull in
+# trio through the runner.
+_HOME = {
+    **dict.fromkeys(
+        ("DEFAULT_HTTPS_PORT", "DEFAULT_HTTP_PORT", "FAULT_NAMES", "Delay", "Delays", "Faults",
+         "FleetConfig", "Profile", "Responder", "Sleepy", "address_range"),
+        "loadgen.device.config",
+    ),
+    **dict.fromkeys(("FleetHandle", "FleetInfo", "run_fleet"), "loadgen.device.runner"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
 
 __all__ = [
     "DEFAULT_HTTPS_PORT",

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
-from loadgen.device.config import Delay, Faults, Profile
 from loadgen.protocol import (
     ResultCode,
     StepResult,
@@ -37,9 +36,13 @@ from loadgen.protocol import (
     variable_results,
 )
 
+if TYPE_CHECKING:  # the config pulls in the HTTP server (and trio); this module stays pure
+    from loadgen.device.config import Delay, Faults, Profile
+
 __all__ = [
     "BUSY_DESCRIPTION",
     "RESULT_DESCRIPTIONS",
+    "VARIABLE_OPERATIONS",
     "Behaviour",
     "Operation",
     "collect_body",
@@ -68,7 +71,7 @@ STEP_DESCRIPTIONS: Final[Mapping[StepResult, str]] = {
 
 _OK = StepResult.SUCCESSFUL
 _NO_STEPS: Final = frozenset({ResultCode.NOT_SUPPORTED, ResultCode.ALREADY_IN_PROGRESS})
-_VARIABLE_OPERATIONS: Final = frozenset({"GET_DEVICE_PARAMETERS", "SET_DEVICE_PARAMETERS"})
+VARIABLE_OPERATIONS: Final = frozenset({"GET_DEVICE_PARAMETERS", "SET_DEVICE_PARAMETERS"})
 
 
 def _cumulative(pairs: Sequence[tuple[Any, float]]) -> tuple[tuple[float, Any], ...]:
@@ -179,7 +182,7 @@ def step_results(
 
 
 def _variables(request: Operation, result: StepResult) -> list[dict[str, Any]] | None:
-    if request.name not in _VARIABLE_OPERATIONS or result is not _OK:
+    if request.name not in VARIABLE_OPERATIONS or result is not _OK:
         return None
     out = []
     for var in variable_results(request.name, request.parameters):

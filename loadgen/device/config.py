@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from loadgen.errors import ConfigError, key_prefix
-from loadgen.http.server import ServerLimits
+from loadgen.http.server import DEFAULT_BACKLOG, ServerLimits
 from loadgen.protocol import (
     DEFAULT_BASE_PATH,
     DEVICE_RESULT_CODES,
@@ -424,6 +424,11 @@ class Sleepy:
         _count(self.max_polls, "max_polls", minimum=1)
 
 
+def _backlog(value: object, key: str = "backlog") -> None:
+    if type(value) is not int or not 1 <= value <= DEFAULT_BACKLOG:
+        raise ConfigError(f"expected an integer 1..{DEFAULT_BACKLOG}, got {value!r}", key=key)
+
+
 def _check_base_path(base: object, key: str = "base_path") -> None:
     try:
         PathTemplate(base)  # type: ignore[arg-type]
@@ -459,7 +464,8 @@ class FleetConfig:
     address mode, to each of ``addresses`` (loopback addresses; requests are still routed by
     the id in the path, so a device is reachable on every address). ``api_key``: when set,
     incoming requests must carry it (header or query parameter) or get 401. ``drain_timeout``
-    bounds how long ``shutdown()`` waits for operations in flight.
+    bounds how long ``shutdown()`` waits for operations in flight. ``backlog``: the listen
+    backlog of each listener (``loadgen.http.server.DEFAULT_BACKLOG``).
     """
 
     count: int = 1000
@@ -483,6 +489,7 @@ class FleetConfig:
     seed: int | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
     drain_timeout: Seconds = 30.0
+    backlog: int = DEFAULT_BACKLOG
 
     def __post_init__(self) -> None:
         _count(self.count, "count", minimum=0)
@@ -530,6 +537,7 @@ class FleetConfig:
         if self.seed is not None and type(self.seed) is not int:
             raise ConfigError(f"expected an integer or none, got {self.seed!r}", key="seed")
         _seconds(self.drain_timeout, "drain_timeout")
+        _backlog(self.backlog)
         needs_platform = self.default.is_async or self.sleepy.share > 0
         needs_platform = needs_platform or any(p.is_async for p in self.profiles.values())
         if needs_platform and self.responder.platform_url is None:

@@ -7,12 +7,13 @@ Theory of operation
 no sync delay and the device is free: profile lookup, admission (``try_enter``), one or two
 draws, one ``orjson.dumps``, one ``Reply``. That path is what ``make bench`` measures.
 
-An asynchronous operation is acknowledged by the handler (after the ``ack`` delay) and runs on
-in a task of the engine's nursery, which owns it until its last POST: waiting for a slot when
-the device is busy, sleeping each step's delay, POSTing partials and the final through the
-``Platform`` (``loadgen.device.responder`` in production, a fake in tests). One task per
-operation *in flight*, none per device. Operations a sleepy device fetched from
-``operation/pending`` run the same way without an acknowledgement (``run_pending``).
+An asynchronous operation is acknowledged by the handler (after the ``ack`` delay) and goes on
+as a small record, not a task: ``loadgen.device.steps`` (pure) moves it through its steps and
+builds its messages, and ``loadgen.device.outbox`` (one timer task per fleet, and at most as
+many delivery workers as the responder has connections) sends them through the ``Platform``
+(``loadgen.device.responder`` in production, a fake in tests). A busy device lines the record
+up; the slot given back is handed to it (``_admit``). Operations a sleepy device fetched from
+``operation/pending`` run the same way without an acknowledgement (``start_pending``).
 
 Refusals are answered at once, without delays and without a slot: a name outside the catalogue
 (and without a profile of its own) gets NOT_SUPPORTED, a second REBOOT_EQUIPMENT/UPDATE while
@@ -20,14 +21,13 @@ one is admitted gets ALREADY_IN_PROGRESS, a busy device that rejects gets ERROR_
 
 Every random choice comes from the fleet's one ``random.Random(seed)``, in arrival order, so a
 run with the same seed and the same arrival order (a test under the mock clock; a sequential
-client) repeats exactly. All waiting is ``trio.sleep`` (mock-clock friendly); wall-clock
+client) repeats exactly. All waiting is on the trio clock (mock-clock friendly); wall-clock
 milliseconds are read only for the JSON timestamps.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from typing import Final, Protocol
 
@@ -46,15 +46,16 @@ from loadgen.device.behaviour import (
 )
 from loadgen.device.config import FleetConfig, Profile
 from loadgen.device.fleet import Device
+from loadgen.device.outbox import Outbox, Platform, wall_ms
+from loadgen.device.steps import CALLBACK, COLLECT, AsyncOp, Message, StepMachine
 from loadgen.http.server import Action, Reply
 from loadgen.metrics import Metrics
-from loadgen.protocol import EXCLUSIVE_OPERATIONS, OPERATION_NAMES, ResultCode, StepResult
+from loadgen.protocol import EXCLUSIVE_OPERATIONS, OPERATION_NAMES, ResultCode
 
 __all__ = ["DeviceObserver", "Engine", "Platform"]
 
 REFRESH_INFO: Final = "REFRESH_INFO"
 _KNOWN: Final = frozenset(OPERATION_NAMES)
-_NOT_EXECUTED = StepResult.NOT_EXECUTED
 
 _CLOSE: Final = Reply(200, action=Action.CLOSE)
 _HANG: Final = Reply(200, action=Action.HANG)
@@ -67,16 +68,7 @@ _ACKS: Final = {status: Reply(status) for status in (200, 201, 202, 204)}
 _RESULT_COUNTERS: Final = {code: f"device.result.{code}" for code in ResultCode}
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class Platform(Protocol):
-    """Where async answers go. Implementations count failures; they never raise for them."""
-
-    async def post_response(self, device_id: str, body: bytes) -> bool: ...
-
-    async def post_collect(self, device_id: str, body: bytes) -> bool: ...
+_now_ms = wall_ms
 
 
 class DeviceObserver(Protocol):
@@ -105,7 +97,7 @@ class Engine:
         self.platform = platform
         self.nursery = nursery
         self.rng = random.Random(config.seed)
-        self.in_flight = 0
+        self.sync_in_flight = 0
         self.last_id: str | None = None
         self._counters: Counter[str] = metrics.counters
         self._default = Behaviour(config.default, config.faults)
@@ -114,9 +106,28 @@ class Engine:
         }
         self._collect = config.sleepy.collect_after_refresh
         self._drip = config.faults
+        self.machine = StepMachine(
+            self.rng,
+            self._counters,
+            collect=self._collect,
+            on_end=self._ended,
+            on_answer=None if observer is None else self._answered,
+        )
+        self.outbox = Outbox(
+            self.machine,
+            platform,
+            nursery,
+            self._counters,
+            connections=config.responder.max_connections,
+        )
 
     def __repr__(self) -> str:
         return f"<Engine in_flight={self.in_flight} seed={self.config.seed}>"
+
+    @property
+    def in_flight(self) -> int:
+        """Sync requests being answered plus async operations not ended (queued included)."""
+        return self.sync_in_flight + self.machine.live
 
     def behaviour(self, name: str) -> tuple[Behaviour, bool]:
         """The behaviour for operation ``name`` and whether the device supports it."""
@@ -160,14 +171,14 @@ class Engine:
                 delay = behaviour.ack_delay
                 if delay is not None:
                     await trio.sleep(delay.sample(self.rng))
-                self.nursery.start_soon(self._run_async, device, request, behaviour, fault)
-                handed_over = True
+                handed_over = True  # from here the record holds the exclusive name
+                self._start(device, request, behaviour, fault)
                 reply = _ACKS[profile.ack_status]
                 if fault == "drip":
                     reply = self._dripping(reply)
                 return reply
             # Synchronous: no await at all on the fast path (free device, no sync delay).
-            self.in_flight += 1
+            self.sync_in_flight += 1
             try:
                 if not device.try_enter(profile) and not await self._enter_busy(device, profile):
                     return self._refuse(device, request, profile, ResultCode.ERROR_PROCESSING)
@@ -177,9 +188,9 @@ class Engine:
                         await trio.sleep(delay.sample(self.rng))
                     return self._answer(device, request, behaviour, fault)
                 finally:
-                    device.leave()
+                    self._leave(device)
             finally:
-                self.in_flight -= 1
+                self.sync_in_flight -= 1
         finally:
             if exclusive and not handed_over:
                 device.unhold(name)
@@ -210,7 +221,8 @@ class Engine:
         if self.observer is not None:
             self.observer.answered(device.id, request.id, trio.current_time())
         if self._collect and result is ResultCode.SUCCESSFUL and request.name == REFRESH_INFO:
-            self.nursery.start_soon(self._post_collect, device)
+            data = collect_body(device.id, now, rng)
+            self.outbox.send((Message(None, device.id, COLLECT, data),))
         if fault is None:
             return Reply(profile.sync_status, body)
         if fault == "malformed_json":
@@ -222,7 +234,7 @@ class Engine:
         """The slow admission path: queue (or not) as the profile says; counted."""
         if profile.when_busy == "queue":
             self._counters["device.busy.queued"] += 1
-        if await device.enter(profile):
+        if await device.enter(profile, self._admit):
             return True
         self._counters["device.busy.rejected"] += 1
         return False
@@ -258,13 +270,13 @@ class Engine:
         )
         if profile.flow == "sync":
             return Reply(profile.sync_status, body)
-        self.nursery.start_soon(self._post, device, body)
+        self.outbox.send((Message(None, device.id, CALLBACK, body),))
         return _ACKS[profile.ack_status]
 
     # --- the asynchronous side -----------------------------------------------------------
 
-    async def run_pending(self, device: Device, request: Operation) -> None:
-        """Run an operation a sleepy device fetched: no acknowledgement, every answer POSTed."""
+    def start_pending(self, device: Device, request: Operation) -> None:
+        """Start an operation a sleepy device fetched: no acknowledgement, every answer POSTed."""
         counters = self._counters
         counters["device.ops.received"] += 1
         counters["device.ops.pending"] += 1
@@ -285,7 +297,9 @@ class Engine:
                 result=code,
                 steps=[],
             )
-            await self._post(device, body)
+            if self.observer is not None:
+                self.observer.answered(device.id, request.id, trio.current_time())
+            self.outbox.send((Message(None, device.id, CALLBACK, body),))
             return
         fault = behaviour.draw_fault(self.rng) if behaviour.has_faults else None
         if fault in _NO_RUN or fault == "drip":
@@ -293,118 +307,49 @@ class Engine:
         if fault is not None:
             counters["device.fault." + fault] += 1
         self.last_id = request.id
-        await self._run_async(device, request, behaviour, fault)
+        self._start(device, request, behaviour, fault)
 
-    async def _run_async(
-        self,
-        device: Device,
-        request: Operation,
-        behaviour: Behaviour,
-        fault: str | None,
+    def _start(
+        self, device: Device, request: Operation, behaviour: Behaviour, fault: str | None
     ) -> None:
-        """The life of one async (or pending) operation after its acknowledgement."""
+        """An async (or pending) operation after its acknowledgement: a record for the step
+        machine, admitted now, lined up at its busy device, or refused (ERROR_PROCESSING)."""
+        op = AsyncOp(device, request, behaviour, fault)
+        machine = self.machine
+        machine.open(op)
         profile = behaviour.profile
-        name = request.name
-        self.in_flight += 1
-        try:
-            if not device.try_enter(profile) and not await self._enter_busy(device, profile):
-                self._counters[_RESULT_COUNTERS[ResultCode.ERROR_PROCESSING]] += 1
-                self._counters["device.ops.completed"] += 1
-                body = response_body(
-                    request,
-                    device.id,
-                    version=profile.version,
-                    now_ms=_now_ms(),
-                    result=ResultCode.ERROR_PROCESSING,
-                    steps=[],
-                    description=BUSY_DESCRIPTION,
-                )
-                await self._post(device, body)
-                return
-            try:
-                await self._steps_and_final(device, request, behaviour, fault)
-            finally:
-                device.leave()
-        except trio.Cancelled:
-            # The fleet was stopped (drain timeout, a second Ctrl-C) before this operation sent
-            # its final response: counted, so nothing leaves without a trace.
-            self._counters["device.ops.cancelled"] += 1
-            raise
-        finally:
-            self.in_flight -= 1
-            if name in EXCLUSIVE_OPERATIONS:
-                device.unhold(name)
-
-    async def _steps_and_final(
-        self,
-        device: Device,
-        request: Operation,
-        behaviour: Behaviour,
-        fault: str | None,
-    ) -> None:
-        profile = behaviour.profile
-        rng = self.rng
-        result = behaviour.draw_result(rng)
-        steps = step_results(behaviour.step_names(request), result, rng)
-        operation_id = other_id(rng, self.last_id, request.id) if fault == "wrong_id" else None
-
-        def body(result: ResultCode | None, done: list[tuple[str, StepResult]]) -> bytes:
-            return response_body(
-                request,
-                device.id,
-                version=profile.version,
-                now_ms=(now := _now_ms()),
-                result=result,
-                steps=step_objects(request, done, now),
-                operation_id=operation_id,
-            )
-
-        executed = [step for step in steps if step[1] is not _NOT_EXECUTED]
-        final_steps = steps
-        step_delay = behaviour.step_delay
-        if profile.flow == "sync":  # a pending operation of a sync profile: one final POST
-            if behaviour.sync_delay is not None:
-                await trio.sleep(behaviour.sync_delay.sample(rng))
-        elif profile.steps_mode == "partials":
-            for step in executed:
-                if step_delay is not None:
-                    await trio.sleep(step_delay.sample(rng))
-                await self._post(device, body(None, [step]))
-            final_steps = steps[len(executed) :]
-        else:
-            if step_delay is not None:
-                await trio.sleep(sum(step_delay.sample(rng) for _ in executed))
-            if profile.flow == "async-multi" and steps:
-                await self._post(device, body(None, steps))
-                final_steps = []
-        if behaviour.final_delay is not None:
-            await trio.sleep(behaviour.final_delay.sample(rng))
+        if device.try_enter(profile):
+            machine.begin(op, trio.current_time(), self.last_id)
+            return
         counters = self._counters
-        counters[_RESULT_COUNTERS[result]] += 1
-        counters["device.ops.completed"] += 1
-        if fault == "no_final":
+        if profile.when_busy == "queue":
+            counters["device.busy.queued"] += 1
+        if device.line_up(op, profile):
+            machine.queue(op)
             return
-        if self.observer is not None:  # the final answer is written now
-            self.observer.answered(device.id, request.id, trio.current_time())
-        final = body(result, final_steps)
-        await self._post(device, malformed(final) if fault == "malformed_json" else final)
-        if fault == "duplicate_final":
-            await self._post(device, final)
-        elif fault == "partial_after_final":
-            late = steps[-1:] or [(request.name, StepResult.SUCCESSFUL)]
-            await self._post(device, body(None, late))
-        if self._collect and result is ResultCode.SUCCESSFUL and request.name == REFRESH_INFO:
-            await self._post_collect(device)
+        counters["device.busy.rejected"] += 1
+        self.outbox.send((machine.refuse(op, trio.current_time(), self.outbox.wall_ms()),))
 
-    async def _post(self, device: Device, body: bytes) -> None:
-        platform = self.platform
-        if platform is None:
-            self._counters["device.callback.undelivered"] += 1
-            return
-        await platform.post_response(device.id, body)
+    def _admit(self, waiter: object) -> None:
+        """A queued async operation got the slot its device gave back."""
+        assert isinstance(waiter, AsyncOp)
+        self.machine.begin(waiter, trio.current_time(), self.last_id)
 
-    async def _post_collect(self, device: Device) -> None:
-        if self.platform is None:
-            self._counters["device.collect.undelivered"] += 1
-            return
-        await self.platform.post_collect(device.id, collect_body(device.id, _now_ms(), self.rng))
+    def _leave(self, device: Device) -> None:
+        handed = device.leave()
+        if handed is not None:
+            self._admit(handed)
+
+    def _answered(self, op: AsyncOp, now: float) -> None:
+        """The step machine wrote an async final (the observer's ``answered``)."""
+        assert self.observer is not None
+        self.observer.answered(op.device.id, op.id, now)
+
+    def _ended(self, op: AsyncOp) -> None:
+        """The step machine's ``on_end``: give back the device slot and the exclusive name."""
+        device = op.device
+        if op.slot:
+            self._leave(device)
+        if op.name in EXCLUSIVE_OPERATIONS:
+            device.unhold(op.name)
+        self.outbox.ended()

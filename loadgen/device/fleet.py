@@ -7,15 +7,18 @@ whole fleet is one ``dict`` from id to record, so routing a request is one looku
 grows with work in flight, not with fleet size (``make bench`` reports the bytes per device).
 
 Admission (``Device.enter`` / ``Device.leave``) is a tiny counting semaphore with a FIFO of
-``trio.Event``: a device runs at most ``concurrency`` operations; others wait in arrival order
-or are turned away, as the profile says. ``leave`` hands the slot straight to the first waiter,
-so a burst cannot overtake the queue. ``exclusive`` remembers the REBOOT_EQUIPMENT/UPDATE
+waiters: a device runs at most ``concurrency`` operations; others wait in arrival order or are
+turned away, as the profile says. A synchronous request waits in its HTTP task on a
+``trio.Event``; an asynchronous operation has no task, so its record itself stands in the line
+(``line_up``). ``leave`` hands the slot straight to the first waiter, so a burst cannot overtake
+the queue: it sets the Event, or returns the record for the engine to admit. ``exclusive`` remembers the REBOOT_EQUIPMENT/UPDATE
 operations admitted (running or queued) so a second one gets ALREADY_IN_PROGRESS.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -33,7 +36,7 @@ class Device:
     def __init__(self, device_id: str) -> None:
         self.id = device_id
         self.running = 0
-        self.waiting: deque[trio.Event] | None = None
+        self.waiting: deque[object] | None = None  # trio.Event (a sync request) or a record
         self.exclusive: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
@@ -72,8 +75,11 @@ class Device:
             return True
         return False
 
-    async def enter(self, profile: Profile) -> bool:
-        """Take a slot, waiting in FIFO order if the profile queues; False when turned away."""
+    async def enter(self, profile: Profile, admit: Callable[[object], None] | None = None) -> bool:
+        """Take a slot, waiting in FIFO order if the profile queues; False when turned away.
+
+        ``admit`` takes a record that gets the slot when this waiter, cancelled just as the slot
+        was handed to it, passes it on (see ``leave``)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.try_enter(profile):
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -90,7 +96,9 @@ class Device:
             await turn.wait()
         except BaseException:
             if turn.is_set():  # the slot was handed over as we were cancelled: pass it on
-                self.leave()
+                handed = self.leave()
+                if handed is not None and admit is not None:
+                    admit(handed)
             else:
                 waiting.remove(turn)
                 if not waiting:
@@ -98,15 +106,32 @@ class Device:
             raise
         return True
 
-    def leave(self) -> None:
-        """Give the slot back: to the first waiter if there is one, else to the pool."""
+    def line_up(self, waiter: object, profile: Profile) -> bool:
+        """Put ``waiter`` (an operation record, not a task) in the line for the next free slot;
+        False when the profile turns it away (it rejects, or the line is full)."""
+        waiting = self.waiting
+        queued = len(waiting) if waiting is not None else 0
+        if profile.when_busy == "reject" or queued >= profile.queue_limit:
+            return False
+        if waiting is None:
+            waiting = self.waiting = deque()
+        waiting.append(waiter)
+        return True
+
+    def leave(self) -> object | None:
+        """Give the slot back: to the first waiter if there is one, else to the pool. Returns
+        the record that got the slot (the caller admits it), None otherwise."""
         waiting = self.waiting
         if waiting:
-            waiting.popleft().set()  # the slot passes over; ``running`` is unchanged
+            turn = waiting.popleft()  # the slot passes over; ``running`` is unchanged
             if not waiting:
                 self.waiting = None
-        else:
-            self.running -= 1
+            if isinstance(turn, trio.Event):
+                turn.set()
+                return None
+            return turn
+        self.running -= 1
+        return None
 
 
 def build_devices(config: FleetConfig) -> dict[str, Device]:

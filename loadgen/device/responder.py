@@ -2,11 +2,14 @@
 
 Every asynchronous answer of every device goes through one ``PlatformLink`` over the project's
 pooled keep-alive client (``loadgen.http.client``): the fleet is one client of the platform's
-south API, like a gateway, not 100,000 clients with a socket each.
+south API, like a gateway, not 100,000 clients with a socket each. ``deliver`` is one attempt;
+the fleet's outbox (``loadgen.device.outbox``) runs at most ``max_connections`` of them at once,
+which is the pool's own limit, so no POST ever waits for a connection slot or opens one more.
 
-Delivery policy (``Responder`` in the config): a POST that fails on the network, or is answered
-408, 429 or 5xx, is retried after ``backoff_base * 2**attempt`` seconds (capped at
-``backoff_max``) up to ``retries`` times; then it is counted as undelivered. Any other non-2xx
+Delivery policy (``Responder`` in the config): a POST that fails on the network (a refused
+connection included: ``device.callback.error.connect``), or is answered 408, 429 or 5xx, is
+retried after ``backoff_base * 2**attempt`` seconds (capped at ``backoff_max``) up to ``retries``
+times; then it is counted as undelivered. Any other non-2xx
 answer is the platform refusing the message on purpose (a 400 for a malformed body, say): it is
 counted as rejected and not retried. Nothing is dropped without a counter:
 
@@ -56,44 +59,41 @@ class PlatformLink:
     def __repr__(self) -> str:
         return f"<PlatformLink {self.origin} {self.paths.base_path}>"
 
-    async def post_response(self, device_id: str, body: bytes) -> bool:
-        """Deliver one partial or final response; True when the platform answered 2xx."""
-        target = self.paths.response_path(device_id).encode("ascii")
-        return await self._deliver(target, body, "callback")
-
-    async def post_collect(self, device_id: str, body: bytes) -> bool:
-        """Deliver one collect/iot payload; True when the platform answered 2xx."""
-        target = self.paths.iot_path(device_id).encode("ascii")
-        return await self._deliver(target, body, "collect")
-
-    async def _deliver(self, target: bytes, body: bytes, kind: str) -> bool:
+    async def deliver(self, kind: str, device_id: str, body: bytes, attempt: int) -> float | None:
+        """One attempt at one POST (``kind``: ``callback`` for a response, ``collect`` for
+        collect/iot data), counted. None when the message is done with (delivered, refused, or
+        ``attempt`` was the last retry); else the seconds to wait before attempt ``attempt + 1``
+        (the fleet's timer structure holds it meanwhile: no task sleeps per message)."""
         counters = self.metrics.counters
-        config = self.config
         prefix = "device." + kind
-        attempt = 0
-        while True:
-            start = trio.current_time()
-            try:
-                response = await self.pool.request(self.origin, target, body)
-            except TransportError as exc:
-                counters[f"{prefix}.error.{exc.kind}"] += 1
-            else:
-                elapsed = trio.current_time() - start
-                self._callback.record(elapsed, elapsed)
-                status = response.status
-                if 200 <= status < 300:
-                    counters[prefix + ".sent"] += 1
-                    return True
-                counters[f"{prefix}.status.{status}"] += 1
-                if status < 500 and status not in RETRY_STATUSES:
-                    counters[prefix + ".rejected"] += 1
-                    return False
-            if attempt >= config.retries:
-                counters[prefix + ".undelivered"] += 1
-                return False
-            counters[prefix + ".retried"] += 1
-            await trio.sleep(config.backoff(attempt))
-            attempt += 1
+        paths = self.paths
+        target = (
+            paths.response_path(device_id) if kind == "callback" else paths.iot_path(device_id)
+        ).encode("ascii")
+        start = trio.current_time()
+        try:
+            response = await self.pool.request(self.origin, target, body)
+        except TransportError as exc:
+            cause = f"{prefix}.error.{exc.kind}"
+            counters[cause] += 1
+            self.metrics.note(cause, f"{exc} ({self.origin})")
+        else:
+            elapsed = trio.current_time() - start
+            self._callback.record(elapsed, elapsed)
+            status = response.status
+            if 200 <= status < 300:
+                counters[prefix + ".sent"] += 1
+                return None
+            counters[f"{prefix}.status.{status}"] += 1
+            if status < 500 and status not in RETRY_STATUSES:
+                counters[prefix + ".rejected"] += 1
+                return None
+        config = self.config
+        if attempt >= config.retries:
+            counters[prefix + ".undelivered"] += 1
+            return None
+        counters[prefix + ".retried"] += 1
+        return config.backoff(attempt)
 
     async def fetch_pending(self, device_id: str) -> list[OperationRequest]:
         """The operations waiting for ``device_id`` (``[]`` on 204 or on any failure, counted)."""

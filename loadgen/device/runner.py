@@ -25,7 +25,9 @@ Server-level error answers (400/408/413/431 for garbage, slow or oversize reques
 reach the handler) are copied every second into the same ``device.http.<status>`` counters the
 handler uses, so a report sees every refused request in one place. The servers' answers to
 descriptor pressure (``shed_idle``, ``accept_failures``) are copied the same way into
-``device.server.<name>``.
+``device.server.<name>``, and the responder pool's connection figures (``connections_opened``,
+``reused``, ``stale_retries``) into ``device.responder.<name>``: a fleet that reuses its
+keep-alive connections opens ``max_connections`` at most, whatever it sends.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = ["FleetHandle", "FleetInfo", "run_fleet"]
 
 SYNC_PERIOD: Final = 1.0  # seconds between copies of the servers' error counters
 COPIED_STATS: Final = ("shed_idle", "accept_failures")  # -> device.server.<name>
+POOL_STATS: Final = ("connections_opened", "reused", "stale_retries")  # -> device.responder.*
 
 Address = tuple[str, int]
 
@@ -68,6 +71,7 @@ class FleetHandle:
         self.servers: list[HTTPServer] = []
         self.engine: Engine | None = None
         self.sleepy: SleepyScheduler | None = None
+        self.link: PlatformLink | None = None
         self._stop = trio.Event()
         self._copied: Counter[int] = Counter()
         self._copied_stats: Counter[str] = Counter()
@@ -92,14 +96,19 @@ class FleetHandle:
         self._stop.set()
 
     def sync_counters(self) -> None:
-        """Copy the servers' error answers into ``device.http.<status>`` and their descriptor
-        pressure counters into ``device.server.<name>`` (by difference)."""
+        """Copy the servers' error answers into ``device.http.<status>``, their descriptor
+        pressure counters into ``device.server.<name>`` and the responder pool's connection
+        figures into ``device.responder.<name>`` (by difference)."""
         total: Counter[int] = Counter()
         stats: Counter[str] = Counter()
         for server in self.servers:
             total.update(server.stats.errors)
             for name in COPIED_STATS:
                 stats[name] += getattr(server.stats, name)
+        if self.link is not None:
+            pool = self.link.pool.stats
+            for name in POOL_STATS:
+                stats["responder." + name] = getattr(pool, name)
         counters = self.metrics.counters
         for status, count in total.items():
             delta = count - self._copied[status]
@@ -109,7 +118,8 @@ class FleetHandle:
         for name, count in stats.items():
             delta = count - self._copied_stats[name]
             if delta:
-                counters[f"device.server.{name}"] += delta
+                key = f"device.{name}" if name.startswith("responder.") else f"device.server.{name}"
+                counters[key] += delta
                 self._copied_stats[name] = count
 
     def statistics(self) -> dict[str, int]:
@@ -199,7 +209,9 @@ async def run_fleet(
     async with AsyncExitStack() as stack:
         link: PlatformLink | None = None
         if config.responder.platform_url is not None:
-            link = await stack.enter_async_context(open_platform(config.responder, metrics))
+            link = handle.link = await stack.enter_async_context(
+                open_platform(config.responder, metrics)
+            )
         with trio.CancelScope() as drain_scope:
             async with trio.open_nursery() as work:
                 engine = handle.engine = Engine(config, metrics, link, work, observer)
@@ -219,7 +231,13 @@ async def run_fleet(
                             server = HTTPServer(handler, limits=config.limits)
                             handle.servers.append(server)
                             addresses = await services.start(
-                                partial(server.serve, host, port, ssl_context=context)
+                                partial(
+                                    server.serve,
+                                    host,
+                                    port,
+                                    ssl_context=context,
+                                    backlog=config.backlog,
+                                )
                             )
                             bound.extend((a[0], a[1]) for a in addresses)
                     async with trio.open_nursery() as background:

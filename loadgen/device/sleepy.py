@@ -7,7 +7,7 @@ and pushes each device back with its next due time. Due times are anchored at th
 time (``due + period * (1 ± jitter)``), so a poll that runs late does not shift the schedule.
 
 A poll is ``GET .../operation/pending`` (``PlatformLink.fetch_pending``); each operation it
-returns runs in the engine's nursery with ``Engine.run_pending`` (answers POSTed to
+returns is handed to the engine with ``Engine.start_pending`` (answers POSTed to
 ``operation/response``). At most ``max_polls`` polls are in flight: when the platform is slow,
 the scheduler waits for a free token instead of piling up tasks (the polls run late; that is
 the platform's latency showing, not the device's).
@@ -94,4 +94,4 @@ class SleepyScheduler:
             self.polls_in_flight -= 1
             limiter.release_on_behalf_of(token)
         for request in requests:
-            self.engine.nursery.start_soon(self.engine.run_pending, device, request)
+            self.engine.start_pending(device, request)

@@ -68,6 +68,7 @@ from loadgen.http.stream import RawStream, accept_loop, close_gracefully
 from loadgen.units import Seconds
 
 __all__ = [
+    "DEFAULT_BACKLOG",
     "Action",
     "HTTPServer",
     "Handler",
@@ -79,6 +80,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE: Final = 65536
+#: Listen backlog of the config records (``backlog``): connections the kernel completes and
+#: holds while the accept loop is busy. As high as a port number goes; Linux silently caps it at
+#: ``net.core.somaxconn`` (4096 on most current systems). A burst of new connections beyond it
+#: is refused or left unanswered (SYN dropped), which the connecting side sees as an error.
+DEFAULT_BACKLOG: Final = 65535
 
 
 class Action(enum.Enum):

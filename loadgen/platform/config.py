@@ -26,6 +26,7 @@ import orjson
 
 from loadgen.errors import ConfigError
 from loadgen.http.client import Origin
+from loadgen.http.server import DEFAULT_BACKLOG
 from loadgen.metrics.health import HealthLimits
 from loadgen.protocol import DEFAULT_BASE_PATH, OPERATION_NAMES, PathTemplate
 from loadgen.protocol.catalogue import unknown_operation
@@ -378,6 +379,9 @@ class SouthAPI:
     and counted (``south.duplicate`` / ``south.late``) rather than refused. It delays only the
     server's close: the load window and the drain are over by then. A run whose devices never
     talked to the south API and whose operations all got their answer does not linger.
+
+    ``backlog``: the listen backlog (``loadgen.http.server.DEFAULT_BACKLOG``): connections from
+    a whole fleet arriving at once wait in it instead of being refused.
     """
 
     host: str = "127.0.0.1"
@@ -388,6 +392,7 @@ class SouthAPI:
     cert_file: str | None = None
     key_file: str | None = None
     linger: Seconds = 3.0
+    backlog: int = DEFAULT_BACKLOG
 
     def __post_init__(self) -> None:
         if (
@@ -401,6 +406,10 @@ class SouthAPI:
         if self.key_file and not self.cert_file:
             raise ConfigError("a key file needs its certificate file", key="cert_file")
         _positive(self.linger, "linger", allow_zero=True)
+        if type(self.backlog) is not int or not 1 <= self.backlog <= DEFAULT_BACKLOG:
+            raise ConfigError(
+                f"expected an integer 1..{DEFAULT_BACKLOG}, got {self.backlog!r}", key="backlog"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -262,7 +262,11 @@ async def _serve_south(
         async with trio.open_nursery() as nursery:
             [(host, port), *_] = await nursery.start(
                 lambda task_status: server.serve(
-                    south.host, south.port, ssl_context=ssl_context, task_status=task_status
+                    south.host,
+                    south.port,
+                    ssl_context=ssl_context,
+                    backlog=south.backlog,
+                    task_status=task_status,
                 )
             )
             shown = south.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")

@@ -478,6 +478,8 @@ class Sender:
         body = answer.body
         if not body:
             table.ack(op, now)
+            if not op.retries_left:  # nothing re-sends it: its bytes need not wait for the final
+                op.body = b""
             return
         response = decode_response_lean(body)
         if response is None:

@@ -77,6 +77,24 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
     return lines if len(lines) > 1 else []
 
 
+def _posts(counters: Mapping[str, int]) -> list[str]:
+    """The fleet's POSTs to the platform: how many went, were tried again, were given up."""
+    figures = {
+        outcome: sum(
+            counters.get(f"device.{kind}.{outcome}", 0) for kind in ("callback", "collect")
+        )
+        for outcome in ("sent", "retried", "undelivered", "rejected")
+    }
+    if not any(figures.values()):
+        return []
+    connections = counters.get("device.responder.connections_opened", 0)
+    return [
+        f"            posted {figures['sent']}  retried {figures['retried']}  "
+        f"undelivered {figures['undelivered']}  rejected {figures['rejected']}  "
+        f"connections {connections}"
+    ]
+
+
 def _hops(summary: Mapping[str, Any]) -> list[str]:
     """A north run: the jobs' accounting and the time per hop (issue 10)."""
     jobs = summary.get("jobs")
@@ -183,6 +201,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"devices     {devices.get('device.devices', 0)} served {served} operations"
             f" in {summary.get('load_duration_s') or 0:.1f} s"
         )
+        blocks[0].extend(_posts(summary.get("counters") or {}))
     blocks.extend(
         block
         for block in (_hops(summary), _latency(summary), _causes(summary), _by_operation(summary))

@@ -180,10 +180,13 @@ def build_summary(
     return summary
 
 
-#: Counters that count operations (or POSTs) that went wrong, by cause.
+#: Counters that count operations (or POSTs) that went wrong, by cause. A device's POST attempts
+#: that failed (``device.callback.error.connect``: the platform refused the connection) are
+#: causes too, retried or not: ``*.retried`` and ``*.undelivered`` say how they ended.
 ERROR_CAUSES: Final = (
     "transport.", "http.status.", "device.wrong_", "south.refused.",
     "north.status.", "north.transport.", "north.no_job_id",
+    "device.callback.error.", "device.collect.error.",
 )  # fmt: skip
 
 

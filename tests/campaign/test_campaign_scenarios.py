@@ -49,6 +49,12 @@ EXTRA = {
     "sleepy-devices.toml": ('devices.sleepy.poll_period="200ms"',),
     # the north side's own stages: the same second at the same rate as SHORT's
     "north-e2e.toml": ('north.arrival.stages=[{duration="1s", rate=20}]', "north.seed=11"),
+    # minutes of steps become milliseconds; the grace no longer needs to wait for them
+    "fleet-update.toml": (
+        'devices.default.delays.step={kind="uniform", low="2ms", high="8ms"}',
+        'devices.default.delays.final={kind="fixed", value="5ms"}',
+        'platform.drain_grace="10s"',
+    ),
 }
 
 

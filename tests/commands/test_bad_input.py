@@ -49,6 +49,16 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
         ("--timeout", "expected a duration such as 250ms"),
     ),
     (
+        "a listen backlog of nothing",
+        lambda tmp: ["devices", "--backlog", "0", "--results", str(tmp / "r")],
+        ("--backlog (devices.backlog)", "expected an integer 1..65535, got 0"),
+    ),
+    (
+        "a south backlog beyond a port number",
+        lambda tmp: ["platform", "--south-backlog", "70000", "--results", str(tmp / "r")],
+        ("--south-backlog (platform.south.backlog)", "expected an integer 1..65535, got 70000"),
+    ),
+    (
         "a misspelled operation",
         lambda tmp: ["platform", "--op", "REBOT_EQUIPMENT", "--results", str(tmp / "r")],
         ("--op (platform.mix[0].name)", "did you mean REBOOT_EQUIPMENT?", "custom = true"),

@@ -40,15 +40,12 @@ class Post:
 class FakePlatform:
     posts: list[Post] = field(default_factory=list)
 
-    async def post_response(self, device_id: str, body: bytes) -> bool:
-        self.posts.append(Post(trio.current_time(), device_id, body))
+    async def deliver(self, kind: str, device_id: str, body: bytes, attempt: int) -> float | None:
+        self.posts.append(
+            Post(trio.current_time(), device_id, body, "response" if kind == "callback" else kind)
+        )
         await trio.lowlevel.checkpoint()
-        return True
-
-    async def post_collect(self, device_id: str, body: bytes) -> bool:
-        self.posts.append(Post(trio.current_time(), device_id, body, "collect"))
-        await trio.lowlevel.checkpoint()
-        return True
+        return None
 
     def responses(self, op_id: str | None = None) -> list[dict[str, Any]]:
         out = [p.response for p in self.posts if p.kind == "response" and _valid(p.body)]

@@ -331,8 +331,9 @@ async def test_collect_after_refresh(autojump_clock: trio.testing.MockClock) -> 
 async def test_pending_operation_posts_everything(autojump_clock: trio.testing.MockClock) -> None:
     async with engine_rig(fleet_config(Profile(delays=FIXED))) as rig:
         req = request("REBOOT_EQUIPMENT")
-        await rig.engine.run_pending(rig.device(), req)
-        assert trio.current_time() == 0.5 + 2.0  # the sync delay, then the final delay
+        rig.engine.start_pending(rig.device(), req)
+    [post] = rig.platform.posts
+    assert post.at == 0.5 + 2.0  # the sync delay, then the final delay
     [response] = rig.platform.responses()
     assert (response["id"], response["resultCode"]) == (req.id, "SUCCESSFUL")
     assert rig.counters["device.ops.pending"] == 1

@@ -111,3 +111,20 @@ def test_cli_duration_and_config_errors(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "results: " in done.stdout
+
+
+#: The issue's target is 1 KB per operation in flight; the bound leaves 20 % of it as margin.
+BYTES_PER_OPERATION = 0.8 * 1024
+
+
+@pytest.mark.parametrize(
+    ("name", "flow"), [("REBOOT_EQUIPMENT", "async"), ("UPDATE", "async-multi")]
+)
+def test_an_async_operation_in_flight_stays_under_a_kilobyte(name: str, flow: str) -> None:
+    """tracemalloc counts what 20,000 acknowledged operations keep while they wait (for their
+    final, or for an UPDATE step): deterministic, not a timing. A sleeping task per operation
+    kept ~5 KB each; a record in the fleet's timer heap keeps ~0.5 KB."""
+    from loadgen.bench.inflightmem import fleet_bytes_per_operation
+
+    figure = fleet_bytes_per_operation(20_000, name, flow)
+    assert figure["bytes_per_op"] <= BYTES_PER_OPERATION, figure
