@@ -6,5 +6,7 @@ COPY loadgen ./loadgen
 COPY scenarios ./scenarios
 RUN pip install --no-cache-dir . && useradd --create-home loadgen
 USER loadgen
+# the live metrics endpoint of a pod (k8s-manifest --metrics-port)
+EXPOSE 9464
 ENTRYPOINT ["loadgen"]
 CMD ["--help"]

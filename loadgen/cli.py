@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
 from loadgen import __version__
-from loadgen.errors import ConfigError
+from loadgen.errors import ConfigError, first_of
 
 __all__ = ["main"]
 
@@ -71,18 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_error(exc: BaseException) -> ConfigError | None:
-    """The ``ConfigError`` a run raised, also from inside a trio exception group."""
-    if isinstance(exc, ConfigError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _config_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("loadgen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BaseException as exc:
-        error = _config_error(exc)
+        error = first_of(exc, ConfigError)
         if error is None:
             raise
         print(f"loadgen {args.command}: {error}", file=sys.stderr)

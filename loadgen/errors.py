@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 
 class LoadgenError(Exception):
@@ -49,6 +50,21 @@ class ConfigError(LoadgenError, ValueError):
     def at(self, *, source: str | None = None, key: str | None = None) -> ConfigError:
         """The same error placed elsewhere (a file, or a key path from a larger record)."""
         return ConfigError(self.message, source=source or self.source, key=key or self.key)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def first_of(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc``, looking inside (trio's) exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_of(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 @contextmanager

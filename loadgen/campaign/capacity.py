@@ -21,8 +21,13 @@ rate is within ``max_error_rate``. A step where the *generator* was saturated (i
 CPU over the limits) is a third verdict, ``generator_limit``: it stops the search, and the result
 says the generator's ceiling was reached, never that the target's capacity was found.
 
-The report names the **knee** (the highest passing rate before p99 of ``complete`` exceeds
-``knee_factor`` x its value at the lowest rate measured) and the **phase that degraded first**
+The report names the **knee** only where the p99 of ``complete`` bends (``knee_rule``): going
+through the steps by rate (those the generator limited left out), the knee is the first step
+whose p99 is more than ``knee_factor`` x the p99 at the lowest rate measured *and* grew faster
+than the rate since the step before it (p99 ratio > rate ratio). A flat curve has none, and so
+has one that only grows in proportion to the rate (a fixed backlog per operation), however far
+it climbs: that is a slope, not a bend. The knee is the rate of that step (the bend lies
+between it and the step before). The report also names the **phase that degraded first**
 (at the first failing step, the phase whose p99 grew most relative to the lowest rate, if one
 grew by more than ``DEGRADED_GROWTH``: a step that failed on errors or throughput alone, latency
 flat, names none).
@@ -30,14 +35,15 @@ flat, names none).
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from loadgen.errors import ConfigError
 
-__all__ = ["CapacityResult", "SearchConfig", "StepResult", "search"]
+__all__ = ["CapacityResult", "SearchConfig", "StepResult", "knee_rate", "search"]
 
 Verdict = Literal["pass", "fail", "generator_limit"]
 #: A phase whose p99 grew less than this (x its value at the lowest rate) has not degraded.
@@ -139,7 +145,7 @@ class CapacityResult:
             f"it breaks at {self.breaking_rate:.0f} ops/s."
         )
         if self.knee_rate is not None:
-            text += f" Latency bends (knee) around {self.knee_rate:.0f} ops/s."
+            text += f" The p99 latency bends (knee) at {self.knee_rate:.0f} ops/s."
         if self.first_degraded_phase:
             text += f" The phase that degraded first: {self.first_degraded_phase}."
         return text
@@ -157,18 +163,21 @@ class CapacityResult:
         }
 
 
-def _knee(steps: list[StepResult], factor: float) -> float | None:
-    ordered = sorted(steps, key=lambda s: s.offered_rate)
-    base = next((s.p99_ms.get("complete") for s in ordered if s.p99_ms.get("complete")), None)
-    if not base:
+def knee_rate(steps: Sequence[StepResult], factor: float) -> float | None:
+    """The knee of the p99 of ``complete`` over the steps, or None where it does not bend (the
+    rule is in the module docstring)."""
+    points = sorted(
+        (step.offered_rate, p99)
+        for step in steps
+        if step.verdict != "generator_limit" and (p99 := step.p99_ms.get("complete"))
+    )
+    if len(points) < 2:
         return None
-    knee = None
-    for step in ordered:
-        p99 = step.p99_ms.get("complete")
-        if step.verdict != "pass" or p99 is None or p99 > factor * base:
-            break
-        knee = step.offered_rate
-    return knee
+    base = points[0][1]
+    for (rate0, p99_0), (rate1, p99_1) in itertools.pairwise(points):
+        if p99_1 > factor * base and p99_1 / p99_0 > rate1 / rate0:
+            return rate1
+    return None
 
 
 def _first_degraded(steps: list[StepResult]) -> str | None:
@@ -238,7 +247,7 @@ async def search(
         steps=tuple(steps),
         max_sustainable_rate=lo,
         breaking_rate=hi,
-        knee_rate=_knee(steps, config.knee_factor),
+        knee_rate=knee_rate(steps, config.knee_factor),
         first_degraded_phase=_first_degraded(steps),
         generator_limited=generator_limited,
         exhausted=hi is None and not generator_limited,

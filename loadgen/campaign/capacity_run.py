@@ -21,7 +21,12 @@ The verdict of a step (``judge``, pure):
   lag or CPU over its limits, ``PlatformResult.saturated``): the numbers describe this process,
   not the target, whatever they are;
 - ``pass`` when every SLO holds on the hold's summary, achieved >= ``min_achieved_ratio`` x
-  offered and the error rate (failed + timed out + errors over sent) <= ``max_error_rate``;
+  offered and the error rate (failed + timed out + errors over issued) <= ``max_error_rate``.
+  *Achieved* here is what the target carried out: operations completed ``SUCCESSFUL`` per second
+  of the hold (``achieved``). A refusal (a final answer with any other code:
+  ``ALREADY_IN_PROGRESS``, a busy device's ``ERROR_PROCESSING``, ...) ends an operation, often
+  fast, but is no throughput: counted as achieved, a target that refuses everything past its
+  capacity would look as if it kept up;
 - ``fail`` otherwise, with the reasons.
 
 ``run_capacity`` writes ``capacity.json`` after every step (a killed search leaves every step it
@@ -55,6 +60,7 @@ __all__ = [
     "Dimension",
     "StepPlan",
     "StepRunner",
+    "achieved",
     "format_step",
     "judge",
     "run_capacity",
@@ -187,6 +193,17 @@ def step_scenario(scenario: Scenario, plan: StepPlan, value: float) -> tuple[Sce
     return step, rate
 
 
+def achieved(summary: Mapping[str, Any]) -> float:
+    """Operations completed ``SUCCESSFUL`` per second of the hold (see the module docstring):
+    the summary's ``achieved_rate`` (completed per second) less its refused share."""
+    rate = float(summary.get("achieved_rate") or 0.0)
+    operations: Mapping[str, Any] = summary.get("operations") or {}
+    completed = operations.get("completed")
+    if completed:
+        rate *= int(operations.get("succeeded", 0)) / int(completed)
+    return rate
+
+
 def judge(
     value: float,
     offered_rate: float,
@@ -203,13 +220,13 @@ def judge(
         for phase in PHASES
         if (latency.get(phase) or {}).get("count")
     }
-    achieved = float(summary.get("achieved_rate") or 0.0)
+    succeeded = achieved(summary)
     error_rate = float(summary.get("error_rate") or 0.0)
     out = {**summary, "thresholds": [item.as_dict() for item in evaluated]}
     if saturated:
         return StepResult(
             offered_rate=value,
-            achieved_rate=achieved,
+            achieved_rate=succeeded,
             verdict="generator_limit",
             reasons=("generator saturated: " + "; ".join(generator_reasons),),
             p99_ms=p99,
@@ -221,16 +238,18 @@ def judge(
         for item in evaluated
         if not item.ok
     ]
-    if achieved < plan.min_achieved_ratio * offered_rate:
+    if succeeded < plan.min_achieved_ratio * offered_rate:
+        refused = int((summary.get("operations") or {}).get("failed", 0))
         reasons.append(
-            f"achieved {achieved:.1f}/s < {plan.min_achieved_ratio:.0%} of offered "
+            f"achieved {succeeded:.1f}/s < {plan.min_achieved_ratio:.0%} of offered "
             f"{offered_rate:.1f}/s"
+            + (f" ({refused} refused: not counted as achieved)" if refused else "")
         )
     if error_rate > plan.max_error_rate:
         reasons.append(f"error rate {error_rate:.2%} > {plan.max_error_rate:.2%}")
     return StepResult(
         offered_rate=value,
-        achieved_rate=achieved,
+        achieved_rate=succeeded,
         verdict="fail" if reasons else "pass",
         reasons=tuple(reasons),
         p99_ms=p99,

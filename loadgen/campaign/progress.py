@@ -6,7 +6,9 @@ that go into ``timeseries.csv``. Each field has a priority: the narrowest termin
 completions per second, in flight, p99 and the three ways an operation can end badly, each
 under its own word (``failed``: a final result other than SUCCESSFUL; ``timed out``; ``errors``:
 no answer for another reason); wider ones add the stage, offered and sent rates and the
-generator's CPU. A devices-only run shows what a fleet does: operations served,
+generator's CPU. ``sent`` is what was written to a connection; operations issued but still
+waiting for one (every connection busy) are ``queued``, shown beside in flight whenever there
+are any (they are part of it), so a pool that cannot keep up never looks like a sent rate. A devices-only run shows what a fleet does: operations served,
 callbacks' p99, POSTs the platform refused or never got.
 
 On a terminal the line is rewritten in place ("bar" mode, with a bar when there is room);
@@ -155,6 +157,11 @@ class Progress:
                 (8, f"sent {_rate(changed.get('ops.sent', 0) / length)}"),
                 (1, f"done {_rate(changed.get('ops.completed', 0) / length)}"),
                 (4, in_flight),
+            ]
+            queued = gauges.get("queued")
+            if isinstance(queued, int | float) and queued > 0:
+                out.append((4, f"queued {_count(queued)}"))
+            out += [
                 (2, f"p99 {_ms(self._so_far)}"),
                 (3, f"failed {_count(totals.get('ops.failed', 0))}"),
                 (3, f"timed out {_count(totals.get('ops.timed_out', 0))}"),

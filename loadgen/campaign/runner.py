@@ -23,10 +23,12 @@ as a killed run's does, so a merge of shards that includes it is marked interrup
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -36,16 +38,21 @@ import trio
 from loadgen.campaign.progress import Progress
 from loadgen.campaign.prometheus import PrometheusExporter
 from loadgen.campaign.scenario import SOUTH_PLACEHOLDER, LoadedScenario, Scenario
+from loadgen.dashboard.board import Board
+from loadgen.dashboard.server import Controls, DashboardServer, open_dashboard
 from loadgen.device.config import FleetConfig
 from loadgen.device.runner import FleetInfo, run_fleet
-from loadgen.errors import ConfigError, ListenError
+from loadgen.errors import ConfigError, ListenError, first_of
 from loadgen.http.fdlimit import raise_fd_limit
 from loadgen.metrics.health import CpuGauge, HealthLimits, monitor_loop_lag
 from loadgen.metrics.intervals import Interval, IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
 from loadgen.metrics.thresholds import Threshold
+from loadgen.north.jobs import JobTracker
+from loadgen.north.runner import NorthInfo, NorthResult
 from loadgen.platform.config import PlatformConfig, Stage, Targets
 from loadgen.platform.runner import PlatformInfo, PlatformResult, run_platform
+from loadgen.platform.schedule import Schedule
 from loadgen.report.results import RunWriter, load_run
 from loadgen.report.summary import histograms_of, summary_from_metrics, write_summary
 
@@ -88,16 +95,25 @@ def _seeds(scenario: Scenario) -> dict[str, int | None]:
     """The seeds of the sides (the command draws those left open before the run)."""
     return {
         side: config.seed
-        for side in ("devices", "platform")
+        for side in ("devices", "platform", "north")
         if (config := getattr(scenario, side)) is not None
     }
 
 
-def _stage_at(platform: PlatformConfig | None, elapsed: float) -> str:
+def _stage_at(
+    platform: PlatformConfig | None, elapsed: float, changes: tuple[tuple[float, str], ...] = ()
+) -> str:
     if platform is None:
         return "serve"
+    for start, name in reversed(changes):  # a stage appended by a rate change, from its start
+        if start <= elapsed < sum(stage.duration for stage in platform.arrival.stages):
+            return name
+    return _stage_of(platform.arrival.stages, elapsed)
+
+
+def _stage_of(stages: tuple[Stage, ...], elapsed: float) -> str:
     at = 0.0
-    for index, stage in enumerate(platform.arrival.stages):
+    for index, stage in enumerate(stages):
         at += stage.duration
         if elapsed < at:
             name = getattr(stage, "name", "") or ("ramp" if stage.ramp else "hold")
@@ -117,6 +133,10 @@ class _Run:
         self.platform: PlatformInfo | None = None
         self.fleet: FleetInfo | None = None
         self.platform_result: PlatformResult | None = None
+        # the north side (issue 10): its live info, tracker and result, in north campaigns
+        self.north: NorthInfo | None = None
+        self.north_tracker: JobTracker | None = None
+        self.north_result: NorthResult | None = None
         self.interrupted = False
         self.failed = False  # ended by an exception (a harness failure): not a finished run
         self.abort_reason: str | None = None
@@ -129,15 +149,27 @@ class _Run:
         self._last_count = 0.0  # N(t) of the schedule at the previous interval's end
         self._last_gauge = trio.current_time()
         self.cpu = CpuGauge()
+        self.rate_changes: tuple[tuple[float, str], ...] = ()  # (load time, stage name)
+        self._t0 = trio.current_time()  # the run's t0 (intervals), set as they start
+        # awaited by the sides once their servers are up, right before the load begins
+        self.before_load: Callable[[], Awaitable[None]] = _nothing
 
     def gauges(self) -> dict[str, object]:
         """The gauges of the interval ending now (called once per interval)."""
         out: dict[str, object] = {"cpu_percent": round(self.cpu(), 1)}
-        if self.platform is not None:
+        if self.north is not None and self.north_tracker is not None:
+            north = self.north
+            out["in_flight"] = len(self.north_tracker)
+            out["offered_rate"] = self._offered(north.elapsed, north.phase, north.schedule)
+            out["stage"] = _stage_of(self.scenario.north.arrival.stages if self.scenario.north
+                                     else (), north.elapsed)  # fmt: skip
+            out["phase"] = "load" if north.phase in ("waiting", "load") else "drain"
+        elif self.platform is not None:
             stats = self.platform.statistics()
             out["in_flight"] = stats.in_flight
+            out["queued"] = stats.queued  # of in_flight, not written yet (a busy pool)
             out["offered_rate"] = self._offered(stats.elapsed, stats.phase)
-            out["stage"] = _stage_at(self.scenario.platform, stats.elapsed)
+            out["stage"] = _stage_at(self.scenario.platform, stats.elapsed, self.rate_changes)
             out["phase"] = "load" if stats.phase in ("waiting", "load") else "drain"
         elif self.fleet is not None:
             out["in_flight"] = self.fleet.handle.in_flight
@@ -145,11 +177,14 @@ class _Run:
             out["phase"] = "drain" if self.fleet.handle.stopping else "load"
         return out
 
-    def _offered(self, elapsed: float, phase: str) -> float | None:
+    def _offered(
+        self, elapsed: float, phase: str, schedule: Schedule | None = None
+    ) -> float | None:
         """What the schedule asked for over the interval: ``(N(t1) - N(t0)) / (t1 - t0)``, like
         the sent and completed rates beside it (the rate at the interval's end would make a ramp
         look like a shortfall). None for the closed model."""
-        schedule = self.platform.schedule if self.platform is not None else None
+        if schedule is None:
+            schedule = self.platform.schedule if self.platform is not None else None
         if schedule is None:
             return None
         if phase == "waiting":
@@ -163,6 +198,8 @@ class _Run:
         return round((count - previous) / length, 3) if length > 0 else 0.0
 
     def in_flight(self) -> int:
+        if self.north_tracker is not None:
+            return len(self.north_tracker)
         if self.platform is not None:
             return self.platform.statistics().in_flight
         return 0 if self.fleet is None else self.fleet.handle.in_flight
@@ -177,6 +214,59 @@ class _Run:
         self.abort_reason = self.abort_reason or reason
         self.stop_load.set()
         self.notice(f"{reason}: draining {self.in_flight()} in flight — Ctrl-C again to stop now")
+
+
+def _controls(run: _Run, writer: Callable[[], RunWriter | None], meta: dict[str, Any]) -> Controls:
+    """The dashboard's Stop (the first Ctrl-C's drain) and rate change (a stage appended now),
+    each recorded in run.json with its time on the run's clock (``at_s``, as ``t_s``); one used
+    before the load began (run.json is written then) waits in ``meta`` for it."""
+
+    def record(kind: str, **detail: object) -> dict[str, Any]:
+        entry = {"kind": kind, "at_s": round(trio.current_time() - run._t0, 3), **detail}
+        current = writer()
+        if current is None:
+            meta.setdefault("controls", []).append(entry)
+        else:
+            current.control(entry)
+        return entry
+
+    def stop() -> dict[str, Any]:
+        entry = record("stop")
+        run.interrupt("stopped from the dashboard")
+        return entry
+
+    def change_rate(rate: float) -> dict[str, Any]:
+        if run.platform is None:
+            raise ValueError("a devices-only run has no rate to change")
+        at = run.platform.change_rate(rate)
+        stages = run.scenario.platform.arrival.stages if run.scenario.platform else ()
+        name = f"{len(stages) + len(run.rate_changes) + 1}:rate {rate:g}/s"
+        run.rate_changes += ((at, name),)
+        run.notice(f"dashboard: the rate is {rate:g}/s from {at:.1f}s (stage {name})")
+        return record("rate", rate=rate, load_at_s=round(at, 3), stage=name)
+
+    return Controls(stop=stop, change_rate=change_rate)
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def _unless_interrupted(run: _Run, wait: Callable[[], Awaitable[float]]) -> float | None:
+    """``wait()``'s result, or None once a Ctrl-C came first (the load then starts and stops
+    at once: an interrupted run with its results folder, as at any other moment)."""
+    result: float | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def waiting() -> None:
+            nonlocal result
+            result = await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(waiting)
+        await run.stop_load.wait()
+        nursery.cancel_scope.cancel()
+    return result
 
 
 async def _watch_signals(run: _Run) -> None:
@@ -284,6 +374,7 @@ async def _platform_then_fleet(run: _Run, scenario: Scenario) -> None:
                         count=fleet_config.count,
                         first_index=fleet_config.first_index,
                     )
+            await run.before_load()
             run.begun = True
             run.platform.begin_load(targets)
             platform_nursery.start_soon(_stop_load_on_interrupt, run, platform_nursery.cancel_scope)
@@ -333,6 +424,7 @@ async def _fleet_only(run: _Run, scenario: Scenario) -> None:
         run.fleet = await nursery.start(_serve_fleet, run, config, nursery.cancel_scope)
         _count_devices(run.metrics, run.fleet)
         _announce_fleet(run, run.fleet)
+        await run.before_load()
         run.begun = True
         begun = trio.current_time()
         with trio.move_on_after(scenario.load_seconds):
@@ -357,17 +449,6 @@ def _listen_error(error: ListenError, scenario: Scenario) -> ConfigError:
     if key is None:  # the port was free to choose (0): the host is what failed
         key = "platform.south.host" if scenario.devices is None else "devices.host"
     return ConfigError(str(error), key=key)
-
-
-def _first_listen_error(exc: BaseException) -> ListenError | None:
-    if isinstance(exc, ListenError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_listen_error(inner)
-            if found is not None:
-                return found
-    return None
 
 
 def _connections(scenario: Scenario) -> int:
@@ -403,15 +484,58 @@ async def run_campaign(
     scenario: Scenario | None = None,
     directory: Path,
     shard: str = "0/1",
-    start_at: float | None = None,
+    wait_to_start: Callable[[], Awaitable[float]] | None = None,
     progress: str | None = None,
 ) -> CampaignOutcome:
     """Run a scenario (``loaded``'s, or ``scenario`` derived from it, e.g. one shard) and write
     its results into ``directory`` (created here); see the module docstring.
 
+    ``wait_to_start`` (the shards' start barrier) is awaited once the sides are up (ports bound,
+    fleet built), right before the load; it returns the common start (epoch). The results'
+    clock (``run.json``'s ``started_at``, the interval boundaries) starts when it returns.
+
     A problem found before the load starts (a port in use, an address this machine does not
-    have) raises ``ConfigError`` naming the key, and leaves no results folder behind."""
+    have) raises ``ConfigError`` naming the key, and leaves no results folder behind. With
+    ``output.dashboard`` (and one shard), the live dashboard is served for the whole run and
+    shows the summary once it is written."""
     scenario = scenario or loaded.scenario
+    output = scenario.output
+    if output.dashboard is None or shard != "0/1":
+        return await _campaign(loaded, scenario, directory, shard, wait_to_start, progress, None)
+    board = Board(
+        title=scenario.campaign.name,
+        sides=scenario.campaign.sides,
+        total_seconds=scenario.load_seconds,
+        thresholds=scenario.parsed_thresholds(),
+        open_model=scenario.platform is not None and scenario.platform.arrival.model != "closed",
+    )
+    notice = functools.partial(print, file=sys.stderr, flush=True)
+    served = False
+    try:
+        async with open_dashboard(
+            board, output.dashboard, token=output.dashboard_token, notice=notice
+        ) as server:
+            served = True
+            outcome = await _campaign(
+                loaded, scenario, directory, shard, wait_to_start, progress, server
+            )
+            board.finish(outcome.summary, "interrupted" if outcome.interrupted else "finished")
+            return outcome
+    except ConfigError:
+        if not served:  # the dashboard's address: nothing ran, no folder to keep
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+async def _campaign(
+    loaded: LoadedScenario,
+    scenario: Scenario,
+    directory: Path,
+    shard: str,
+    wait_to_start: Callable[[], Awaitable[float]] | None,
+    progress: str | None,
+    dashboard: DashboardServer | None,
+) -> CampaignOutcome:
     campaign = scenario.campaign
     raise_fd_limit(_connections(scenario), what=f"campaign {campaign.name}")
     _new_folder(directory, loaded)
@@ -422,10 +546,8 @@ async def run_campaign(
     )
     run = _Run(scenario, metrics, notice=bar.notice)
     run.directory = directory
-    if start_at is not None:
-        await trio.sleep(max(0.0, start_at - time.time()))
-    start_epoch = time.time()
-    meta = {
+    start_epoch = time.time()  # until the load starts
+    meta: dict[str, Any] = {
         "campaign": campaign.name,
         "description": campaign.description,
         "sides": campaign.sides,
@@ -434,12 +556,13 @@ async def run_campaign(
         "offered_rate": _offered_rate(scenario.platform),
         "load_duration_s": scenario.load_seconds,
         "thresholds": list(scenario.thresholds),
-        "start_at": start_at,
+        "start_at": None,
         "seed": _seeds(scenario),
     }
-    writer = RunWriter(directory, start_epoch, meta)
+    writer: RunWriter | None = None
 
     def write(interval: Interval) -> None:
+        assert writer is not None
         # "final" says the run ended normally; one ended by an error must read as a kill does
         writer(dataclasses.replace(interval, final=False) if run.failed else interval)
 
@@ -450,21 +573,45 @@ async def run_campaign(
     sinks: list[IntervalSink] = [write, show]
     if scenario.abort_on_fail and thresholds:
         sinks.append(_abort_sink(run, thresholds, ABORT_DELAY))
-    exporter = PrometheusExporter() if scenario.output.metrics_port is not None else None
+    exporter = (
+        PrometheusExporter(campaign=campaign.name, shard=shard)
+        if scenario.output.metrics_port is not None
+        else None
+    )
     if exporter is not None:
         sinks.append(exporter)
+    if dashboard is not None:
+        sinks.append(dashboard.board)
+        dashboard.controls = _controls(run, lambda: writer, meta)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, run)
-            t0 = run._last_gauge = trio.current_time()
-            await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
+
+            async def start_clock() -> None:
+                nonlocal writer, start_epoch
+                if wait_to_start is not None:
+                    meta["start_at"] = await _unless_interrupted(run, wait_to_start)
+                start_epoch = time.time()
+                writer = RunWriter(directory, start_epoch, meta)
+                t0 = run._t0 = run._last_gauge = trio.current_time()
+                await nursery.start(_intervals, metrics, sinks, t0, campaign.interval, run.gauges)
+
+            run.before_load = start_clock
             if exporter is not None:
-                url = await nursery.start(exporter.serve, "127.0.0.1", scenario.output.metrics_port)
+                url = await nursery.start(
+                    exporter.serve, scenario.output.metrics_host, scenario.output.metrics_port
+                )
                 bar.notice(f"live metrics: {url}")
             try:
                 if campaign.sides == "devices":
                     await nursery.start(monitor_loop_lag, metrics)
                     await _fleet_only(run, scenario)
+                elif campaign.sides in ("north", "north-devices"):
+                    from loadgen.campaign.north_run import north_sides
+
+                    if campaign.sides == "north-devices":
+                        await nursery.start(monitor_loop_lag, metrics)
+                    await north_sides(run, scenario)
                 else:
                     await _platform_then_fleet(run, scenario)
             except BaseException:
@@ -472,14 +619,21 @@ async def run_campaign(
                 raise
             nursery.cancel_scope.cancel()
     except BaseException as exc:
-        writer.close()
+        if writer is not None:
+            writer.close()
         bar.finish()
-        listen = _first_listen_error(exc)
-        if listen is None:
+        listen = first_of(exc, ListenError)
+        barrier = first_of(exc, ConfigError)  # the start barrier failed
+        if listen is None and barrier is None:
             raise
         if not run.begun:  # no load ran: no folder to keep
             shutil.rmtree(directory, ignore_errors=True)
+        if listen is None:
+            assert barrier is not None
+            raise barrier from None
         raise _listen_error(listen, scenario) from None
+    if writer is None:  # stopped before the load began: an empty run, still a results folder
+        writer = RunWriter(directory, start_epoch, meta)
     writer.close()
     bar.finish()
     return _finish(run, scenario, directory, thresholds, start_epoch)
@@ -511,7 +665,12 @@ def _finish(
     from loadgen.report.summary import build_summary
 
     result = run.platform_result
-    if result is not None:
+    if run.north_result is not None:  # a north campaign: rates are jobs per second
+        info = run.north_result.run_info()
+        info["extra"] = {"north": {"correlation": run.north_result.correlation,
+                                   "close_by": run.north_result.close_by,
+                                   "peak_live_jobs": run.north_result.peak_live}}  # fmt: skip
+    elif result is not None:
         info = result.run_info()
     else:
         # devices only: no platform judged the generator; the same verdict a rebuild gives
@@ -529,7 +688,7 @@ def _finish(
     info["interrupted"] = run.interrupted
     info["seed"] = _seeds(scenario)
     if run.fleet is not None:
-        info["extra"] = {"devices": run.fleet.handle.statistics()}
+        info.setdefault("extra", {})["devices"] = run.fleet.handle.statistics()
     if run.abort_reason:
         info.setdefault("extra", {})["interrupted_by"] = run.abort_reason
     summary = build_summary(histograms_of(run.metrics), run.metrics.counters, info)

@@ -30,9 +30,11 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loadgen.dashboard.address import parse_address
 from loadgen.device.config import ASYNC_ONLY_FAULTS, FleetConfig
 from loadgen.errors import ConfigError
 from loadgen.metrics.thresholds import Threshold, parse_threshold
+from loadgen.north.config import NorthConfig
 from loadgen.platform.config import PlatformConfig
 from loadgen.units import Seconds
 
@@ -64,7 +66,9 @@ class CampaignSection(BaseModel):
 
     name: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    sides: Literal["both", "devices", "platform"] = "both"
+    # "north": the application (north), the OpenGate stand-in (platform) and the devices, all
+    # here on loopback; "north-devices": the application and the devices against a real OpenGate
+    sides: Literal["both", "devices", "platform", "north", "north-devices"] = "both"
     # How long a devices-only run serves (with a platform side, the stages set the length).
     duration: Seconds | None = Field(default=None, gt=0)
     interval: Seconds = Field(default=1.0, gt=0)
@@ -85,6 +89,16 @@ class OutputSection(BaseModel):
     html: bool = True
     progress: Literal["auto", "bar", "lines", "quiet"] = "auto"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus text endpoint
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)  # 0.0.0.0 in a pod
+    dashboard: str | None = None  # HOST:PORT of the live web dashboard (None: none)
+    dashboard_token: str | None = None  # required of its visitors (one is made off loopback)
+
+    @field_validator("dashboard")
+    @classmethod
+    def _dashboard(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value, key="dashboard")
+        return value
 
 
 class Scenario(BaseModel):
@@ -93,6 +107,7 @@ class Scenario(BaseModel):
     campaign: CampaignSection
     devices: FleetConfig | None = None
     platform: PlatformConfig | None = None
+    north: NorthConfig | None = None
     thresholds: tuple[str, ...] = ()
     abort_on_fail: bool = False
     output: OutputSection = OutputSection()
@@ -113,6 +128,18 @@ class Scenario(BaseModel):
             raise ValueError(f"campaign.sides = {sides!r} needs a [platform] table")
         if sides == "devices" and self.campaign.duration is None:
             raise ValueError("a devices-only campaign needs campaign.duration")
+        if sides in ("north", "north-devices"):
+            if self.north is None:
+                raise ValueError(f"campaign.sides = {sides!r} needs a [north] table")
+            if self.devices is None:
+                raise ValueError(
+                    f"campaign.sides = {sides!r} needs a [devices] table (the fleet whose "
+                    "requests tell which operation is which job's)"
+                )
+            if sides == "north-devices" and self.north.url is None:
+                raise ValueError("campaign.sides = 'north-devices' needs north.url (the real API)")
+            if self.campaign.shards != 1:
+                raise ValueError("a north campaign runs in one process: campaign.shards = 1")
         return self
 
     def warnings(self) -> list[str]:
@@ -138,6 +165,8 @@ class Scenario(BaseModel):
     @property
     def load_seconds(self) -> float:
         """The length of the load window: the stages, or the devices-only duration."""
+        if self.north is not None and self.campaign.sides.startswith("north"):
+            return sum(stage.duration for stage in self.north.arrival.stages)
         if self.platform is not None and self.campaign.sides != "devices":
             return sum(stage.duration for stage in self.platform.arrival.stages)
         return float(self.campaign.duration or 0.0)
@@ -271,7 +300,7 @@ def _problems(error: ValidationError) -> list[tuple[str, str]]:
     out = []
     for item in error.errors():
         # Unions of "a table or nothing" report the table branch; drop pydantic's branch names.
-        loc = [p for p in item["loc"] if p not in ("FleetConfig", "PlatformConfig")]
+        loc = [p for p in item["loc"] if p not in ("FleetConfig", "PlatformConfig", "NorthConfig")]
         where = _location(loc)
         cause = (item.get("ctx") or {}).get("error")
         if isinstance(cause, ConfigError):  # a record's own check: it knows its key
@@ -297,10 +326,14 @@ def _prepare(resolved: dict[str, Any], source: str) -> dict[str, Any]:
     campaign = resolved.get("campaign")
     sides = campaign.get("sides", "both") if isinstance(campaign, dict) else "both"
     devices = resolved.get("devices")
-    if sides == "both" and isinstance(devices, dict):
+    if sides in ("both", "north") and isinstance(devices, dict):
         responder = devices.setdefault("responder", {})
         if isinstance(responder, dict):
             responder.setdefault("platform_url", SOUTH_PLACEHOLDER)
+    if sides == "north":  # the stand-in: a platform serving the north API (jobs only)
+        standin = resolved.setdefault("platform", {})
+        if isinstance(standin, dict):
+            standin.setdefault("north", {})
     platform = resolved.get("platform")
     targets = platform.get("targets") if isinstance(platform, dict) else None
     if isinstance(targets, dict) and "file" in targets:

@@ -11,12 +11,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from loadgen.campaign.capacity import SearchConfig, StepResult
-from loadgen.campaign.capacity_run import CAPACITY_JSON, StepPlan, format_step, run_capacity
+from loadgen.campaign.capacity_run import (
+    CAPACITY_JSON,
+    CapacityOutcome,
+    StepPlan,
+    format_step,
+    run_capacity,
+)
 from loadgen.campaign.scenario import load_scenario
+from loadgen.dashboard.address import DEFAULT_HOST, DEFAULT_PORT
+from loadgen.dashboard.board import Board
+from loadgen.dashboard.server import Controls, open_dashboard
 from loadgen.metrics.thresholds import parse_threshold
 from loadgen.report.results import new_run_directory
 from loadgen.units import parse_duration
@@ -79,15 +89,47 @@ def _capacity(args: argparse.Namespace) -> int:
     print(f"capacity search of {scenario.campaign.name} by {args.dimension}; SLOs: {slo_text}")
     print(f"results: {directory}", flush=True)
 
+    board = Board(
+        title=f"{scenario.campaign.name} capacity ({args.dimension})",
+        sides=scenario.campaign.sides,
+        total_seconds=float("inf"),
+        kind="capacity",
+    )
+
     def show(index: int, step: StepResult) -> None:
         print(format_step(index, step, args.dimension), flush=True)
+        board.step(index, step.as_dict())
+
+    async def search() -> CapacityOutcome:
+        return await run_capacity(
+            loaded, plan, config, directory=directory, on_step=show, html=not args.no_html
+        )
+
+    async def watched() -> CapacityOutcome:
+        """The search with the live dashboard: its Stop ends the search as Ctrl-C does."""
+        address: str = args.dashboard or scenario.output.dashboard or ""
+        token = args.dashboard_token or scenario.output.dashboard_token
+        async with open_dashboard(board, address, token=token) as server:
+            stopped: list[bool] = []
+            with trio.CancelScope() as scope:
+
+                def stop() -> dict[str, Any]:
+                    stopped.append(True)
+                    scope.cancel()
+                    return {"kind": "stop", "at_s": None, "steps": len(board.steps)}
+
+                server.controls = Controls(stop=stop)
+                outcome = await search()
+                board.finish(None, "finished")
+                return outcome
+            board.finish(None, "stopped")
+            raise KeyboardInterrupt  # the same end as Ctrl-C: exit 130, the steps so far kept
 
     try:
-        outcome = trio.run(
-            lambda: run_capacity(
-                loaded, plan, config, directory=directory, on_step=show, html=not args.no_html
-            )
-        )
+        if args.dashboard or scenario.output.dashboard:
+            outcome = trio.run(watched)
+        else:
+            outcome = trio.run(search)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the steps measured so far are in {directory / CAPACITY_JSON}")
         raise
@@ -163,7 +205,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_fraction,
         default=PLAN.max_error_rate,
         metavar="F",
-        help=f"failed + timed out + errors over sent (default {PLAN.max_error_rate * 100:g}%%)",
+        help=f"failed + timed out + errors over issued (default {PLAN.max_error_rate * 100:g}%%)",
     )
     cap.add_argument(
         "--rate",
@@ -174,4 +216,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cap.add_argument("--results", metavar="DIR", help="results root (default: output.results)")
     cap.add_argument("--no-html", action="store_true", help="skip capacity.html")
+    cap.add_argument(
+        "--dashboard", nargs="?", const=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT",
+        help=f"serve the live web dashboard of the steps (alone: on {DEFAULT_HOST}:"
+        f"{DEFAULT_PORT}; off loopback a token is required)",
+    )  # fmt: skip
+    cap.add_argument("--dashboard-token", metavar="TOKEN", help="the dashboard's token")
     cap.set_defaults(func=_capacity)

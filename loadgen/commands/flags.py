@@ -23,6 +23,7 @@ from typing import Any, Final
 from loadgen.campaign.scenario import CampaignSection, OutputSection, set_key
 from loadgen.device.config import FleetConfig
 from loadgen.errors import ConfigError
+from loadgen.north.config import NorthConfig
 from loadgen.platform.config import PlatformConfig
 from loadgen.units import parse_duration
 
@@ -43,6 +44,7 @@ Compose = Callable[[dict[str, Any], Any, argparse.Namespace], None]
 _RECORDS: Final[Mapping[str, Callable[[], object]]] = {
     "devices": FleetConfig,
     "platform": PlatformConfig,
+    "north": NorthConfig,
 }
 _SECTIONS: Final[Mapping[str, type[Any]]] = {"campaign": CampaignSection, "output": OutputSection}
 
@@ -85,7 +87,8 @@ class Flag:
     ``switch``: takes no value and sets ``True`` (``False`` with ``invert``, as ``--insecure``
     sets ``verify = false``). ``repeat``: may be given several times; the key gets the list.
     ``shown_default`` replaces the record's default in ``--help`` where the flag's value is not
-    the key's (``--rate`` feeds the stages)."""
+    the key's (``--rate`` feeds the stages). ``bare``: the value when the option is given
+    without one (``--dashboard`` alone; ``--dashboard=HOST:PORT`` otherwise)."""
 
     option: str
     key: str
@@ -100,6 +103,7 @@ class Flag:
     shown_default: str | None = None
     compose: Compose | None = None
     short: str | None = None
+    bare: str | None = None
 
     @property
     def dest(self) -> str:
@@ -126,11 +130,17 @@ def default_of(key: str) -> Any:
 def _shown(flag: Flag) -> str | None:
     if flag.shown_default is not None:
         return flag.shown_default
-    if flag.switch or flag.compose is not None:
+    if flag.switch:
         return None
     value = default_of(flag.key)
-    if value is None or value == () or value == {}:
+    if value is None or value == () or (not value and isinstance(value, Mapping)):
         return None
+    if isinstance(value, Mapping):
+        return ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
+        )
+    if dataclasses.is_dataclass(value) or isinstance(value, tuple):
+        return None  # a whole record or list: its parts have flags of their own
     if isinstance(value, float) and math.isinf(value):
         return "until stopped"
     if isinstance(value, bool):
@@ -151,6 +161,7 @@ def add_flags(parser: argparse.ArgumentParser, title: str, flags: Iterable[Flag]
                 *names, dest=flag.dest, action="store_true", default=argparse.SUPPRESS, help=text
             )
             continue
+        optional: dict[str, Any] = {} if flag.bare is None else {"nargs": "?", "const": flag.bare}
         group.add_argument(
             *names,
             dest=flag.dest,
@@ -159,6 +170,7 @@ def add_flags(parser: argparse.ArgumentParser, title: str, flags: Iterable[Flag]
             choices=flag.choices or None,
             metavar=flag.metavar or _metavar(flag),
             help=text,
+            **optional,
         )
 
 

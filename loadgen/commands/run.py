@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import math
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from loadgen.campaign.scenario import (
     validate_document,
 )
 from loadgen.commands.flags import Flag, add_flags, build_document, name_flags
-from loadgen.commands.tables import DEVICE_FLAGS, PLATFORM_FLAGS, RUN_FLAGS
-from loadgen.errors import ConfigError
+from loadgen.commands.tables import DEVICE_FLAGS, NORTH_FLAGS, PLATFORM_FLAGS, RUN_FLAGS
+from loadgen.errors import ConfigError, first_of
 from loadgen.report.console import format_summary
 from loadgen.report.results import new_run_directory
 from loadgen.seeds import resolve_seed
@@ -50,8 +49,6 @@ EXIT_FAILED = 1  # a shard crashed
 EXIT_CONFIG = 2
 EXIT_THRESHOLDS = 99
 EXIT_INTERRUPTED = 130
-#: How far in the past a common start (``--start-at``) may be and still be joined at once.
-START_TOLERANCE = 2.0
 
 
 def _set_flag(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +96,7 @@ def with_seeds(loaded: LoadedScenario) -> LoadedScenario:
     which add their index, all start from the same seeds)."""
     scenario, document = loaded.scenario, copy.deepcopy(loaded.document)
     updates: dict[str, Any] = {}
-    for side in ("devices", "platform"):
+    for side in ("devices", "platform", "north"):
         config = getattr(scenario, side)
         if config is not None and config.seed is None:
             seed = resolve_seed(None)
@@ -115,12 +112,16 @@ def execute(
     *,
     shard: str | None = None,
     shards: int | str | None = None,
-    start_at: float | None = None,
+    barrier: Path | None = None,
+    barrier_timeout: float | None = None,
+    barrier_lead: float | None = None,
     directory: Path | None = None,
 ) -> int:
     """Run a validated scenario (one process, one shard of it, or N local shards merged) and
-    print the console summary; the exit code."""
+    print the console summary; the exit code. A shard with a ``barrier`` folder starts its
+    load with the other shards there (``loadgen.scale.barrier``)."""
     from loadgen.campaign.runner import run_campaign
+    from loadgen.scale.barrier import DEFAULT_LEAD, DEFAULT_TIMEOUT, FileBarrier
     from loadgen.scale.shard import Shard, apply_shard
 
     loaded = with_seeds(loaded)
@@ -132,26 +133,40 @@ def execute(
         from loadgen.scale.local import run_local_shards
 
         return run_local_shards(loaded, shards=count)
-    if start_at is not None and start_at < time.time() - START_TOLERANCE:
-        raise ConfigError(
-            f"the common start {start_at:.3f} is {time.time() - start_at:.1f} s in the past",
-            key="--start-at",
-        )
     part = Shard.parse(shard) if shard else Shard.whole()
+    starter: FileBarrier | None = None
+    if barrier is not None:
+        if part.is_whole:
+            raise ConfigError(
+                "expected --shard I/N with it (the barrier waits for N)", key="--barrier"
+            )
+        starter = FileBarrier(
+            barrier,
+            index=part.index,
+            count=part.count,
+            timeout=DEFAULT_TIMEOUT if barrier_timeout is None else barrier_timeout,
+            lead=DEFAULT_LEAD if barrier_lead is None else barrier_lead,
+            notice=_stderr if scenario.output.progress != "quiet" else None,
+        )
     if directory is None:
         directory = new_run_directory(Path(scenario.output.results), scenario.campaign.name)
         if not part.is_whole:
             directory = directory / f"shard-{part.index}-of-{part.count}"
     quiet = scenario.output.progress == "quiet"
-    outcome = trio.run(
-        lambda: run_campaign(
-            loaded,
-            scenario=apply_shard(scenario, part),
-            directory=directory,
-            shard=str(part),
-            start_at=start_at,
+    try:
+        outcome = trio.run(
+            lambda: run_campaign(
+                loaded,
+                scenario=apply_shard(scenario, part),
+                directory=directory,
+                shard=str(part),
+                wait_to_start=None if starter is None else starter.wait,
+            )
         )
-    )
+    except BaseException as exc:
+        if starter is not None:  # failed before the start: the other shards need not wait
+            starter.abandon(str(first_of(exc, ConfigError) or exc) or type(exc).__name__)
+        raise
     if not quiet:
         print()
         print(format_summary(outcome.summary))
@@ -160,7 +175,13 @@ def execute(
         print(f"report:  {outcome.report}")
     if outcome.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_THRESHOLDS if outcome.thresholds_failed else EXIT_OK
+    # a shard's thresholds judge only its part: the campaign's verdict is the merge's (and a
+    # pod exiting 99 would fail its Job, which stops the other shards' pods mid-run)
+    return EXIT_THRESHOLDS if outcome.thresholds_failed and part.is_whole else EXIT_OK
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -170,26 +191,65 @@ def _run(args: argparse.Namespace) -> int:
             loaded,
             shard=args.shard,
             shards=args.shards,
-            start_at=args.start_at,
+            barrier=Path(args.barrier) if args.barrier else None,
+            barrier_timeout=args.barrier_timeout,
+            barrier_lead=args.barrier_lead,
             directory=Path(args.directory) if args.directory else None,
         )
     except ConfigError as exc:  # found while starting (a port in use): name the flag if one
         raise name_flags(exc, RUN_FLAGS, args) from None
 
 
-def _side(args: argparse.Namespace, side: str, flags: Sequence[Flag]) -> int:
+#: The one-sided commands: name -> (its flag table, help, description).
+SIDES: dict[str, tuple[Sequence[Flag], str, str]] = {
+    "devices": (
+        DEVICE_FLAGS,
+        "run a virtual device fleet",
+        "Serve a virtual fleet until --duration or Ctrl-C; results as 'run'.",
+    ),
+    "platform": (
+        PLATFORM_FLAGS,
+        "send operations to devices at a rate and receive their responses",
+        "The virtual platform against devices (ours or real); results as 'run'.",
+    ),
+}
+
+
+def _side(args: argparse.Namespace) -> int:
+    flags = (*SIDES[args.command][0], *RUN_FLAGS)
     try:
-        return execute(one_sided_scenario(args, side, flags, ""))
+        return execute(one_sided_scenario(args, args.command, flags, ""))
     except ConfigError as exc:
         raise name_flags(exc, flags, args) from None
 
 
-def _devices(args: argparse.Namespace) -> int:
-    return _side(args, "devices", (*DEVICE_FLAGS, *RUN_FLAGS))
+def north_scenario(args: argparse.Namespace, flags: Sequence[Flag]) -> LoadedScenario:
+    """``loadgen north``: the application side with its devices; against loadgen's stand-in
+    (sides = "north") unless ``--url`` names a real north API (sides = "north-devices")."""
+    document: dict[str, Any] = {
+        "campaign": {"name": "north", "sides": "north"},
+        "north": {},
+        "devices": {"http_port": 0},
+    }
+    try:
+        build_document(document, flags, args)
+        for assignment in args.set:
+            apply_override(document, assignment)
+        if document["north"].get("url"):
+            document["campaign"]["sides"] = "north-devices"
+        else:
+            document.setdefault("platform", {}).setdefault("south", {}).setdefault("linger", 0)
+        return LoadedScenario(validate_document(document, ""), document, "")
+    except ConfigError as exc:
+        raise name_flags(exc, flags, args) from None
 
 
-def _platform(args: argparse.Namespace) -> int:
-    return _side(args, "platform", (*PLATFORM_FLAGS, *RUN_FLAGS))
+def _north(args: argparse.Namespace) -> int:
+    flags = (*NORTH_FLAGS, *RUN_FLAGS)
+    try:
+        return execute(north_scenario(args, flags))
+    except ConfigError as exc:
+        raise name_flags(exc, flags, args) from None
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -233,13 +293,14 @@ def _shards(text: str) -> int | str:
     return count
 
 
-def _epoch(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected seconds since the epoch, got {text!r}"
-        ) from None
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -258,29 +319,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     scale.add_argument(
         "--shards", type=_shards, metavar="N", help="N shard processes here ('auto': one per core)"
     )
-    scale.add_argument("--start-at", type=_epoch, metavar="EPOCH", help="common start of shards")
+    scale.add_argument(
+        "--barrier", metavar="DIR", help="start with the other shards that join this folder"
+    )
+    scale.add_argument(
+        "--barrier-timeout", type=_seconds, metavar="S", help="wait at most S for them (60)"
+    )
+    scale.add_argument(
+        "--barrier-lead", type=_seconds, metavar="S", help="start S after the last joins (1)"
+    )
     scale.add_argument("--directory", metavar="DIR", help=argparse.SUPPRESS)  # exact folder
     run.set_defaults(func=_run)
 
-    devices = sub.add_parser(
-        "devices",
-        help="run a virtual device fleet",
-        description="Serve a virtual fleet until --duration or Ctrl-C; results as 'run'.",
-    )
-    add_flags(devices, "fleet and behaviour", DEVICE_FLAGS)
-    add_flags(devices, "run", RUN_FLAGS)
-    _set_flag(devices)
-    devices.set_defaults(func=_devices)
+    for name, (flags, summary, description) in SIDES.items():
+        side = sub.add_parser(name, help=summary, description=description)
+        add_flags(side, name, flags)
+        add_flags(side, "run", RUN_FLAGS)
+        _set_flag(side)
+        side.set_defaults(func=_side)
 
-    platform = sub.add_parser(
-        "platform",
-        help="send operations to devices at a rate and receive their responses",
-        description="The virtual platform against devices (ours or real); results as 'run'.",
+    north = sub.add_parser(
+        "north",
+        help="create operation jobs on a north API and follow them to the devices and back",
+        description="The application side (issue 10): jobs at a rate on OpenGate's north API "
+        "(loadgen's stand-in unless --url), run by virtual devices here; latency per hop "
+        "(job_accepted, dispatch, device_done, closed). Results as 'run'.",
     )
-    add_flags(platform, "platform", PLATFORM_FLAGS)
-    add_flags(platform, "run", RUN_FLAGS)
-    _set_flag(platform)
-    platform.set_defaults(func=_platform)
+    add_flags(north, "north", NORTH_FLAGS)
+    add_flags(north, "run", RUN_FLAGS)
+    _set_flag(north)
+    north.set_defaults(func=_north)
 
     check = sub.add_parser(
         "validate",

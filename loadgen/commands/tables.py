@@ -16,11 +16,12 @@ from typing import Any, Final
 import orjson
 
 from loadgen.commands.flags import Flag, duration, integer, number
+from loadgen.dashboard.address import DEFAULT_HOST, DEFAULT_PORT, parse_address
 from loadgen.device.config import FAULT_NAMES, Delay, address_range
 from loadgen.errors import ConfigError
-from loadgen.platform.config import Arrival
+from loadgen.platform.config import MAX_DEFAULT_GRACE, Arrival
 
-__all__ = ["DEVICE_FLAGS", "PLATFORM_FLAGS", "RUN_FLAGS"]
+__all__ = ["DEVICE_FLAGS", "NORTH_FLAGS", "PLATFORM_FLAGS", "RUN_FLAGS"]
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -53,6 +54,17 @@ def _delay(text: str) -> dict[str, Any]:
 
 def _port(text: str) -> int | str:
     return "off" if text.strip().lower() in ("off", "none") else integer(text)
+
+
+def _dashboard(text: str) -> str:
+    """``HOST:PORT`` of the dashboard; a scenario file here means the flag took the scenario."""
+    if text.endswith(".toml"):
+        raise ConfigError(
+            f"expected HOST:PORT, got the scenario {text!r}: write --dashboard=HOST:PORT, or put "
+            "--dashboard after the scenario"
+        )
+    parse_address(text)
+    return text
 
 
 def _addresses(text: str) -> list[str]:
@@ -194,7 +206,15 @@ RUN_FLAGS: Final = (
     Flag(option="--no-html", key="output.html", switch=True, invert=True,
          help="skip report.html"),
     Flag(option="--metrics-port", key="output.metrics_port", value=integer, metavar="PORT",
-         help="serve live Prometheus metrics on 127.0.0.1:PORT"),
+         help="serve live Prometheus metrics on PORT (of --metrics-host)"),
+    Flag(option="--metrics-host", key="output.metrics_host", metavar="ADDR",
+         help="address of the metrics endpoint (0.0.0.0: all interfaces, as in a pod)"),
+    Flag(option="--dashboard", key="output.dashboard", bare=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+         value=_dashboard,
+         metavar="HOST:PORT", help=f"serve the live web dashboard (alone: on {DEFAULT_HOST}:"
+         f"{DEFAULT_PORT}; off loopback a token is required)"),
+    Flag(option="--dashboard-token", key="output.dashboard_token", metavar="TOKEN",
+         help="the dashboard's token (default: one is made and printed when not on loopback)"),
 )  # fmt: skip
 
 DEVICE_FLAGS: Final = (
@@ -224,12 +244,12 @@ DEVICE_FLAGS: Final = (
          choices=("together", "partials"), help="steps in one message or one partial each"),
     *(
         Flag(option=f"--{name}-delay", key=f"devices.default.delays.{name}", value=_delay,
-             metavar="DELAY", shown_default="0",
+             metavar="DELAY",
              help=f"{name} delay: 0.2 | uniform:0.1,0.3 | exponential:0.2 | lognormal:MEDIAN,P99")
         for name in ("sync", "ack", "step", "final")
     ),
     Flag(option="--result-mix", key="devices.default.results", repeat=True, value=_pairs,
-         metavar="CODE=W,...", compose=_result_mix, shown_default="SUCCESSFUL=1",
+         metavar="CODE=W,...", compose=_result_mix,
          help="result codes and weights, e.g. SUCCESSFUL=98,ERROR_PROCESSING=2"),
     Flag(option="--sync-status", key="devices.default.sync_status", value=integer,
          choices=("200", "201", "202", "204"), help="HTTP status of a sync answer"),
@@ -345,7 +365,7 @@ PLATFORM_FLAGS: Final = (
     Flag(option="--retry-on", key="platform.timeouts.retry_result_list", repeat=True,
          metavar="RESULT_CODE", help="result code that is retried (repeat)"),
     Flag(option="--grace", key="platform.drain_grace", value=duration, unit="s",
-         shown_default="min(timeout, 30 s)", help="drain after the load"),
+         shown_default=f"min(timeout, {MAX_DEFAULT_GRACE:g} s)", help="drain after the load"),
     # south API
     Flag(option="--south-host", key="platform.south.host", help="south API bind address"),
     Flag(option="--south-port", key="platform.south.port", value=integer,
@@ -356,9 +376,82 @@ PLATFORM_FLAGS: Final = (
          help="require this X-ApiKey from devices"),
     Flag(option="--south-tls", key="platform.south.tls", switch=True,
          help="serve HTTPS (self-signed)"),
+    # north API (the OpenGate stand-in: applications create jobs there)
+    Flag(option="--north-port", key="platform.north.port", value=integer,
+         help="serve the north API (jobs) on this port (0: any free one)"),
+    Flag(option="--north-host", key="platform.north.host", help="north API bind address"),
+    Flag(option="--north-api-key", key="platform.north.api_key",
+         help="require this X-ApiKey from applications"),
+    Flag(option="--north-keep", key="platform.north.keep_finished", value=integer,
+         help="finished jobs kept for N2/N3"),
     # generator health
     Flag(option="--max-lateness-ms", key="platform.health.lateness_p99_ms", value=number,
          unit="ms", help="send lateness p99 above which the generator is saturated"),
     Flag(option="--max-cpu", key="platform.health.cpu_percent", value=number, unit="%",
          help="CPU of one core above which the generator is saturated"),
+)  # fmt: skip
+
+
+def _as_north(compose: Any) -> Any:
+    """A ``[platform]`` composer (stages, mix) writing into ``[north]`` instead."""
+
+    def composed(document: dict[str, Any], value: Any, args: argparse.Namespace) -> None:
+        scratch: dict[str, Any] = {}
+        compose(scratch, value, args)
+        for key, moved in scratch.get("platform", {}).items():
+            _table(document, "north")[key] = moved
+
+    return composed
+
+
+NORTH_FLAGS: Final = (
+    # the north API (none: the stand-in, with the devices, all here on loopback)
+    Flag(option="--url", key="north.url", metavar="URL",
+         help="a real north API (https://host[:port]); default: loadgen's stand-in"),
+    Flag(option="--api-key", key="north.api_key", help="X-ApiKey sent with every request"),
+    Flag(option="--insecure", key="north.verify", switch=True, invert=True,
+         help="do not verify the north API's certificate"),
+    Flag(option="--ca-file", key="north.ca_file", metavar="FILE", help="CA of its certificate"),
+    Flag(option="--max-connections", key="north.max_connections", value=integer,
+         help="connections to the north API"),
+    # jobs
+    Flag(option="--rate", key="north.arrival.stages", compose=_keep, metavar="JOBS/S",
+         shown_default=f"{Arrival().stages[0].rate:g}/s", help="jobs per second"),
+    Flag(option="--duration", key="north.arrival.stages", compose=_keep, metavar="DURATION",
+         shown_default=f"{Arrival().stages[0].duration:g} s", help="length of the load"),
+    Flag(option="--stage", key="north.arrival.stages", repeat=True, compose=_as_north(_stages),
+         metavar="SECONDS:RATE[:ramp]", help="a stage (repeat; instead of --rate/--duration)"),
+    Flag(option="--model", key="north.arrival.model", choices=("open", "poisson"),
+         help="arrival model"),
+    Flag(option="--op", key="north.mix", repeat=True, compose=_as_north(_mix),
+         metavar="NAME[:WEIGHT]", shown_default=default_name(), help="an operation of the mix"),
+    Flag(option="--params", key="north.mix", repeat=True, compose=_keep, metavar="NAME=JSON",
+         help="parameters of operation NAME"),
+    Flag(option="--targets-per-job", key="north.targets_per_job", value=integer,
+         help="devices each job targets"),
+    Flag(option="--timeout", key="north.timeouts.timeout", value=duration, unit="s",
+         help="operationParameters.timeout"),
+    Flag(option="--ack-timeout", key="north.timeouts.ack_timeout", value=duration, unit="s",
+         help="operationParameters.ackTimeout"),
+    Flag(option="--retries", key="north.timeouts.retries", value=integer,
+         help="operationParameters.retries"),
+    Flag(option="--dispatch-timeout", key="north.dispatch_timeout", value=duration, unit="s",
+         help="a job not dispatched by then ends timed out"),
+    Flag(option="--close-by", key="north.close_by", choices=("callback", "poll"),
+         help="how the close is learned"),
+    Flag(option="--max-polls-per-s", key="north.max_polls_per_s", value=number,
+         help="N2 polls per second, all jobs together"),
+    Flag(option="--callback-port", key="north.callback_port", value=integer,
+         help="port of loadgen's callback receiver (0: any free one)"),
+    Flag(option="--callback-url", key="north.callback_url", metavar="URL",
+         help="the callback URL as the platform reaches it"),
+    Flag(option="--job-id-key", key="north.job_id_key",
+         help="body key path of the job id when N1 has no Location"),
+    Flag(option="--seed", key="north.seed", value=integer, help="random seed"),
+    # the devices that run the operations (in this process)
+    Flag(option="--devices", key="devices.count", value=integer, help="virtual devices"),
+    Flag(option="--device-delay", key="devices.default.delays.sync", value=_delay,
+         metavar="DELAY", shown_default="0", help="the devices' sync answer delay"),
+    Flag(option="--platform-url", key="devices.responder.platform_url", metavar="URL",
+         help="the real platform's south API (with --url)"),
 )  # fmt: skip

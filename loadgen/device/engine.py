@@ -50,7 +50,7 @@ from loadgen.http.server import Action, Reply
 from loadgen.metrics import Metrics
 from loadgen.protocol import EXCLUSIVE_OPERATIONS, OPERATION_NAMES, ResultCode, StepResult
 
-__all__ = ["Engine", "Platform"]
+__all__ = ["DeviceObserver", "Engine", "Platform"]
 
 REFRESH_INFO: Final = "REFRESH_INFO"
 _KNOWN: Final = frozenset(OPERATION_NAMES)
@@ -79,6 +79,15 @@ class Platform(Protocol):
     async def post_collect(self, device_id: str, body: bytes) -> bool: ...
 
 
+class DeviceObserver(Protocol):
+    """Told, on the run's clock, when a device receives an operation request and when it writes
+    its final answer (the north side correlates jobs with the operations so, issue 10)."""
+
+    def received(self, device_id: str, op_id: str, now: float) -> None: ...
+
+    def answered(self, device_id: str, op_id: str, now: float) -> None: ...
+
+
 class Engine:
     """Runs operations for the devices of one fleet (see the module docstring)."""
 
@@ -88,7 +97,9 @@ class Engine:
         metrics: Metrics,
         platform: Platform | None,
         nursery: trio.Nursery,
+        observer: DeviceObserver | None = None,
     ) -> None:
+        self.observer = observer
         self.config = config
         self.metrics = metrics
         self.platform = platform
@@ -120,6 +131,8 @@ class Engine:
         """Run (or start) ``request`` on ``device``; the ``Reply`` answers its HTTP request."""
         counters = self._counters
         counters["device.ops.received"] += 1
+        if self.observer is not None:
+            self.observer.received(device.id, request.id, trio.current_time())
         name = request.name
         behaviour = self._behaviours.get(name)
         if behaviour is None:
@@ -194,6 +207,8 @@ class Engine:
         counters = self._counters
         counters[_RESULT_COUNTERS[result]] += 1
         counters["device.ops.completed"] += 1
+        if self.observer is not None:
+            self.observer.answered(device.id, request.id, trio.current_time())
         if self._collect and result is ResultCode.SUCCESSFUL and request.name == REFRESH_INFO:
             self.nursery.start_soon(self._post_collect, device)
         if fault is None:
@@ -228,6 +243,8 @@ class Engine:
         """Answer at once with ``result`` and no steps (sync body, or ack + final POST)."""
         self._counters[_RESULT_COUNTERS[result]] += 1
         self._counters["device.ops.completed"] += 1
+        if self.observer is not None:
+            self.observer.answered(device.id, request.id, trio.current_time())
         self.last_id = request.id
         description = BUSY_DESCRIPTION if result is ResultCode.ERROR_PROCESSING else None
         body = response_body(
@@ -251,6 +268,8 @@ class Engine:
         counters = self._counters
         counters["device.ops.received"] += 1
         counters["device.ops.pending"] += 1
+        if self.observer is not None:
+            self.observer.received(device.id, request.id, trio.current_time())
         behaviour, supported = self.behaviour(request.name)
         profile = behaviour.profile
         name = request.name
@@ -365,6 +384,8 @@ class Engine:
         counters["device.ops.completed"] += 1
         if fault == "no_final":
             return
+        if self.observer is not None:  # the final answer is written now
+            self.observer.answered(device.id, request.id, trio.current_time())
         final = body(result, final_steps)
         await self._post(device, malformed(final) if fault == "malformed_json" else final)
         if fault == "duplicate_final":

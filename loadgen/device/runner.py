@@ -40,7 +40,7 @@ from typing import Final
 import trio
 
 from loadgen.device.config import FleetConfig
-from loadgen.device.engine import Engine
+from loadgen.device.engine import DeviceObserver, Engine
 from loadgen.device.fleet import Device, build_devices
 from loadgen.device.handler import DeviceHandler
 from loadgen.device.responder import PlatformLink, open_platform
@@ -181,9 +181,11 @@ async def run_fleet(
     config: FleetConfig,
     metrics: Metrics,
     *,
+    observer: DeviceObserver | None = None,
     task_status: trio.TaskStatus[FleetInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the fleet of ``config`` until ``handle.shutdown()`` has drained it, or cancelled.
+    ``observer`` is told of every request and final answer (the north side's correlation).
 
     A config without a seed gets a fresh one here (``FleetInfo.seed``)."""
     seed = resolve_seed(config.seed)
@@ -200,7 +202,7 @@ async def run_fleet(
             link = await stack.enter_async_context(open_platform(config.responder, metrics))
         with trio.CancelScope() as drain_scope:
             async with trio.open_nursery() as work:
-                engine = handle.engine = Engine(config, metrics, link, work)
+                engine = handle.engine = Engine(config, metrics, link, work, observer)
                 handler = DeviceHandler(
                     devices, engine, base_path=config.base_path, api_key=config.api_key
                 )

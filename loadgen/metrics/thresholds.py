@@ -49,12 +49,18 @@ _OPERATORS: Final[dict[str, Callable[[float, float], bool]]] = {
 }
 LATENCY_FUNCS: Final = {"p50": "p50", "p90": "p90", "p99": "p99", "p999": "p999", "p99.9": "p999",
                         "max": "max", "mean": "mean", "avg": "mean"}  # fmt: skip
-LATENCY_PHASES: Final = ("ack", "first_response", "complete", "step", "callback", "service")
+LATENCY_PHASES: Final = (
+    "ack", "first_response", "complete", "step", "callback", "service",
+    # the north side's hops (issue 10): job created, dispatched, done on the device, closed
+    "job_accepted", "dispatch", "device_done", "closed",
+)  # fmt: skip
 GENERATOR_SERIES: Final = ("lateness", "loop_lag")
 RATIOS: Final = ("error_rate",)
 RATES: Final = ("achieved_rate", "offered_rate", "sent_rate")
 COUNTS: Final = {
+    "issued": "issued",
     "sent": "sent",
+    "timed_out_queued": "timed_out_queued",
     "completed": "completed",
     "succeeded": "succeeded",
     "failed": "failed",

@@ -38,6 +38,7 @@ __all__ = [
     "ArrivalModel",
     "DeviceChoice",
     "MixEntry",
+    "NorthAPI",
     "PlatformConfig",
     "SouthAPI",
     "Stage",
@@ -403,6 +404,48 @@ class SouthAPI:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NorthAPI:
+    """The stand-in's north API (PROTOCOL.md §9): applications create jobs here (N1), read them
+    (N2, N3), move an operation (N4); each finished operation of a job with a ``callback`` is
+    POSTed there. A job's operations go through the platform's sender like its own.
+
+    ``port`` 0 picks a free port. ``api_key``: when set, requests without it get 401.
+    ``keep_finished`` / ``keep_seconds`` bound the finished jobs kept for N2/N3 (the oldest go
+    first), so memory stays flat over a long run. ``callback_connections`` bounds the POSTs to
+    callback URLs in progress, ``callback_timeout`` each one.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    advertise_host: str | None = None
+    api_key: str | None = None
+    base_path: str = "/north/v80"
+    keep_finished: int = 10_000
+    keep_seconds: Seconds = 60.0
+    callback_connections: int = 64
+    callback_timeout: Seconds = 5.0
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 0 <= self.port < 65536
+        ):
+            raise ConfigError(f"expected a port number 0..65535, got {self.port!r}", key="port")
+        if not self.host:
+            raise ConfigError("expected a host to bind", key="host")
+        if not self.base_path.startswith("/"):
+            raise ConfigError(f"expected a path starting with /, got {self.base_path!r}",
+                              key="base_path")  # fmt: skip
+        for key in ("keep_finished", "callback_connections"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"expected an integer >= 1, got {value!r}", key=key)
+        _positive(self.keep_seconds, "keep_seconds", allow_zero=True)
+        _positive(self.callback_timeout, "callback_timeout")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PlatformConfig:
     """Everything ``run_platform`` needs. Defaults: 100 ops/s of REBOOT_EQUIPMENT for 10 s at
     one device on 127.0.0.1:1123, keep-alive, open model, a fresh seed (``seed=None``)."""
@@ -414,6 +457,7 @@ class PlatformConfig:
     zipf_s: float = 1.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     south: SouthAPI = field(default_factory=SouthAPI)
+    north: NorthAPI | None = None  # the stand-in's north API (jobs), when set
     api_key: str | None = None  # sent to devices as X-ApiKey
     verify: bool = True
     ca_file: str | None = None
@@ -448,6 +492,8 @@ class PlatformConfig:
         ):
             if not isinstance(getattr(self, key), kind):
                 raise ConfigError(f"expected a {kind.__name__}", key=key)
+        if self.north is not None and not isinstance(self.north, NorthAPI):
+            raise ConfigError("expected a NorthAPI", key="north")
         if type(self.mix) is not tuple:
             object.__setattr__(self, "mix", tuple(self.mix))
         if not self.mix:

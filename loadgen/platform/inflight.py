@@ -10,8 +10,15 @@ t_first, steps, deadline)``. An operation's lifecycle is a small state machine, 
 1. Every change of state goes through ``_move``, which looks the ``(state, event)`` pair up in
    ``TRANSITIONS``; a pair that is not there is a bug in the caller and raises.
 2. An operation ends exactly once, in one of the three terminal states (``COMPLETED``,
-   ``TIMED_OUT``, ``ERROR``), and leaves the live dict at that moment; ``ops.sent ==
-   ops.completed + ops.timed_out + ops.errors`` once nothing is live. The id is remembered
+   ``TIMED_OUT``, ``ERROR``), and leaves the live dict at that moment; ``ops.issued ==
+   ops.completed + ops.timed_out + ops.errors`` once nothing is live. ``ops.issued`` counts
+   operations as they are opened, ``ops.sent`` as they are first *written* (``written``: a
+   worker takes one from its lane to write it on a connection, or a sleepy device's is put in
+   its pending queue); in between they are *queued* (``queued``, a gauge). One that reaches its
+   deadline still queued was never sent: it times out like any other (``ops.timed_out``,
+   recorded at its deadline) and is also counted in ``ops.timed_out_queued``, so ``ops.sent ==
+   ops.issued - ops.timed_out_queued`` once nothing is live. Nothing else can end an
+   operation that was never written (every other end is an answer to it). The id is remembered
    for a while (rule 6) so that a later message for it is classified ``late`` or
    ``duplicate`` rather than ``orphan``; none of them changes anything but a counter.
 3. Every latency is recorded from the intended send time, with its service-time twin from the
@@ -90,7 +97,7 @@ class State(enum.Enum):
     # equality; ``Enum.__hash__`` is a Python-level call, paid on every transition lookup.
     __hash__ = object.__hash__
 
-    SENT = "sent"  # issued: being written, or waiting for the HTTP answer (or a pending poll)
+    SENT = "sent"  # issued: queued, being written, or waiting for the HTTP answer (or a poll)
     ACKED = "acked"  # HTTP 2xx without a response: the device will POST its responses
     PARTIAL = "partial"  # at least one partial response arrived
     RETRY_WAIT = "retry_wait"  # a final code in retryResultList: waiting retriesDelay to re-send
@@ -167,6 +174,8 @@ class Operation:
         "entry",
         "id",
         "name",
+        "on_done",
+        "result",
         "retries_left",
         "state",
         "steps",
@@ -206,6 +215,9 @@ class Operation:
         self.retries_left = timeouts.retries
         self.state = State.SENT
         self.timer = -1  # seq of the one live heap entry
+        self.result: str | None = None  # the final resultCode, once completed
+        # Called once as the operation ends (the stand-in's job book follows its operations so).
+        self.on_done: Callable[[Operation], None] | None = None
 
     @property
     def deadline(self) -> float:
@@ -296,15 +308,25 @@ class EndedIds:
 class TableStats:
     """A frozen view for status lines."""
 
-    __slots__ = ("in_flight", "peak", "timers")
+    __slots__ = ("in_flight", "peak", "queued", "timers")
 
-    def __init__(self, in_flight: int, peak: int, timers: int) -> None:
+    def __init__(self, in_flight: int, peak: int, timers: int, queued: int = 0) -> None:
         self.in_flight = in_flight
         self.peak = peak
         self.timers = timers
+        self.queued = queued  # of ``in_flight``, not written yet (waiting for a connection)
 
     def __repr__(self) -> str:
-        return f"TableStats(in_flight={self.in_flight}, peak={self.peak}, timers={self.timers})"
+        return (
+            f"TableStats(in_flight={self.in_flight}, peak={self.peak}, timers={self.timers}, "
+            f"queued={self.queued})"
+        )
+
+
+def _never_written(op: Operation) -> bool:
+    """Not written yet, and not a re-send either (a retry clears ``t_sent`` but keeps one
+    retry fewer): an operation that was never sent."""
+    return op.t_sent is None and op.retries_left == op.timeouts.retries
 
 
 def _first_timeout(timeouts: Timeouts) -> float:
@@ -354,6 +376,7 @@ class InflightTable:
         "on_earlier",
         "on_end",
         "peak",
+        "queued",
         "strict",
     )
 
@@ -375,6 +398,7 @@ class InflightTable:
         self.ended = EndedIds(generation)
         self._linger = linger
         self.peak = 0
+        self.queued = 0  # live operations not written yet (``t_sent is None``)
         self.on_end = on_end
         self.on_earlier = on_earlier
         self._breakdown = breakdown_by_name
@@ -395,7 +419,7 @@ class InflightTable:
         )
 
     def statistics(self) -> TableStats:
-        return TableStats(len(self.live), self.peak, len(self._heap))
+        return TableStats(len(self.live), self.peak, len(self._heap), self.queued)
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -436,6 +460,7 @@ class InflightTable:
                 _move(op, Event.RESEND)
                 op.t_anchor = deadline
                 op.t_sent = None
+                self.queued += 1
                 self._arm(op, deadline + _first_timeout(op.timeouts))
                 resend.append(op)
             else:
@@ -454,13 +479,22 @@ class InflightTable:
     # --- the lifecycle -----------------------------------------------------------------------
 
     def open(self, op: Operation) -> None:
-        """A new operation has been issued (it is about to be written or queued)."""
+        """A new operation has been issued: queued until ``written``."""
         live = self.live
         live[op.id] = op
         if len(live) > self.peak:
             self.peak = len(live)
-        self.counters["ops.sent"] += 1
+        self.counters["ops.issued"] += 1
+        self.queued += 1
         self._arm(op, op.t_anchor + _first_timeout(op.timeouts))
+
+    def written(self, op: Operation, now: float) -> None:
+        """``op`` (queued, ``t_sent is None``) is being written now: its service time starts.
+        The first write of an operation counts it in ``ops.sent``; a retry's re-send does not."""
+        if _never_written(op):
+            self.counters["ops.sent"] += 1
+        op.t_sent = now
+        self.queued -= 1
 
     def ack(self, op: Operation, now: float) -> None:
         """The HTTP answer was 2xx with no response in it (or a pending poll served it)."""
@@ -513,6 +547,7 @@ class InflightTable:
             if code != _SUCCESSFUL:
                 counters[f"by_name.{op.name}.failed"] += 1
         counters["ops.completed"] += 1
+        op.result = code
         counters["ops.succeeded" if code == _SUCCESSFUL else "ops.failed"] += 1
         counters[_RESULT_COUNTER.get(code) or f"result.{code}"] += 1
         self._end(op, now)
@@ -640,14 +675,20 @@ class InflightTable:
             counters[f"by_name.{op.name}.timed_out"] += 1
         counters["ops.timed_out"] += 1
         counters[_RESULT_COUNTER[_ERROR_TIMEOUT]] += 1
+        if _never_written(op):  # its deadline came while it waited for a connection
+            counters["ops.timed_out_queued"] += 1
         if cut:
             counters["ops.cut_by_grace"] += 1
         self._end(op, deadline)
 
     def _end(self, op: Operation, now: float) -> None:
         """``op`` ended at ``now`` (a deadline for a time-out, however late its timer woke)."""
+        if op.t_sent is None:
+            self.queued -= 1
         op.timer = -1  # its heap entry, if any, is stale from now on
         del self.live[op.id]
         self.ended.add(op.id, op.state, now + op.timeouts.timeout + self._linger, now)
         if self.on_end is not None:
             self.on_end(op)
+        if op.on_done is not None:
+            op.on_done(op)

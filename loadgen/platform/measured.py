@@ -15,8 +15,9 @@ How
 in a recording or a counter names its operation; when that operation's ``t_intended`` is before
 ``measure_from``, the table's recording targets (``metrics``, ``counters`` and the phase
 recorders) point at ``warmup`` for the length of the call, and back after it. Each operation
-therefore lands entirely on one side, and each side keeps the table's invariant on its own:
-``ops.sent == ops.completed + ops.timed_out + ops.errors`` once nothing is live.
+therefore lands entirely on one side, and each side keeps the table's invariants on its own:
+``ops.issued == ops.completed + ops.timed_out + ops.errors`` and ``ops.sent == ops.issued -
+ops.timed_out_queued`` once nothing is live.
 
 Operations of the hold pay one comparison per call, and runs without a measured window use the
 plain ``InflightTable``, so the hot path of ``loadgen run`` is untouched. What is not tied to
@@ -88,6 +89,16 @@ class MeasuredTable(InflightTable):
         self._use(self._warm)
         try:
             super().open(op)
+        finally:
+            self._use(self._main)
+
+    def written(self, op: Operation, now: float) -> None:
+        if op.t_intended >= self.measure_from:
+            super().written(op, now)
+            return
+        self._use(self._warm)
+        try:
+            super().written(op, now)
         finally:
             self._use(self._main)
 

@@ -12,14 +12,17 @@ Without ``hold`` the load starts as soon as the south API is up. The run then go
 
 1. **load**: the issuing task follows the arrival model until the last stage ends
    (``t0 + duration`` on the trio clock);
-   (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C);
+   (or earlier, when ``info.stop_load()`` is called, e.g. on Ctrl-C); ``info.change_rate(r)``
+   offers ``r`` from now until the load's planned end (a stage appended now, see
+   ``Schedule.with_stage_from``: the intended times stay anchored at ``t0``);
 2. **drain**: operations still in flight get up to ``config.grace`` seconds to end (less when
    ``info.cut_drain()`` is called); the deadlines keep firing meanwhile, so an operation whose
    first deadline falls within the grace ends there, timed out;
 3. **cut-off**: whatever remains is recorded as timed out *at its own deadline* (the value a
-   patient platform would have recorded), so nothing is dropped, and ``ops.sent ==
+   patient platform would have recorded), so nothing is dropped, and ``ops.issued ==
    ops.completed + ops.timed_out + ops.errors`` holds when ``run_platform`` returns its
-   ``PlatformResult``. How many the grace cut is ``PlatformResult.cut_off`` (``cut_by_grace`` in
+   ``PlatformResult`` (``ops.sent``, the operations written, is ``ops.issued`` less those that
+   timed out still queued, ``ops.timed_out_queued``: see ``loadgen.platform.inflight``). How many the grace cut is ``PlatformResult.cut_off`` (``cut_by_grace`` in
    ``run_info()``, the ``ops.cut_by_grace`` counter, ``operations.cut_by_grace`` in the
    summary);
 4. **linger**: the south API keeps listening ``config.south.linger`` seconds more (less when
@@ -66,7 +69,8 @@ from loadgen.platform.config import PlatformConfig, Targets
 from loadgen.platform.inflight import InflightTable, TableStats
 from loadgen.platform.measured import MeasuredTable
 from loadgen.platform.mix import DeviceChooser, OperationMix
-from loadgen.platform.schedule import Schedule
+from loadgen.platform.northapi import NorthCore
+from loadgen.platform.schedule import Arrivals, Schedule
 from loadgen.platform.sender import DeviceRoute, Lane, Sender, Transport
 from loadgen.platform.south import PendingQueues, SouthCore, count_server_refusals
 from loadgen.protocol import PathTemplate
@@ -88,6 +92,7 @@ class PlatformStats:
     intended_rate: float  # the schedule's rate now (0 for the closed model)
     in_flight: int
     peak_in_flight: int
+    queued: int  # of ``in_flight``, issued but not written yet (waiting for a connection)
     pending_queued: int
     counters: dict[str, int]
 
@@ -141,7 +146,11 @@ class PlatformInfo:
         metrics: Metrics,
         schedule: Schedule | None,
         seed: int,
+        north: NorthCore | None = None,
+        north_url: str | None = None,
     ) -> None:
+        self.north = north  # the stand-in's north API, when the config asks for it
+        self.north_url = north_url
         self.seed = seed  # the run's seed (drawn when the config had none)
         self.south_url = south_url
         self.south_ca_pem = south_ca_pem
@@ -156,9 +165,25 @@ class PlatformInfo:
         self._load_scope = trio.CancelScope()
         self._drain_scope = trio.CancelScope()
         self._linger_scope = trio.CancelScope()
+        self._pacing = trio.CancelScope()  # the sender's pacing loop, restarted by a rate change
 
     def __repr__(self) -> str:
         return f"<PlatformInfo {self.south_url} {self.phase} in_flight={len(self.table)}>"
+
+    def change_rate(self, rate: float) -> float:
+        """Offer ``rate`` from now until the load's planned end; the time of the change
+        (seconds since ``t0``) is returned. ``ValueError`` (saying why) when no open-model load
+        is running or the rate is not a number >= 0; nothing changes then."""
+        if self.schedule is None:
+            raise ValueError("the closed model has no rate to change (it is paced by completions)")
+        if self.phase != "load" or self.t0 is None or self._load_scope.cancel_called:
+            raise ValueError(f"no load is running (the run is in its {self.phase} phase)")
+        at = trio.current_time() - self.t0
+        if at >= self.schedule.duration:
+            raise ValueError("the load has ended")
+        self.schedule = self.schedule.with_stage_from(at, rate)
+        self._pacing.cancel()
+        return at
 
     def begin_load(self, targets: Targets | None = None) -> None:
         """Start the load (with ``hold=True``), optionally at other ``targets``."""
@@ -195,9 +220,29 @@ class PlatformInfo:
             intended_rate=rate,
             in_flight=table.in_flight,
             peak_in_flight=table.peak,
+            queued=table.queued,
             pending_queued=len(self.core.pending),
             counters=dict(self.metrics.counters),
         )
+
+
+async def _serve_north(
+    core: NorthCore,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The north API (jobs) and its callback workers, until cancelled."""
+    north = core.config
+    server = HTTPServer(core.http_handler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(core.run_callbacks)
+        [(host, port), *_] = await nursery.start(
+            lambda task_status: server.serve(north.host, north.port, task_status=task_status)
+        )
+        shown = north.advertise_host or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        if ":" in shown:
+            shown = f"[{shown}]"
+        task_status.started(f"http://{shown}:{port}")
 
 
 async def _serve_south(
@@ -385,9 +430,13 @@ async def run_platform(
     metrics.single("lateness")
     async with trio.open_nursery() as nursery:
         south_url, ca_pem = await nursery.start(_serve_south, core, config)
+        north = north_url = None
+        if config.north is not None:
+            north = NorthCore(config.north, table, metrics)
+            north_url = await nursery.start(_serve_north, north)
         info = PlatformInfo(
             south_url=south_url, south_ca_pem=ca_pem, core=core, table=table, metrics=metrics,
-            schedule=schedule, seed=seed,
+            schedule=schedule, seed=seed, north=north, north_url=north_url,
         )  # fmt: skip
         await nursery.start(monitor_loop_lag, metrics)
         task_status.started(info)
@@ -422,10 +471,26 @@ async def run_platform(
         else:
             with _frozen_heap():
                 result = await _load(config, metrics, info, routes, transport, schedule)
+        if north is not None:
+            # the notifications of the last operations, before the linger or the end
+            await north.flush(config.north.callback_timeout if config.north else 0.0)
         await _linger(info, config.south.linger)
         nursery.cancel_scope.cancel()
     # What the linger heard, and the server's own refusals (counted as it closed).
     return replace(result, counters=dict(metrics.counters))
+
+
+async def _pace(info: PlatformInfo, sender: Sender, arrivals: Arrivals, end: float) -> None:
+    """The open model's issuing loop. A rate change cancels the sender's loop (at one of its
+    awaits, where the last count drawn is not issued yet) and restarts it on the new schedule
+    from that same count."""
+    while True:
+        assert info.schedule is not None
+        with trio.CancelScope() as info._pacing:
+            await sender.run_open(info.schedule.times_of(arrivals), end)
+        if not info._pacing.cancelled_caught:
+            return
+        arrivals.back()
 
 
 async def _load(
@@ -463,13 +528,15 @@ async def _load(
             max_in_flight=config.max_in_flight,
         )
         await workers.start(_timer, table, sender.resend)
+        if info.north is not None:
+            info.north.attach(sender, routes, t0, int(started_at * 1000))
         info.t0 = t0
         info.phase = "load"
         cpu0, wall0 = time.process_time(), time.perf_counter()
         end = t0 + arrival.duration
         with info._load_scope:
             if schedule is not None:
-                await sender.run_open(schedule.times(arrival.model, seed), end)
+                await _pace(info, sender, Arrivals(arrival.model, seed), end)
             else:
                 await sender.run_closed(arrival.concurrency, end, per_device=arrival.per_device)
         cpu1, wall1 = time.process_time(), time.perf_counter()
@@ -490,6 +557,8 @@ async def _load(
                 info._drain_scope.deadline = trio.current_time() + config.grace
                 await drained.wait()
         cut_off = table.drain()
+        if info.north is not None:
+            info.north.close()
         workers.cancel_scope.cancel()
     info.phase = "done"
     finished = trio.current_time()
@@ -499,6 +568,7 @@ async def _load(
     window_end = min(load_end, end)
     load_s = max(window_end - measured_from, 1e-9)
     offered = None
+    schedule = info.schedule  # with the stages rate changes appended
     if schedule is not None:
         asked = schedule.count_until(window_end - t0) - schedule.count_until(measured_from - t0)
         offered = asked / load_s

@@ -26,6 +26,16 @@ timeout is rounded up to whole milliseconds; that lateness is not hidden: latenc
 the intended time, and ``now - intended`` of every send is recorded as ``lateness``. A generator
 that falls behind keeps sending (late) and says so; it never skips an intended time.
 
+A rate change while the load runs (the dashboard's "change the rate now") is a stage appended
+at time ``t``: ``with_stage_from(t, rate)`` keeps ``N`` exactly as it was on ``[0, t)`` (the
+segment cut at ``t`` keeps its own line, so its arithmetic is bit for bit the old one) and goes
+on at the new rate from ``N(t)``. The arrival counts themselves (``Arrivals``: ``0, 1, 2, ...``
+or the unit Poisson arrivals) are not redrawn: the sender maps the same count sequence through
+the new schedule, starting with the count it had drawn but not issued yet. So every operation
+keeps an intended time fixed by the schedule, never by when the change arrived: the ones already
+due before ``t`` keep theirs (a sender behind schedule still owes them), the next one is at
+``t + (n - N(t)) / rate``.
+
 Everything here is plain arithmetic on floats: no clock is read, so tests compare exact tables.
 """
 
@@ -41,13 +51,15 @@ if TYPE_CHECKING:  # config pulls in the HTTP layer (and trio); this module stay
     from loadgen.platform.config import ArrivalModel, Stage
 
 
-__all__ = ["Schedule", "Segment"]
+__all__ = ["Arrivals", "Schedule", "Segment"]
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One stage on the schedule's time axis: ``[start, end)``, rates at both ends, and
-    ``N(start)`` / ``N(end)``, the cumulative operation counts at its edges."""
+    """One stage on the schedule's time axis: ``[start, end)``, and ``N(start)`` / ``N(end)``,
+    the cumulative operation counts at its edges. Its rate is the line from ``rate0`` at
+    ``start`` to ``rate1`` at ``start + span``: ``span`` is the stage's length, longer than
+    ``end - start`` only for a stage a rate change cut short (which keeps its line unchanged)."""
 
     start: float
     end: float
@@ -55,17 +67,18 @@ class Segment:
     rate1: float
     count0: float
     count1: float
+    span: float
 
     @property
     def duration(self) -> float:
         return self.end - self.start
 
     def rate_at(self, tau: float) -> float:
-        return self.rate0 + (self.rate1 - self.rate0) * tau / self.duration
+        return self.rate0 + (self.rate1 - self.rate0) * tau / self.span
 
     def count_at(self, tau: float) -> float:
         """Operations the segment asks for in its first ``tau`` seconds."""
-        return self.rate0 * tau + (self.rate1 - self.rate0) * tau * tau / (2 * self.duration)
+        return self.rate0 * tau + (self.rate1 - self.rate0) * tau * tau / (2 * self.span)
 
     def time_of(self, m: float) -> float:
         """Seconds into the segment when its ``m``-th operation is due (inverse of count_at)."""
@@ -74,7 +87,7 @@ class Segment:
         r0, r1 = self.rate0, self.rate1
         if r0 == r1:
             return m / r0
-        slope = (r1 - r0) / self.duration
+        slope = (r1 - r0) / self.span
         disc = max(0.0, r0 * r0 + 2 * slope * m)
         return 2 * m / (r0 + math.sqrt(disc))
 
@@ -93,14 +106,44 @@ class Schedule:
         previous_rate = 0.0
         for stage in stages:
             rate0 = previous_rate if stage.ramp else stage.rate
-            seg = Segment(start, start + stage.duration, rate0, stage.rate, count, 0.0)
+            end = start + stage.duration
+            seg = Segment(start, end, rate0, stage.rate, count, 0.0, end - start)
             count1 = count + seg.count_at(stage.duration)
-            seg = Segment(seg.start, seg.end, rate0, stage.rate, count, count1)
+            seg = Segment(seg.start, seg.end, rate0, stage.rate, count, count1, seg.span)
             segments.append(seg)
             start, count, previous_rate = seg.end, count1, stage.rate
         self.segments: tuple[Segment, ...] = tuple(segments)
         self.duration = start
         self.total = count  # N(duration): operations the schedule asks for (expected, for Poisson)
+
+    @classmethod
+    def _of(cls, segments: Sequence[Segment]) -> Schedule:
+        schedule = cls.__new__(cls)
+        schedule.segments = tuple(segments)
+        schedule.duration = segments[-1].end
+        schedule.total = segments[-1].count1
+        return schedule
+
+    def with_stage_from(self, t: float, rate: float) -> Schedule:
+        """This schedule until ``t``, then a constant ``rate`` until its end (a rate change made
+        at ``t``): ``N`` is unchanged before ``t``, so is every intended time before it."""
+        if not 0 <= t < self.duration:
+            raise ValueError(f"expected a time within the load [0, {self.duration:g}), got {t!r}")
+        if not (math.isfinite(rate) and rate >= 0):
+            raise ValueError(f"expected a rate >= 0, got {rate!r}")
+        kept: list[Segment] = []
+        for seg in self.segments:
+            if seg.end <= t:
+                kept.append(seg)
+                continue
+            if seg.start < t:  # cut at t, on its own line
+                cut = seg.count0 + seg.count_at(t - seg.start)
+                kept.append(Segment(seg.start, t, seg.rate0, seg.rate1, seg.count0, cut, seg.span))
+            break
+        count = self.count_until(t)
+        end = self.duration
+        kept.append(Segment(t, end, rate, rate, count, count + rate * (end - t), end - t))
+        return Schedule._of(kept)
 
     def __repr__(self) -> str:
         return f"<Schedule {len(self.segments)} stages {self.duration:g} s {self.total:g} ops>"
@@ -162,6 +205,10 @@ class Schedule:
         """A seeded Poisson process of intensity ``r(t)`` (time-rescaled unit process)."""
         return self._inverse(_unit_poisson(random.Random(seed)))
 
+    def times_of(self, arrivals: Iterator[float]) -> Iterator[float]:
+        """The intended times of ``arrivals`` (an ``Arrivals``) under this schedule."""
+        return self._inverse(arrivals)
+
     def times(self, model: ArrivalModel, seed: int) -> Iterator[float]:
         """Intended send times in seconds from the start, for the ``open``/``poisson`` models."""
         if model == "open":
@@ -169,6 +216,43 @@ class Schedule:
         if model == "poisson":
             return self.poisson_times(seed)
         raise ValueError(f"the {model!r} model has no intended times (it is paced by completions)")
+
+
+class Arrivals:
+    """The arrival counts of a model, in order: ``0, 1, 2, ...`` (open) or the arrival times of
+    a seeded unit-rate Poisson process (poisson), each drawn once. ``back()`` makes the next
+    draw give the last count again: the one whose time the sender had drawn but not issued when
+    a rate change replaced the schedule, so that it is mapped through the new one."""
+
+    __slots__ = ("_again", "_counts", "last")
+
+    def __init__(self, model: ArrivalModel, seed: int) -> None:
+        if model == "open":
+            self._counts = _naturals()
+        elif model == "poisson":
+            self._counts = _unit_poisson(random.Random(seed))
+        else:
+            raise ValueError(f"the {model!r} model has no arrival counts (completions pace it)")
+        self.last: float | None = None
+        self._again = False
+
+    def __repr__(self) -> str:
+        return f"<Arrivals last={self.last} again={self._again}>"
+
+    def __iter__(self) -> Arrivals:
+        return self
+
+    def __next__(self) -> float:
+        if self._again:
+            self._again = False
+            assert self.last is not None
+            return self.last
+        self.last = next(self._counts)
+        return self.last
+
+    def back(self) -> None:
+        """Give the last count again on the next draw (nothing when none was drawn yet)."""
+        self._again = self.last is not None
 
 
 def _naturals() -> Iterator[float]:

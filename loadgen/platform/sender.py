@@ -13,12 +13,17 @@ A lane is the queue of one device address (``Origin``). It is served by up to
 ``max_connections`` worker tasks, each holding at most one connection of the pool at a time
 and running one exchange after another, like wrk2's connections. Workers are started on demand
 and park when their lane is empty, so there is no task per operation, and an operation's
-``t_sent`` is the moment a worker actually writes it: when every connection of an address is
-busy (a frozen device), operations wait in the lane, the intended-time latency keeps growing
-(coordinated omission corrected) while the service time shows the closed-loop view.
+``t_sent`` is the moment a worker actually writes it (``InflightTable.written``, which counts it
+in ``ops.sent``): when every connection of an address is busy (a frozen device), operations wait
+in the lane, *queued* (issued, ``ops.issued``, but not sent: the table's ``queued`` gauge), the
+intended-time latency keeps growing (coordinated omission corrected) while the service time
+shows the closed-loop view. One whose deadline comes while it is still queued times out there,
+never sent (``ops.timed_out_queued``).
 
 Operations for *sleepy* devices are not written at all: they wait in the south API's pending
-queue until the device polls (``GET .../operation/pending``).
+queue until the device polls (``GET .../operation/pending``). Being put there is their sending
+(``t_sent``, ``ops.sent``): the platform has offered them, and the device fetches them when it
+wakes (``south.pending_served``).
 
 The transport is a parameter (``Transport``: ``(origin, target, body, *, deadline) -> answer``),
 normally ``ConnectionPool.request``; tests pass an in-memory fake and run everything on a mock
@@ -185,7 +190,8 @@ class Sender:
         """Queue an opened operation on its lane (or its sleepy device's pending queue)."""
         route = self.routes[op.device]
         if route.sleepy:
-            op.t_sent = op.t_anchor  # "sent" = offered to the device; served when it polls
+            # "sent" = offered to the device (from its intended time); served when it polls
+            self.table.written(op, op.t_anchor)
             self.pending.put(route.device_id, op)
             return
         lane = route.lane
@@ -273,8 +279,13 @@ class Sender:
             op = queue.popleft()
             if op.state is not sent_state or op.t_sent is not None:
                 continue  # timed out while it waited for a connection
+            now = current_time()
+            if now >= op.deadline:
+                # Its deadline passed while it waited (the timer task has not run yet): it
+                # times out there, never sent; writing it would only open an exchange to drop.
+                continue
             attempt = op.retries_left  # one less per retry: names this exchange's attempt
-            op.t_sent = current_time()
+            table.written(op, now)
             try:
                 answer = await request(
                     origin, routes[op.device].target, op.body, deadline=op.deadline

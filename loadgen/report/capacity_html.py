@@ -8,7 +8,10 @@ The reading order is the question's: the written verdict first (``verdict_text``
 that back it (maximum sustainable rate, knee, breaking point, the phase that degraded first),
 then the plots against the offered rate (achieved, latency percentiles per phase with the SLO
 line, errors), each with the maximum, the knee and the breaking point marked, and the table of
-every step. Every value from a user file (campaign name, SLO expressions, reasons) is escaped.
+every step. The page states the rule by which the knee is named (``knee_rule``), and says so
+when the curve did not bend, so that "no knee" reads as a finding rather than a gap; it also
+says what "achieved" counts (operations that succeeded: a refusal is no throughput). Every
+value from a user file (campaign name, SLO expressions, reasons) is escaped.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from loadgen.report.html import CSS
 from loadgen.report.plots import COLOURS, DPI, FIGSIZE
 from loadgen.report.summary import PHASES
 
-__all__ = ["CAPACITY_HTML", "capacity_plots", "render_capacity_html", "write_capacity_report"]
+__all__ = [
+    "CAPACITY_HTML",
+    "capacity_plots",
+    "knee_rule",
+    "render_capacity_html",
+    "write_capacity_report",
+]
 
 CAPACITY_HTML: Final = "capacity.html"
 LEVELS: Final = (("p50", "p50", COLOURS["p50"]), ("p99", "p99", COLOURS["p99"]),
@@ -102,7 +111,7 @@ def achieved_vs_offered(document: Mapping[str, Any]) -> bytes | str:
     _mark(axes, document)
     axes.set_xlim(left=0)
     axes.set_ylim(bottom=0)
-    _finish(axes, document, "achieved (completed ops/s)")
+    _finish(axes, document, "achieved (succeeded ops/s)")
     return _png(figure)
 
 
@@ -155,7 +164,7 @@ def errors_vs_offered(document: Mapping[str, Any]) -> bytes | str:
     _mark(axes, document)
     axes.set_xlim(left=0)
     axes.set_ylim(bottom=0, top=max(1.0, *rates) * 1.1)
-    _finish(axes, document, "errors (% of sent)")
+    _finish(axes, document, "errors (% of issued)")
     return _png(figure)
 
 
@@ -207,17 +216,34 @@ def _table(head: Sequence[str], rows: Iterable[str]) -> str:
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
+def knee_rule(document: Mapping[str, Any]) -> str:
+    """How the knee is named (``loadgen.campaign.capacity.knee_rate``), with this search's
+    factor."""
+    factor = float((document.get("search") or {}).get("knee_factor") or 2.0)
+    x = "device count" if document.get("dimension") == "devices" else "rate"
+    return (
+        f"The knee is the first step, in order of {x}, whose complete p99 is more than "
+        f"{factor:g} times the p99 at the lowest {x} measured and grew faster than the {x} since "
+        f"the step before it (p99 ratio > {x} ratio). A flat curve has no knee, nor has one "
+        f"that grows only in proportion to the {x}. Steps the generator limited are left out."
+    )
+
+
 def _result(document: Mapping[str, Any]) -> str:
     unit = "devices" if document.get("dimension") == "devices" else "ops/s"
+    knee: object = document.get("knee_rate")
+    if knee is None and document.get("finished") and document.get("steps"):
+        knee = "none: p99 did not bend"
     rows = [
         _row((f"maximum sustainable ({unit})", document.get("max_sustainable_rate")), ("", "n")),
-        _row((f"knee ({unit})", document.get("knee_rate")), ("", "n")),
+        _row((f"knee ({unit})", knee), ("", "n")),
         _row((f"breaking point ({unit})", document.get("breaking_rate")), ("", "n")),
         _row(("phase that degraded first", document.get("first_degraded_phase")), ("", "")),
         _row(("generator limited", bool(document.get("generator_limited"))), ("", "")),
         _row(("search exhausted (max reached)", bool(document.get("exhausted"))), ("", "")),
     ]
-    return "<h2>Result</h2>" + _table(("", "value"), rows)
+    rule = f'<p class="note" id="knee-rule">{escape(knee_rule(document))}</p>'
+    return "<h2>Result</h2>" + _table(("", "value"), rows) + rule
 
 
 def _step_rows(document: Mapping[str, Any]) -> str:
@@ -249,7 +275,7 @@ def _step_rows(document: Mapping[str, Any]) -> str:
             )
         )
     x = "devices" if document.get("dimension") == "devices" else "offered/s"
-    head = ("#", x, "achieved/s", "complete p50", "complete p99", "complete p99.9", "ack p99",
+    head = ("#", x, "achieved/s (succeeded)", "complete p50", "complete p99", "complete p99.9", "ack p99",
             "errors", "verdict", "reasons")  # fmt: skip
     return "<h2>Steps (in the order run; latencies in ms)</h2>" + _table(head, rows)
 
@@ -280,7 +306,8 @@ def render_capacity_html(document: Mapping[str, Any]) -> str:
     criteria = [f"<li><code>{escape(str(s))}</code></li>" for s in slos]
     criteria.append(
         f"<li>achieved &gt;= {escape(_fmt(100 * float(plan.get('min_achieved_ratio', 0.98)), 0))}"
-        " % of offered</li>"
+        " % of offered (achieved: operations that <em>succeeded</em> per second of the hold; a"
+        " refusal such as ALREADY_IN_PROGRESS ends an operation but is not throughput)</li>"
     )
     criteria.append(
         f"<li>error rate &lt;= {escape(_fmt(100 * float(plan.get('max_error_rate', 0.01)), 2))}"

@@ -2,6 +2,8 @@
 
 - ``failed``: completed with a result other than SUCCESSFUL; ``timed out``: ended by a deadline;
   ``errors``: ended without an answer for another reason. Always three separate columns.
+- ``issued``: operations started; ``sent``: of those, written to a connection. The difference
+  timed out queued behind a busy pool, never sent: said on a line of its own when there are any.
 - errors grouped by cause with the first message seen for each (``transport.connect  60  connect
   refused 127.0.0.1:1``), as k6 prints a cause and Locust a failures table;
 - one row per operation name when the run had more than one;
@@ -10,12 +12,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from loadgen.report.summary import PHASES
+from loadgen.report.summary import NORTH_PHASES, PHASES
 
-__all__ = ["format_summary"]
+__all__ = ["format_summary", "threshold_value"]
 
 WIDTH: Final = 80
 _ERROR_PREFIXES: Final = ("transport.", "http.status.", "device.wrong_", "south.refused.")
@@ -34,21 +37,26 @@ def _rate(value: object) -> str:
     return "-" if not isinstance(value, int | float) else f"{value:.1f}/s"
 
 
-def _actual(threshold: Mapping[str, Any]) -> str:
-    actual = threshold.get("actual")
-    expression = str(threshold.get("expression", ""))
-    if actual is None:
-        return str(threshold.get("reason") or "no data")
-    metric = expression.split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip()
+def threshold_value(expression: str, value: object) -> str:
+    """A threshold's actual value or limit in the unit its metric is written in."""
+    if not isinstance(value, int | float):
+        return "-" if value is None else str(value)
+    metric = re.split(r"<|>|=|!", expression, maxsplit=1)[0].strip()
     if metric.startswith(("p50", "p90", "p99", "max", "mean", "avg")):
-        return f"{_ms(float(actual))} ms"
+        return f"{_ms(float(value))} ms"
     if metric in _PERCENT_METRICS:
-        return f"{float(actual) * 100:.3g} %"
+        return f"{float(value) * 100:.3g} %"
     if metric.endswith("_rate"):
-        return _rate(actual)
-    if isinstance(actual, float) and actual.is_integer():
-        return str(int(actual))
-    return str(actual)
+        return _rate(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _actual(threshold: Mapping[str, Any]) -> str:
+    if threshold.get("actual") is None:
+        return str(threshold.get("reason") or "no data")
+    return threshold_value(str(threshold.get("expression", "")), threshold["actual"])
 
 
 def _latency(summary: Mapping[str, Any]) -> list[str]:
@@ -58,6 +66,7 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
     lines = [head]
     rows = [(phase, summary["latency_ms"].get(phase)) for phase in PHASES]
     rows.append(("service (complete)", summary["latency_ms"].get("service")))
+    rows += [(phase, summary["latency_ms"].get(phase)) for phase in NORTH_PHASES]
     for name, figures in rows:
         if not figures or not figures.get("count"):
             continue
@@ -66,6 +75,31 @@ def _latency(summary: Mapping[str, Any]) -> list[str]:
             + "".join(f"{_ms(figures[k]):>10}" for k in ("p50", "p90", "p99", "p999", "max"))
         )
     return lines if len(lines) > 1 else []
+
+
+def _hops(summary: Mapping[str, Any]) -> list[str]:
+    """A north run: the jobs' accounting and the time per hop (issue 10)."""
+    jobs = summary.get("jobs")
+    if not jobs:
+        return []
+    north = (summary.get("extra") or {}).get("north") or {}
+    lines = [
+        f"jobs        created {jobs['created']}  closed {jobs['closed']}  "
+        f"timed out {jobs['timed_out']}  errors {jobs['errors']}  rejected {jobs['rejected']}",
+        f"            correlation {north.get('correlation', '-')}  "
+        f"closed by {north.get('close_by', '-')}",
+        "",
+        f"{'per hop (ms)':<20}{'count':>10}" + "".join(f"{k:>10}" for k in ("p50", "p90", "p99")),
+    ]
+    names = {"platform_dispatch": "platform dispatch", "device_work": "device work",
+             "platform_close": "platform close"}  # fmt: skip
+    for hop, figures in (summary.get("hops_ms") or {}).items():
+        if figures and figures.get("count"):
+            lines.append(
+                f"{names.get(hop, hop):<20}{figures['count']:>10}"
+                + "".join(f"{_ms(figures[k]):>10}" for k in ("p50", "p90", "p99"))
+            )
+    return lines
 
 
 def _causes(summary: Mapping[str, Any]) -> list[str]:
@@ -121,8 +155,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     blocks: list[list[str]] = [[title]]
     devices = (summary.get("extra") or {}).get("devices") or {}
     if ops.get("sent") or summary.get("offered_rate") is not None:
+        issued = ops.get("issued", ops["sent"])
         counts = (
-            f"operations  sent {ops['sent']}  completed {ops['completed']}  "
+            f"operations  issued {issued}  sent {ops['sent']}  completed {ops['completed']}  "
             f"succeeded {ops['succeeded']}"
         )
         ends = f"            failed {ops['failed']}  timed out {ops['timed_out']}  errors {ops['errors']}"
@@ -135,7 +170,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"sent {_rate(summary.get('sent_rate'))}  achieved {_rate(summary.get('achieved_rate'))}"
             f"  error rate {summary.get('error_rate', 0) * 100:.2f} %"
         )
-        blocks[0] += [counts, ends, rates]
+        blocks[0] += [counts, ends]
+        if ops.get("timed_out_queued"):
+            blocks[0].append(
+                f"            of the timed out, {ops['timed_out_queued']} were never sent: "
+                "queued behind a busy pool"
+            )
+        blocks[0].append(rates)
     if devices:
         served = devices.get("device.ops.received", 0)
         blocks[0].append(
@@ -143,7 +184,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f" in {summary.get('load_duration_s') or 0:.1f} s"
         )
     blocks.extend(
-        block for block in (_latency(summary), _causes(summary), _by_operation(summary)) if block
+        block
+        for block in (_hops(summary), _latency(summary), _causes(summary), _by_operation(summary))
+        if block
     )
     generator = summary.get("generator", {})
     if generator.get("saturated"):

@@ -20,9 +20,10 @@ from html import escape
 from pathlib import Path
 from typing import Any, Final
 
+from loadgen.report.console import threshold_value
 from loadgen.report.plots import Plot, build_plots
 from loadgen.report.results import LoadedRun
-from loadgen.report.summary import OPERATION_KEYS, PHASES
+from loadgen.report.summary import NORTH_PHASES, OPERATION_KEYS, PHASES
 
 __all__ = ["REPORT_NAME", "render_html", "render_report"]
 
@@ -32,7 +33,8 @@ FIGURES: Final = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.
 
 CSS: Final = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
-       margin: 1.5em auto; max-width: 1000px; color: #222; padding: 0 1em; }
+       margin: 1.5em auto; max-width: 1240px; color: #222; padding: 0 1em; }
+.wide { overflow-x: auto; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
 h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 h3 { font-size: 1em; margin: 1.2em 0 0.3em; }
@@ -63,11 +65,6 @@ def _fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def _general(value: object) -> object:
-    """A threshold figure in its own unit (ms, a fraction, a rate): keep what is significant."""
-    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def _cells(values: Iterable[object], cls: str = "n") -> str:
@@ -128,7 +125,10 @@ def _thresholds(summary: Mapping[str, Any]) -> str:
             "<tr>"
             + f'<td class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</td>'
             + f"<td><code>{escape(str(threshold.get('expression', '')))}</code></td>"
-            + _cells(_general(threshold.get(key)) for key in ("actual", "limit"))
+            + _cells(
+                threshold_value(str(threshold.get("expression", "")), threshold.get(key))
+                for key in ("actual", "limit")
+            )
             + f"<td>{escape(str(threshold.get('reason') or ''))}</td></tr>"
         )
     failed = sum(1 for t in thresholds if not t.get("ok"))
@@ -178,12 +178,13 @@ def _latency(summary: Mapping[str, Any]) -> str:
     service: Mapping[str, Mapping[str, Any]] = summary.get("service_ms") or {}
     rows = [
         _latency_row(phase, latency[phase], service.get(phase))
-        for phase in PHASES
+        for phase in (*PHASES, *NORTH_PHASES)
         if (latency.get(phase) or {}).get("count")
     ]
     by_name: Mapping[str, Mapping[str, Any]] = summary.get("latency_by_operation_ms") or {}
+    by_operation = summary.get("by_operation") or {}
     rows += [
-        _latency_row(f"complete: {name}", figures, None)
+        _latency_row(f"complete: {name}", figures, (by_operation.get(name) or {}).get("service_ms"))
         for name, figures in sorted(by_name.items())
         if figures.get("count")
     ]
@@ -196,9 +197,70 @@ def _latency(summary: Mapping[str, Any]) -> str:
         "<h2>Latency (ms)</h2>"
         '<p class="meta">Intended: from the time the operation was scheduled to be sent '
         "(coordinated omission corrected). Service time: from the time it was actually sent.</p>"
-        '<table><tr><th rowspan="2">phase</th><th rowspan="2">count</th>'
+        '<div class="wide"><table><tr><th rowspan="2">phase</th><th rowspan="2">count</th>'
         f'<th colspan="{n}">intended</th><th class="twin" colspan="{n}">service time</th></tr>'
-        f"<tr>{labels}{twin_labels}</tr>{''.join(rows)}</table>"
+        f"<tr>{labels}{twin_labels}</tr>{''.join(rows)}</table></div>"
+    )
+
+
+def _outcomes(summary: Mapping[str, Any]) -> str:
+    """Errors grouped by cause with the first message, and the outcomes per operation name."""
+    parts = []
+    causes = summary.get("errors_by_cause") or []
+    if causes:
+        rows = [
+            f"<tr><td>{escape(str(c['cause']))}</td>{_cells([c['count']])}"
+            f"<td>{escape(str(c.get('first') or ''))}</td></tr>"
+            for c in causes
+        ]
+        parts.append("<h3>Errors by cause</h3>" + _table(("cause", "count", "first message"), rows))
+    names = summary.get("by_operation") or {}
+    if len(names) > 1:
+        rows = [
+            f"<tr><td>{escape(name)}</td>"
+            + _cells(row.get(key) for key in ("count", "failed", "timed_out", "errors"))
+            + "</tr>"
+            for name, row in sorted(names.items())
+        ]
+        parts.append(
+            "<h3>Outcomes by operation</h3>"
+            + _table(("operation", "ended", "failed", "timed out", "errors"), rows)
+        )
+    return "".join(parts)
+
+
+def _jobs(summary: Mapping[str, Any]) -> str:
+    """A north run (issue 10): the jobs' accounting and the split per hop."""
+    jobs: Mapping[str, int] = summary.get("jobs") or {}
+    if not jobs:
+        return ""
+    north = (summary.get("extra") or {}).get("north") or {}
+    counts = _table(
+        ("created", "closed", "timed out", "errors", "rejected", "correlation", "closed by"),
+        [
+            "<tr>"
+            + _cells(jobs.get(k) for k in ("created", "closed", "timed_out", "errors", "rejected"))
+            + _cells((north.get("correlation"), north.get("close_by")), cls="")
+            + "</tr>"
+        ],
+    )
+    hops: Mapping[str, Mapping[str, Any]] = summary.get("hops_ms") or {}
+    rows = [
+        f"<tr><td>{escape(label)}</td>"
+        + _cells((hops.get(key) or {}).get(k) for k in ("count", "p50", "p90", "p99"))
+        + "</tr>"
+        for key, label in (
+            ("platform_dispatch", "platform dispatch"),
+            ("device_work", "device work"),
+            ("platform_close", "platform close"),
+        )
+    ]
+    return (
+        "<h2>Jobs (north API)</h2>" + counts + "<h3>Per hop (ms)</h3>"
+        "<p class=\"meta\">Platform dispatch: from the job's intended creation to the device's "
+        "receipt of its operation. Device work: receipt to final answer. Platform close: final "
+        "answer to the application told (callback or poll). Each is a per-job gap.</p>"
+        + _table(("hop", "count", "p50", "p90", "p99"), rows)
     )
 
 
@@ -250,7 +312,9 @@ def render_html(run: LoadedRun, summary: Mapping[str, Any]) -> str:
         _header(run, summary),
         _thresholds(summary),
         _operations(summary),
+        _jobs(summary),
         _latency(summary),
+        _outcomes(summary),
         _generator(summary),
         _counters(summary),
         "<h2>Plots</h2>",

@@ -320,13 +320,19 @@ def in_flight_and_errors(run: LoadedRun) -> bytes | str:
         handles.append(errors.stairs(top, steps, baseline=bottom, fill=True,
                                      color=COLOURS[column], alpha=0.6, label=column))  # fmt: skip
         bottom = top
-    errors.set_ylabel("errors per interval" if handles else "no errors")
+    # "errors" is one of the three ways to end badly: the axis counts all three
+    errors.set_ylabel("ended badly per interval" if handles else "none ended badly")
     errors.set_ylim(bottom=0, top=max([1.0, *bottom]) * 1.1)
     errors.yaxis.set_major_locator(MaxNLocator(integer=True))
     in_flight = _column(rows, "in_flight")
     if _has_data(in_flight):
         (line,) = axes.plot(*thin(times, in_flight), color=COLOURS["in_flight"], label="in flight")
         handles.insert(0, line)
+    queued = [0.0 if math.isnan(v) else v for v in _column(rows, "queued")]
+    if any(queued):  # of those in flight, issued but not written yet (a busy pool)
+        (line,) = axes.plot(*thin(times, queued), color=COLOURS["in_flight"], linestyle="--",
+                            label="of which queued (not sent)")  # fmt: skip
+        handles.insert(1, line)
     _shade_drain(errors, rows)
     axes.set_zorder(errors.get_zorder() + 1)  # the line over the bars
     axes.patch.set_visible(False)
@@ -358,6 +364,59 @@ def result_codes(summary: Mapping[str, Any]) -> bytes | str:
     axes.set_xlabel("operations")
     axes.tick_params(axis="y", labelsize="small")
     axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+# --- (g) the north side's hops (issue 10) ----------------------------------------------------------
+
+#: The hops of a job, in order, with their colours and labels.
+HOP_SEGMENTS: Final = (
+    ("platform_dispatch", "#1f77b4", "platform dispatch (job intended → device received)"),
+    ("device_work", "#ff7f0e", "device work (received → final answer)"),
+    ("platform_close", "#2ca02c", "platform close (final answer → application told)"),
+)
+
+
+def per_hop(summary: Mapping[str, Any]) -> bytes | str:
+    """Where a job's time goes: one stacked bar per percentile (p50, p90, p99), a segment per
+    hop. Each hop is its own per-job distribution, so the bars show each hop's percentile side
+    by side (they add up to about, not exactly, the ``closed`` percentile)."""
+    hops: Mapping[str, Mapping[str, Any]] = summary.get("hops_ms") or {}
+    if not any((hops.get(key) or {}).get("count") for key, _, _ in HOP_SEGMENTS):
+        return "no job crossed a hop"
+    levels = ("p50", "p90", "p99")
+    closed = (summary.get("latency_ms") or {}).get("closed") or {}
+    totals = [
+        sum(float((hops.get(key) or {}).get(level) or 0.0) for key, _, _ in HOP_SEGMENTS)
+        for level in levels
+    ]
+    # room on the right for the legend, beside the longest bar
+    right = max(*totals, float(closed.get("p99") or 0.0)) * 1.75 or 1.0
+    figure = _figure(left=0.07)
+    axes = figure.add_subplot()
+    lefts = [0.0] * len(levels)
+    for key, colour, label in HOP_SEGMENTS:
+        figures = hops.get(key) or {}
+        widths = [float(figures.get(level) or 0.0) for level in levels]
+        bars = axes.barh(levels, widths, left=lefts, color=colour, label=label)
+        # a number only where it fits inside its segment
+        axes.bar_label(
+            bars, labels=[f"{w:.1f}" if w > right * 0.06 else "" for w in widths],
+            label_type="center", fontsize="small", color="white",
+        )  # fmt: skip
+        lefts = [a + b for a, b in zip(lefts, widths, strict=True)]
+    for row, level in enumerate(levels):
+        if closed.get(level) is not None:
+            axes.plot([closed[level]], [row], marker="|", markersize=18, color="black")
+        axes.annotate(
+            f"{totals[row]:.1f} ms", (totals[row], row), xytext=(4, 0),
+            textcoords="offset points", va="center", fontsize="small",
+        )  # fmt: skip
+    axes.invert_yaxis()
+    axes.set_xlabel("ms (the | marks the closed phase's own percentile)")
+    axes.set_xlim(0, right)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="upper right", fontsize="small")
     return _png(figure)
 
 
@@ -407,6 +466,10 @@ def build_plots(run: LoadedRun, summary: Mapping[str, Any]) -> list[Plot]:
         )
         for phase in TIME_PHASES
     ]
+    if summary.get("hops_ms"):
+        builders.append(
+            ("hops", "Per hop: where a job's time goes (p50 / p90 / p99)", lambda: per_hop(summary))
+        )
     builders += [
         ("spectrum", "Latency by percentile (whole run)", lambda: percentile_spectrum(run)),
         ("rates", "Offered vs achieved rate", lambda: rates_over_time(run)),

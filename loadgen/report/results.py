@@ -65,6 +65,7 @@ TIMESERIES_COLUMNS: Final = (
     "sent_per_s",
     "completed_per_s",
     "in_flight",
+    "queued",
     "failed",
     "timed_out",
     "errors",
@@ -139,6 +140,7 @@ def timeseries_row(interval: Interval) -> dict[str, str]:
         "sent_per_s": f"{changed.get('ops.sent', 0) / length:.3f}",
         "completed_per_s": f"{changed.get('ops.completed', 0) / length:.3f}",
         "in_flight": _fmt(gauges.get("in_flight")),
+        "queued": _fmt(gauges.get("queued")),  # of in_flight, not written yet
         "failed": str(changed.get("ops.failed", 0)),
         "timed_out": str(changed.get("ops.timed_out", 0)),
         "errors": str(changed.get("ops.errors", 0)),
@@ -162,9 +164,8 @@ class RunWriter:
 
     def __init__(self, directory: Path, start_epoch: float, run: Mapping[str, Any]) -> None:
         self.directory = directory
-        (directory / "run.json").write_bytes(
-            orjson.dumps({**run, "started_at": start_epoch}, option=orjson.OPT_INDENT_2)
-        )
+        self._run = {**run, "started_at": start_epoch}
+        self._write_run()
         self.hlogs = HlogWriter(directory, start_epoch)
         self._counters: IO[bytes] = (directory / "counters.jsonl").open("wb")
         self._csv_file: IO[str] = (directory / "timeseries.csv").open("w", newline="")
@@ -187,6 +188,18 @@ class RunWriter:
         self._counters.flush()
         self._csv.writerow(timeseries_row(interval))
         self._csv_file.flush()
+
+    def _write_run(self) -> None:
+        # replaced whole (write, then rename), so a reader never sees half a run.json
+        tmp = self.directory / "run.json.tmp"
+        tmp.write_bytes(orjson.dumps(self._run, option=orjson.OPT_INDENT_2))
+        tmp.replace(self.directory / "run.json")
+
+    def control(self, entry: Mapping[str, Any]) -> None:
+        """A control used while the run runs (the dashboard's Stop, a rate change): appended to
+        run.json's ``controls`` with its time, and run.json rewritten at once."""
+        self._run.setdefault("controls", []).append(dict(entry))
+        self._write_run()
 
     def close(self) -> None:
         self.hlogs.close()

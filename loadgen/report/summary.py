@@ -5,7 +5,11 @@ run as it ends, a run rebuilt from its ``.hlog`` files (``loadgen report``) and 
 several shards (``loadgen merge``).
 
 Definitions (the README repeats them):
-- ``operations.sent``: requests written; ``completed``: operations that got their final answer
+- ``operations.issued``: operations the schedule (or the closed model) started; ``sent``: of
+  those, the ones written to a connection (or offered to a sleepy device); the rest waited
+  behind a busy pool until their deadline, ``timed_out_queued`` (also in ``timed_out``), so
+  after the drain ``issued == completed + timed_out + errors`` and ``sent == issued -
+  timed_out_queued``; ``completed``: operations that got their final answer
   (a sync 2xx with a response, or the final async response), successful or not; ``succeeded`` /
   ``failed``: completed with ``SUCCESSFUL`` / any other code; ``timed_out``: ended by a deadline;
   ``errors``: ended without an answer for another reason (transport error, non-2xx);
@@ -46,12 +50,25 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 PHASES: Final = ("ack", "first_response", "complete", "step", "callback")
+#: The north side's phases (issue 10), in the summary only when the run recorded them.
+NORTH_PHASES: Final = ("job_accepted", "dispatch", "device_done", "closed")
+#: The per-hop split of a north run: the platform's dispatch (the ``dispatch`` phase), the
+#: device's work and the platform's close (gaps within each job, recorded by the tracker).
+HOPS: Final = {
+    "platform_dispatch": "dispatch",
+    "device_work": "hop.device_work",
+    "platform_close": "hop.platform_close",
+}
+JOB_KEYS: Final = ("created", "accepted", "closed", "timed_out", "errors", "rejected",
+                   "succeeded", "failed", "cut_by_grace")  # fmt: skip
 OPERATION_KEYS: Final = (
+    "issued",
     "sent",
     "completed",
     "succeeded",
     "failed",
     "timed_out",
+    "timed_out_queued",
     "errors",
     "rejected",
 )
@@ -90,6 +107,8 @@ def build_summary(
     ``interrupted``, ``thresholds`` (list of results), ``generator`` (health verdict), ``extra``.
     """
     ops = {key: int(counters.get(f"ops.{key}", 0)) for key in OPERATION_KEYS}
+    if "ops.issued" not in counters:  # a run from before ``ops.issued``: all it issued, it sent
+        ops["issued"] = ops["sent"] + ops["timed_out_queued"]
     # A counter, so that a rebuilt or merged run has it too; ``run`` may carry it otherwise.
     ops["cut_by_grace"] = int(counters.get("ops.cut_by_grace", run.get("cut_by_grace", 0)))
     load_s = run.get("load_duration_s") or run.get("duration_s")
@@ -98,9 +117,12 @@ def build_summary(
         phase: percentiles_ms(histograms.get(phase, empty)) for phase in PHASES
     }
     latency["service"] = percentiles_ms(histograms.get("complete.service", empty))
+    north = [phase for phase in NORTH_PHASES if phase in histograms]
+    for phase in north:
+        latency[phase] = percentiles_ms(histograms[phase])
     service = {
         phase: percentiles_ms(histograms[f"{phase}.service"])
-        for phase in PHASES
+        for phase in (*PHASES, *north)
         if f"{phase}.service" in histograms
     }
     by_name = {
@@ -129,8 +151,9 @@ def build_summary(
         "offered_rate": run.get("offered_rate"),
         "achieved_rate": _rate(ops["completed"], load_s),
         "sent_rate": _rate(ops["sent"], load_s),
-        "error_rate": round((ops["failed"] + ops["timed_out"] + ops["errors"]) / ops["sent"], 6)
-        if ops["sent"]
+        # over every operation issued: one that timed out unsent is a failure too
+        "error_rate": round((ops["failed"] + ops["timed_out"] + ops["errors"]) / ops["issued"], 6)
+        if ops["issued"]
         else 0.0,
         "operations": ops,
         "latency_ms": latency,
@@ -142,6 +165,11 @@ def build_summary(
         "thresholds": list(run.get("thresholds", [])),
         "generator": dict(run.get("generator", {})),
     }
+    if "jobs.created" in counters:  # a north run: every job accounted once (issue 10)
+        summary["jobs"] = {key: int(counters.get(f"jobs.{key}", 0)) for key in JOB_KEYS}
+        summary["hops_ms"] = {
+            hop: percentiles_ms(histograms.get(name, empty)) for hop, name in HOPS.items()
+        }
     summary["errors_by_cause"] = _errors_by_cause(counters, run.get("notes") or {})
     summary["by_operation"] = _by_operation(histograms, counters)
     for single in ("lateness", "loop_lag"):
@@ -153,7 +181,10 @@ def build_summary(
 
 
 #: Counters that count operations (or POSTs) that went wrong, by cause.
-ERROR_CAUSES: Final = ("transport.", "http.status.", "device.wrong_", "south.refused.")
+ERROR_CAUSES: Final = (
+    "transport.", "http.status.", "device.wrong_", "south.refused.",
+    "north.status.", "north.transport.", "north.no_job_id",
+)  # fmt: skip
 
 
 def _errors_by_cause(counters: Mapping[str, int], notes: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -182,6 +213,9 @@ def _by_operation(
         # every operation that ended: with a latency (completed, timed out) or an error
         row["count"] = int(histogram.get_total_count()) + row["errors"]
         row["latency_ms"] = percentiles_ms(histogram)
+        twin = histograms.get(f"{name}.service")
+        if twin is not None:
+            row["service_ms"] = percentiles_ms(twin)
         out[operation] = row
     return dict(sorted(out.items()))
 

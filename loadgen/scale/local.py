@@ -1,8 +1,9 @@
 """``loadgen run SCENARIO --shards N``: N shard processes on this machine, merged at the end.
 
 One process per core is how a Python load generator uses a machine: each shard is a whole
-``loadgen run --shard i/N`` with its own event loop, its own devices and ``rate/N``; all start at
-the same wall-clock instant (``--start-at``), write their own folder, and are merged exactly
+``loadgen run --shard i/N`` with its own event loop, its own devices and ``rate/N``; all meet at
+the start barrier a pod uses (``loadgen.scale.barrier``, a folder in the run's results) and start
+their load at one instant once every one is ready, write their own folder, and are merged exactly
 (histograms added interval by interval) by the same code as ``loadgen merge``.
 
 While they run, the same progress line as a single process shows the shards' sums: counters
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +35,11 @@ from loadgen.campaign.scenario import LoadedScenario
 from loadgen.metrics.intervals import Interval
 from loadgen.report.console import format_summary
 from loadgen.report.results import new_run_directory
+from loadgen.scale.barrier import DEFAULT_LEAD, DEFAULT_TIMEOUT, decide, read_arrivals
 from loadgen.scale.merge import merge_runs
 
 __all__ = ["run_local_shards"]
 
-START_LEAD: Final = 3.0  # seconds between spawning the shards and their common start
 POLL: Final = 1.0
 
 
@@ -122,12 +124,25 @@ class _Combined:
                     complete.add(histogram)
         gauges: dict[str, object] = {
             "in_flight": int(sum(_number(row.get("in_flight")) for row in rows)),
+            "queued": int(sum(_number(row.get("queued")) for row in rows)),
             "offered_rate": sum(_number(row.get("offered_rate")) for row in rows),
             "stage": next((row["stage"] for row in rows if row.get("stage")), ""),
         }
         self.index += 1
         histograms = {} if complete is None else {"complete": complete}
         return Interval(self.index, start, end, histograms, changed, totals, gauges, final)
+
+
+def _released_at(barrier: Path, count: int) -> float | None:
+    """The common start the shards computed, read from the same files (None until then)."""
+    verdict = decide(
+        read_arrivals(barrier),
+        count=count,
+        now=time.time(),
+        timeout=DEFAULT_TIMEOUT,
+        lead=DEFAULT_LEAD,
+    )
+    return verdict.at
 
 
 def run_local_shards(loaded: LoadedScenario, *, shards: int | str = "auto") -> int:
@@ -138,13 +153,13 @@ def run_local_shards(loaded: LoadedScenario, *, shards: int | str = "auto") -> i
     count = (os.cpu_count() or 1) if shards == "auto" else int(shards)
     base = new_run_directory(Path(scenario.output.results), scenario.campaign.name)
     path = loaded.save(base / "scenario.toml")
-    start_at = time.time() + START_LEAD
+    barrier = base / "barrier"
     folders = [base / f"shard-{i}-of-{count}" for i in range(count)]
     processes: list[subprocess.Popen[bytes]] = []
     for index, folder in enumerate(folders):
         command = [
             sys.executable, "-m", "loadgen", "run", str(path),
-            "--shard", f"{index}/{count}", "--start-at", f"{start_at:.3f}",
+            "--shard", f"{index}/{count}", "--barrier", str(barrier),
             "--directory", str(folder), "--quiet",
         ]  # fmt: skip
         processes.append(
@@ -160,7 +175,8 @@ def run_local_shards(loaded: LoadedScenario, *, shards: int | str = "auto") -> i
     progress = Progress(
         scenario.load_seconds, mode=scenario.output.progress, sides=scenario.campaign.sides
     )
-    progress.notice(f"{count} shards started, load begins at {time.ctime(start_at)}")
+    progress.notice(f"{count} shards started; the load begins when all are ready")
+    start_at: float | None = None  # the barrier's instant, once every shard has joined
     combined = _Combined(folders)
     interrupts = 0
     last = 0.0
@@ -178,11 +194,15 @@ def run_local_shards(loaded: LoadedScenario, *, shards: int | str = "auto") -> i
                 else "stopping now: what is still in flight is recorded at its deadline"
             )
             continue
+        if start_at is None:
+            start_at = _released_at(barrier, count)
+            continue
         now = max(0.0, time.time() - start_at)
         if now > 0 and not quiet:
             progress(combined.interval(last, now))
             last = now
     progress.finish()
+    shutil.rmtree(barrier, ignore_errors=True)  # the shards' ready files: nothing to keep
     crashed = [
         (index, process.returncode)
         for index, process in enumerate(processes)

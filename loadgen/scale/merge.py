@@ -32,23 +32,34 @@ def _interval_key(start: float, period: float) -> int:
 
 
 def _merged_counter_series(
-    runs: Sequence[LoadedRun], shards: Sequence[Path], period: float, start_epoch: float
+    runs: Sequence[LoadedRun],
+    shards: Sequence[Path],
+    period: float,
+    start_epoch: float,
+    bounds: dict[int, tuple[float, float]],
 ) -> dict[int, dict[str, int]]:
-    """Cumulative counters of all shards at each interval end (a shard's last value carries)."""
+    """Cumulative counters of all shards at each interval end (a shard's last value carries).
+    The intervals' (start, end) are added to ``bounds`` (an interval no histogram covers)."""
     per_shard: list[dict[int, dict[str, int]]] = []
     for run, path in zip(runs, shards, strict=True):
         offset = float(run.run.get("started_at", start_epoch)) - start_epoch
         lines: dict[int, dict[str, int]] = {}
         counters_path = path / "counters.jsonl"
         if counters_path.exists():
+            start = 0.0
             for raw in counters_path.read_bytes().splitlines():
                 try:
                     record = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     break
-                # an interval ending at t started at t - period: key it like the hlog lines
-                index = _interval_key(float(record["t_s"]) + offset - period, period)
+                # keyed by its interval's start, like the hlog lines: the previous line's end
+                # (a last, partial interval ending at 5.05 s starts at 5 s, not at 4.05 s)
+                index = _interval_key(start + offset, period)
                 lines[index] = {k: int(v) for k, v in record["counters"].items()}
+                end = float(record["t_s"])
+                low, high = bounds.get(index, (start + offset, end + offset))
+                bounds[index] = (min(low, start + offset), max(high, end + offset))
+                start = end
         per_shard.append(lines)
     indices = sorted({index for lines in per_shard for index in lines})
     out: dict[int, dict[str, int]] = {}
@@ -74,24 +85,27 @@ def _number(text: str | None) -> float | None:
 def _merged_gauges(
     runs: Sequence[LoadedRun], period: float, start_epoch: float
 ) -> dict[int, dict[str, object]]:
-    """The gauges of each merged interval from the shards' time-series rows: offered rate and
-    in flight summed, CPU averaged, the stage of the first shard that names one, and "load"
+    """The gauges of each merged interval from the shards' time-series rows: offered rate, in
+    flight and queued summed, CPU averaged, the stage of the first shard that names one, and "load"
     while any shard still loads."""
     rows: dict[int, list[dict[str, str]]] = defaultdict(list)
     for run in runs:
         offset = float(run.run.get("started_at", start_epoch)) - start_epoch
+        start = 0.0
         for row in run.timeseries:
             end = _number(row.get("t_s"))
             if end is not None:
-                rows[_interval_key(end + offset - period, period)].append(row)
+                # keyed by the interval's start (the row before's end), as the counters are
+                rows[_interval_key(start + offset, period)].append(row)
+                start = end
     out: dict[int, dict[str, object]] = {}
     for index, group in rows.items():
         gauges: dict[str, object] = {}
-        for column in ("offered_rate", "in_flight"):
+        for column in ("offered_rate", "in_flight", "queued"):
             values = [v for row in group if (v := _number(row.get(column))) is not None]
             if values:
                 total = sum(values)
-                gauges[column] = int(total) if column == "in_flight" else round(total, 3)
+                gauges[column] = round(total, 3) if column == "offered_rate" else int(total)
         cpu = [v for row in group if (v := _number(row.get("cpu_percent"))) is not None]
         if cpu:
             gauges["cpu_percent"] = round(sum(cpu) / len(cpu), 1)
@@ -157,7 +171,7 @@ def merge_runs(
     offered = [run.run.get("offered_rate") for run in runs]
     if all(isinstance(rate, int | float) for rate in offered):
         meta["offered_rate"] = sum(float(rate) for rate in offered if rate is not None)
-    totals_at = _merged_counter_series(runs, shards, period, start_epoch)
+    totals_at = _merged_counter_series(runs, shards, period, start_epoch, bounds)
     gauges_at = _merged_gauges(runs, period, start_epoch)
     out.mkdir(parents=True, exist_ok=True)
     writer = RunWriter(out, start_epoch, meta)
@@ -165,7 +179,7 @@ def merge_runs(
         indices = sorted(set(merged) | set(totals_at))
         previous: dict[str, int] = {}
         for position, index in enumerate(indices):
-            start, end = bounds.get(index, ((index - 1) * period, index * period))
+            start, end = bounds.get(index, (index * period, (index + 1) * period))
             last = position == len(indices) - 1
             totals = dict(counters) if last else totals_at.get(index, previous)
             changed = {

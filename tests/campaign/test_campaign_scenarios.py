@@ -35,6 +35,7 @@ EXAMPLES = [path for path in SHIPPED if path.name.endswith(".example.toml")]
 EXAMPLE_ENV = {
     "real-devices.example.toml": {"DEVICE_API_KEY"},
     "real-platform.example.toml": {"DEVICE_API_KEY", "OPENGATE_API_KEY"},
+    "real-opengate.example.toml": {"OPENGATE_API_KEY"},
 }
 # beyond SHORT: what keeps a scenario's own slow parts (long delays, timeouts, polls) to ~1 s
 EXTRA = {
@@ -46,6 +47,8 @@ EXTRA = {
         "devices.count=500",
     ),
     "sleepy-devices.toml": ('devices.sleepy.poll_period="200ms"',),
+    # the north side's own stages: the same second at the same rate as SHORT's
+    "north-e2e.toml": ('north.arrival.stages=[{duration="1s", rate=20}]', "north.seed=11"),
 }
 
 
@@ -58,7 +61,8 @@ def test_the_shipped_scenarios_are_all_there() -> None:
 def test_every_shipped_scenario_validates(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("DEVICE_API_KEY", "OPENGATE_API_KEY", "OPENGATE_SOUTH_URL", "DEVICE_URL"):
+    for name in ("DEVICE_API_KEY", "OPENGATE_API_KEY", "OPENGATE_SOUTH_URL", "DEVICE_URL",
+                 "OPENGATE_NORTH_URL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
     code, out, _ = run_cli(["validate", *map(str, SHIPPED)], capsys)

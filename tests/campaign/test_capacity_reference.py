@@ -34,6 +34,7 @@ from loadgen.errors import ConfigError
 from loadgen.metrics.registry import Metrics
 from loadgen.metrics.thresholds import parse_threshold
 from loadgen.platform.runner import PlatformResult
+from loadgen.report.capacity_html import knee_rule
 
 REFERENCE = Path(__file__).parents[2] / "scenarios" / "reference-capacity.toml"
 #: 60 devices x 1 operation at a time / 200 ms each.
@@ -239,6 +240,12 @@ async def test_capacity_folder_json_and_self_contained_html(tmp_path):
         "Errors vs offered rate",
     ):
         assert f'<img alt="{title}" src="data:image/png;base64,' in page
+    # the knee, and the rule that named it (p99 = 10 ms / (1 - u) bends at 800 of 1000 ops/s)
+    assert outcome.result.knee_rate == 800
+    assert document["knee_rate"] == 800
+    assert escape(knee_rule(document)) in page
+    assert "more than 2 times the p99 at the lowest rate measured" in page
+    assert "p99 did not bend" not in page
     # self-contained: nothing to fetch, no script
     assert "<script" not in page
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)
@@ -321,3 +328,96 @@ def test_cli_one_step(tmp_path, capsys):
     document = orjson.loads((folder / "capacity.json").read_bytes())
     assert document["exhausted"] is True
     assert not (folder / "capacity.html").exists()
+
+
+def test_refused_operations_are_not_achieved():
+    """Issue 15, item 6: a target that answers ALREADY_IN_PROGRESS (or a busy device's
+    ERROR_PROCESSING) to half the operations completes them all, fast, but carries out half.
+    With an error budget that lets the refusals through, the achieved criterion must still see
+    that only 50/s of the 100/s offered were done."""
+    summary = {
+        "achieved_rate": 100.0,  # completed per second, refusals included
+        "error_rate": 0.5,
+        "operations": {"issued": 1000, "sent": 1000, "completed": 1000, "succeeded": 500,
+                       "failed": 500},
+        "latency_ms": {"complete": {"count": 1000, "p99": 5.0}},
+    }  # fmt: skip
+    step = judge(100.0, 100.0, False, (), summary, plan(max_error_rate=1.0))
+    assert step.achieved_rate == 50.0
+    assert step.verdict == "fail"
+    assert step.reasons == (
+        "achieved 50.0/s < 98% of offered 100.0/s (500 refused: not counted as achieved)",
+    )
+    every_one_done = {**summary, "operations": {**summary["operations"], "succeeded": 1000,
+                                                "failed": 0}}  # fmt: skip
+    assert judge(100.0, 100.0, False, (), every_one_done, plan(max_error_rate=1.0)).verdict == (
+        "pass"
+    )
+
+
+async def test_the_step_runner_reports_what_succeeded_as_achieved(reference):
+    """The stub target refuses half the operations past its capacity (``failed``): the step's
+    achieved rate is what succeeded, and the achieved criterion fails it even with an error
+    budget of 100 %."""
+    runner = StepRunner(reference, plan(slos=(), max_error_rate=1.0), run=stub_sides(100.0))
+    below = await runner(50.0)
+    above = await runner(200.0)
+    assert (below.verdict, below.achieved_rate) == ("pass", 50.0)
+    assert above.achieved_rate == 100.0  # 400 completed in the 2 s hold, 200 of them refused
+    assert above.summary["achieved_rate"] == 200.0  # completed per second, as the summary says
+    assert above.verdict == "fail"
+    assert "200 refused" in above.reasons[0]
+
+
+def flat_sides(capacity: float) -> RunSides:
+    """A target whose p99 stays at 10 ms whatever the rate, and that refuses half the
+    operations (``ALREADY_IN_PROGRESS``) past ``capacity``: a flat latency curve."""
+
+    async def run(scenario: Scenario, metrics: Metrics) -> SidesOutcome:
+        assert scenario.platform is not None
+        rate, hold = (
+            scenario.platform.arrival.stages[-1].rate,
+            scenario.platform.arrival.stages[-1].duration,
+        )
+        sent = round(rate * hold)
+        metrics.phase("complete").intended.record_us(10_000, sent)
+        refused = sent // 2 if rate > capacity else 0
+        metrics.counters.update(
+            {"ops.issued": sent, "ops.sent": sent, "ops.completed": sent,
+             "ops.succeeded": sent - refused, "ops.failed": refused,
+             "result.ALREADY_IN_PROGRESS": refused}
+        )  # fmt: skip
+        result = PlatformResult(
+            started_at=1.7e9, load_duration_s=hold, duration_s=hold + 1.0, offered_rate=rate,
+            achieved_rate=sent / hold, sent_rate=sent / hold, counters=dict(metrics.counters),
+            peak_in_flight=1, cut_off=0, saturated=False, reasons=(),
+        )  # fmt: skip
+        return SidesOutcome(platform=result, devices=None)
+
+    return run
+
+
+async def test_a_flat_curve_is_reported_without_a_knee(tmp_path):
+    """Issue 15, item 6: p99 flat at 10 ms while the target refuses half the operations past
+    1000 ops/s. The search breaks there on the achieved criterion (the refusals are not
+    achieved, though the error budget lets them through), and the page names no knee: it says
+    p99 did not bend, and by which rule."""
+    outcome = await run_capacity(
+        load_scenario(REFERENCE),
+        plan(slos=(), max_error_rate=1.0),
+        SearchConfig(start_rate=100, resolution=0.05),
+        directory=tmp_path,
+        run=flat_sides(1000.0),
+    )
+    result = outcome.result
+    assert result.knee_rate is None
+    assert result.max_sustainable_rate is not None
+    assert 1000 / 1.05 <= result.max_sustainable_rate <= 1000
+    assert result.breaking_rate is not None
+    assert result.breaking_rate > 1000
+    assert "knee" not in result.verdict_text()
+    page = (tmp_path / "capacity.html").read_text(encoding="utf-8")
+    assert "none: p99 did not bend" in page
+    document = orjson.loads((tmp_path / "capacity.json").read_bytes())
+    assert escape(knee_rule(document)) in page
+    assert "refused: not counted as achieved" in page

@@ -77,3 +77,23 @@ def test_a_fleet_shows_what_a_fleet_does() -> None:
     assert "refused 2" in line
     assert "undelivered 1" in line
     assert "failed" not in line
+
+
+@pytest.mark.parametrize("width", [100, 160])
+def test_operations_waiting_for_a_connection_show_as_queued_not_sent(width: int) -> None:
+    """Issue 15, item 6: ``sent`` is what was written (``ops.sent``); the generator's own queue
+    (the ``queued`` gauge) shows beside in flight, which it is part of, whenever it is not
+    empty."""
+    stream = io.StringIO()
+    progress = Progress(600.0, mode="lines", stream=stream, width=width)
+    busy = _interval(10.0, sent=2_000, completed=1_900)
+    busy.gauges["queued"] = 100_000
+    progress(busy)
+    idle = _interval(11.0, sent=20_000, completed=20_000)
+    idle.gauges["queued"] = 0
+    progress(idle)
+    first, second = stream.getvalue().splitlines()
+    assert "in flight 123.5k  queued 100.0k" in first
+    assert ("sent 2000/s" in first) == (width >= 160)
+    assert "queued" not in second
+    assert all(len(line) < width for line in (first, second))

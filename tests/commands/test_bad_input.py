@@ -8,7 +8,6 @@ machine does not have are real binds on loopback (nothing is sent anywhere).
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,16 +64,16 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
         ("--fault", "unknown fault 'explode'"),
     ),
     (
-        "a start in the past",
+        "a start barrier without a shard",
         lambda tmp: [
             "run",
             "scenarios/smoke.toml",
-            "--start-at",
-            f"{time.time() - 60:.0f}",
+            "--barrier",
+            str(tmp / "barrier"),
             "--results",
             str(tmp / "r"),
         ],
-        ("--start-at", "in the past"),
+        ("--barrier", "expected --shard I/N"),
     ),
     (
         "a corrupt run.json",
@@ -183,3 +182,21 @@ def test_merge_refuses_runs_of_different_campaigns_unless_forced(
     assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m"), "--force"]) == 0
     merged = orjson.loads((tmp_path / "m" / "summary.json").read_bytes())
     assert merged["operations"]["sent"] == 7
+
+
+def test_seeds_left_open_are_drawn_once_and_saved() -> None:
+    from loadgen.campaign.scenario import load_scenario
+    from loadgen.commands.run import with_seeds
+
+    open_ = load_scenario("scenarios/default.toml")  # no seeds: each run draws its own
+    assert open_.scenario.platform is not None
+    assert open_.scenario.platform.seed is None
+    first, second = with_seeds(open_), with_seeds(open_)
+    assert first.scenario.platform is not None
+    assert second.scenario.platform is not None
+    assert isinstance(first.scenario.platform.seed, int)
+    assert first.scenario.platform.seed != second.scenario.platform.seed  # 1 in 2**32 to fail
+    assert first.document["platform"]["seed"] == first.scenario.platform.seed  # saved with it
+    assert "seed" not in open_.document.get("platform", {})  # the loaded one is left alone
+    pinned = load_scenario("scenarios/smoke.toml")
+    assert with_seeds(pinned) is pinned

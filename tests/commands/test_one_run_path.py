@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -103,10 +104,16 @@ def test_run_drains_on_sigint(tmp_path: Path) -> None:
     assert process.returncode == 130, err
     assert re.search(r"SIGINT: draining \d+ in flight — Ctrl-C again to stop now", err)
     assert "campaign smoke  (interrupted)" in out
-    summary = _check(_folder(tmp_path, "smoke"), LAYOUT)
+    folder = _folder(tmp_path, "smoke")
+    summary = _check(folder, LAYOUT)
     assert summary["interrupted"] is True
     _accounted(summary)
     assert summary["load_duration_s"] < 10  # the window that ran, not the 30 s planned
+    # smoke.toml pins its seeds; the ones a run uses are in all three files alike
+    saved = tomllib.loads((folder / "scenario.toml").read_text(encoding="utf-8"))
+    seeds = {side: saved[side]["seed"] for side in ("devices", "platform")}
+    assert orjson.loads((folder / "run.json").read_bytes())["seed"] == seeds
+    assert summary["seed"] == seeds
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def play(
     table.open(op)
     for action, at, *args in script:
         if action == "send":
-            op.t_sent = at
+            table.written(op, at)
         elif action == "ack":
             table.ack(op, at)
         elif action == "sync":
@@ -159,7 +159,8 @@ CASES = [
         [("expire", 3.0)],
         Timeouts(ack_timeout=2.0),
         State.TIMED_OUT,
-        {"ops.sent": 1, "ops.timed_out": 1},
+        # issued, never written (queued behind a busy pool until its deadline): not sent
+        {"ops.issued": 1, "ops.sent": 0, "ops.timed_out": 1, "ops.timed_out_queued": 1},
         {"ack": [(2.0, 2.0)], "complete": [(2.0, 2.0)]},
         id="never-written-times-out-too",
     ),
@@ -345,7 +346,9 @@ def test_lifecycle_table(
     for phase, values in phases.items():
         check_recorded(metrics, phase, values)
     c = metrics.counters
-    assert c["ops.sent"] == c["ops.completed"] + c["ops.timed_out"] + c["ops.errors"]
+    assert c["ops.issued"] == 1 == c["ops.completed"] + c["ops.timed_out"] + c["ops.errors"]
+    assert c["ops.sent"] == c["ops.issued"] - c["ops.timed_out_queued"]
+    assert table.queued == 0
 
 
 def test_steps_accumulate_over_messages() -> None:
@@ -392,6 +395,7 @@ def test_deadlines_are_one_heap_and_stale_entries_are_dropped() -> None:
         op = Operation(f"op-{i}", device=0, name="X", t_intended=i * 0.001, timeouts=Timeouts())
         table.open(op)
         ops.append(op)
+        table.written(op, i * 0.001)
         if i % 2 == 0:
             table.final(op, i * 0.001 + 0.001, "SUCCESSFUL", [], sync=True)
     assert table.next_deadline == pytest.approx(0.001 + 10.0)  # op-0 answered: op-1 is next
@@ -400,7 +404,7 @@ def test_deadlines_are_one_heap_and_stale_entries_are_dropped() -> None:
     assert metrics.counters["ops.timed_out"] == 1  # op-1 only
     table.drain()
     c = metrics.counters
-    assert c["ops.sent"] == 10_000 == c["ops.completed"] + c["ops.timed_out"]
+    assert c["ops.issued"] == c["ops.sent"] == 10_000 == c["ops.completed"] + c["ops.timed_out"]
     assert table.next_deadline == float("inf")
 
 

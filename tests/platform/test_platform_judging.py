@@ -64,7 +64,7 @@ RULE = [
 def new_op(table: InflightTable, op_id: str = ID, device: int = 0) -> Operation:
     op = Operation(op_id, device, NAME, 0.0, Timeouts(), b"{}")
     table.open(op)
-    op.t_sent = 0.0
+    table.written(op, 0.0)
     return op
 
 
@@ -286,7 +286,8 @@ def test_a_warm_up_operation_is_judged_into_the_warm_up() -> None:
     assert table.misfit(warm, ("device.wrong_name",), 0.5)
     assert table.misfit(measured, ("device.wrong_device",), 1.6)
     assert dict(table.warmup.counters) == {
-        "ops.sent": 1, "device.wrong_name": 1, "ops.strict_errors": 1, "ops.errors": 1,
+        "ops.issued": 1, "ops.sent": 1, "device.wrong_name": 1, "ops.strict_errors": 1,
+        "ops.errors": 1,
     }  # fmt: skip
     assert (metrics.counters["device.wrong_device"], metrics.counters["ops.errors"]) == (1, 1)
     assert "device.wrong_name" not in metrics.counters

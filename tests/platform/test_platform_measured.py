@@ -26,17 +26,17 @@ Script = Callable[[InflightTable, Operation, float], None]
 
 
 def sync_ok(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t + 0.01
+    table.written(op, t + 0.01)
     table.final(op, t + 0.6, "SUCCESSFUL", [STEP], sync=True)
 
 
 def sync_busy(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t
+    table.written(op, t)
     table.final(op, t + 0.6, "ERROR_PROCESSING", [], sync=True)
 
 
 def async_multi(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t
+    table.written(op, t)
     table.ack(op, t + 0.1)
     assert table.message(op.id, t + 0.4, None, [STEP]) == "ok"
     assert table.message(op.id, t + 0.7, "SUCCESSFUL", [STEP]) == "ok"
@@ -44,23 +44,23 @@ def async_multi(table: InflightTable, op: Operation, t: float) -> None:
 
 
 def ack_timeout(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t
+    table.written(op, t)
     table.expire(t + 1.5)
 
 
 def final_timeout(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t
+    table.written(op, t)
     table.ack(op, t + 0.1)
     table.expire(t + 2.5)
 
 
 def transport_error(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t
+    table.written(op, t)
     table.error(op, t + 0.7, "transport.reset")
 
 
 def cut_off(table: InflightTable, op: Operation, t: float) -> None:
-    op.t_sent = t
+    table.written(op, t)
     table.ack(op, t + 0.1)
     table.drain()
 
@@ -68,7 +68,7 @@ def cut_off(table: InflightTable, op: Operation, t: float) -> None:
 def failed_at_its_deadline(table: InflightTable, op: Operation, t: float) -> None:
     """The pool closed the exchange at the deadline and said so before the timer task ran:
     timed out at the deadline, and the rest of that ``error`` call stays on the same side."""
-    op.t_sent = t
+    table.written(op, t)
     table.error(op, t + 1.05, "transport.read_timeout")
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["schedule", "mix", "inflight"])
+@pytest.mark.parametrize("module", ["schedule", "mix", "inflight", "jobs"])
 def test_pure_modules_import_no_io(module: str) -> None:
     code = (
         f"import loadgen.platform.{module}, sys; "

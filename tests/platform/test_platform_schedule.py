@@ -10,7 +10,7 @@ import statistics
 import pytest
 
 from loadgen.platform.config import Stage
-from loadgen.platform.schedule import Schedule
+from loadgen.platform.schedule import Arrivals, Schedule
 
 # (stages, expected open-model times). Ramps: N(τ) = r0·τ + (r1 - r0)·τ²/(2D).
 OPEN_CASES = [
@@ -125,3 +125,67 @@ def test_times_by_model() -> None:
     assert list(schedule.times("poisson", 3)) == list(schedule.poisson_times(3))
     with pytest.raises(ValueError, match="closed"):
         schedule.times("closed", 0)
+
+
+# --- a rate change: a stage appended at t -------------------------------------------------------
+
+
+def test_a_stage_from_t_keeps_n_before_t_bit_for_bit_and_goes_on_at_the_new_rate() -> None:
+    old = Schedule([Stage(duration=4, rate=100, ramp=True), Stage(duration=6, rate=30)])
+    new = old.with_stage_from(2.5, 300)
+    assert new.duration == old.duration == 10
+    for t in (0.0, 0.1, 1.0, 2.0, 2.4999):
+        assert new.count_until(t) == old.count_until(t)  # exact: the cut ramp keeps its line
+    assert new.count_until(2.5) == old.count_until(2.5)
+    assert new.count_until(3.5) == old.count_until(2.5) + 300.0
+    assert new.total == old.count_until(2.5) + 300 * 7.5
+    assert new.rate_at(2.0) == old.rate_at(2.0)
+    assert new.rate_at(2.5) == new.rate_at(9.9) == 300
+    # The intended times before 2.5 are exactly the old ones; after it, t + (n - N(t)) / rate.
+    old_times = [t for t in old.open_times() if t < 2.5]
+    new_times = list(new.open_times())
+    assert new_times[: len(old_times)] == old_times
+    n_t = old.count_until(2.5)  # 0..2.5 s of a 0 -> 100/s ramp over 4 s: 78.125
+    after = new_times[len(old_times) :]
+    assert after[:3] == [2.5 + (n - n_t) / 300 for n in (79.0, 80.0, 81.0)]
+    assert len(new_times) == math.ceil(new.total)
+
+
+def test_stages_from_t_twice_and_to_zero() -> None:
+    once = Schedule([Stage(duration=10, rate=10)]).with_stage_from(2.0, 0)
+    assert list(once.open_times()) == [i / 10 for i in range(20)]  # nothing after 2 s
+    twice = once.with_stage_from(5.0, 4)
+    assert [t for t in twice.open_times() if t >= 2.0] == [5.0 + i / 4 for i in range(20)]
+    assert twice.total == 20 + 4 * 5
+
+
+@pytest.mark.parametrize(("t", "rate"), [(-1.0, 5.0), (10.0, 5.0), (1.0, -1.0), (1.0, math.nan)])
+def test_a_stage_from_t_refuses_a_time_outside_the_load_or_a_bad_rate(
+    t: float, rate: float
+) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        Schedule([Stage(duration=10, rate=10)]).with_stage_from(t, rate)
+
+
+@pytest.mark.parametrize("model", ["open", "poisson"])
+def test_arrivals_mapped_through_a_new_schedule_from_the_count_not_issued(model: str) -> None:
+    """The sender draws a count, is told of a change before it issues it, and maps the same
+    count (``back()``) through the new schedule: the sequence of counts is the one a run
+    without the change draws, so a Poisson run stays the seeded process."""
+    old = Schedule([Stage(duration=10, rate=50)])
+    new = old.with_stage_from(4.0, 200)
+    arrivals = Arrivals(model, seed=3)  # type: ignore[arg-type]
+    first = old.times_of(arrivals)
+    before = list(itertools.takewhile(lambda t: t < 4.0, first))  # draws one count past 4 s
+    arrivals.back()
+    after = list(new.times_of(arrivals))
+    assert before + after == list(new.times(model, 3))  # type: ignore[arg-type]
+    assert after[0] >= 4.0
+
+
+def test_arrivals_back_before_any_draw_changes_nothing() -> None:
+    arrivals = Arrivals("open", seed=0)
+    arrivals.back()
+    assert [next(arrivals), next(arrivals)] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="closed"):
+        Arrivals("closed", seed=0)  # type: ignore[arg-type]

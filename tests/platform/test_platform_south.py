@@ -44,7 +44,7 @@ def new_op(table: InflightTable, op_id: str = "op-1") -> Operation:
         % op_id.encode(),
     )  # fmt: skip
     table.open(op)
-    op.t_sent = 0.0
+    table.written(op, 0.0)
     return op
 
 

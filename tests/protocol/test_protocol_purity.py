@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 CODE = (
-    "import loadgen.protocol, sys; "
+    "import loadgen.protocol, loadgen.protocol.north, sys; "
     "print(sorted(m for m in sys.modules "
     "if m.split('.')[0] in {'trio','httpx','socket','asyncio','h11'}))"
 )

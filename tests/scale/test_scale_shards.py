@@ -2,13 +2,17 @@
 
 ``apply_shard`` and ``k8s-manifest`` are checked in process and fast. The ``--shards`` tests are
 real time: ``run_local_shards`` starts real ``python -m loadgen run --shard i/N`` processes at a
-common wall-clock instant (``--start-at``, 3 s ahead), and each shard's two sides talk over
+common instant (the start barrier, once all are ready), and each shard's two sides talk over
 loopback sockets; each test takes 6 to 10 s.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,17 +114,17 @@ def test_platform_only_targets_are_split(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_k8s_manifest_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     manifest = ["k8s-manifest", str(SMOKE), "--shards", "4", "--image", "registry.example/lg:1"]
-    code = main([*manifest, "--start-at", "1800000000"])
+    code = main(manifest)
 
     assert code == 0
-    config_map, job = yaml.safe_load_all(capsys.readouterr().out)
+    config_map, _, job = yaml.safe_load_all(capsys.readouterr().out)
     assert config_map["kind"] == "ConfigMap"
     assert config_map["data"]["scenario.toml"] == SMOKE.read_text(encoding="utf-8")
     assert job["kind"] == "Job"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--shard") + 1] == "$(SHARD_INDEX)/4"
-    assert args[args.index("--start-at") + 1] == "1800000000.000"
+    assert "--start-at" not in args
 
 
 def test_k8s_manifest_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,7 +133,8 @@ def test_k8s_manifest_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert code == 0
     assert capsys.readouterr().out == ""
-    assert [doc["kind"] for doc in yaml.safe_load_all(out.read_text())] == ["ConfigMap", "Job"]
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(out.read_text())]
+    assert kinds == ["ConfigMap", "Service", "Job"]
 
 
 # --- real shard processes ------------------------------------------------------------------------
@@ -206,26 +211,25 @@ def port_pair() -> Iterator[int]:
 
 
 @pytest.mark.slow
-def test_a_crashed_shard_is_reported_and_the_others_data_kept(
+def test_a_shard_that_cannot_start_stops_them_all_at_the_barrier(
     tmp_path: Path, port_pair: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Real time: two shard processes, one of which fails to bind its fixed port, ~7 s."""
+    """Real time: two shard processes, one of which fails to bind its fixed port, ~5 s.
+
+    Issue 13: no shard starts a load its campaign cannot run whole. The one that fails says so
+    at the barrier, the other fails at once (not at the 60 s timeout) naming it, and nothing is
+    left to merge."""
     code, merged = _run_shards(
         tmp_path, SHORT_STAGE, "devices.count=20", f"devices.http_port={port_pair}"
     )
 
     assert code == 1
     err = capsys.readouterr().err
-    assert "shard 1/2 failed with exit code" in err
-    survivor = _summary(merged / "shard-0-of-2")
-    total = _summary(merged)
-    assert not (merged / "shard-1-of-2" / "summary.json").exists()
-    assert (merged / "report.html").is_file()
-    assert survivor["operations"]["sent"] == 20
-    assert total["operations"] == survivor["operations"]
-    assert total["latency_ms"]["complete"]["count"] == survivor["latency_ms"]["complete"]["count"]
-    assert total["interrupted"] is True  # half the campaign is missing: not a finished run
-    assert not (merged / "shard-1-of-2").exists()  # it failed to start: no folder left
+    assert "shard 0/2 failed with exit code 2" in err
+    assert "shard 1/2 failed with exit code 2" in err
+    assert "no shard left any results" in err
+    assert not list(merged.glob("shard-*"))  # neither began its load: no folder left
+    assert not (merged / "summary.json").exists()
 
 
 @pytest.mark.slow
@@ -249,3 +253,65 @@ def test_a_campaign_of_100000_devices_across_shards_reports_all_of_them(tmp_path
     report = (merged / "report.html").read_text(encoding="utf-8")
     assert "device.devices" in report
     assert "100000" in report or "100,000" in report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_sharded_run_stopped_with_sigint_is_merged_over_the_window_it_ran(
+    tmp_path: Path,
+) -> None:
+    """Real time: two shard processes of a 30 s plan, SIGINT to the parent ~2 s into the load
+    (issue 15, item 5), ~8 s. The shards run in their own sessions, so a terminal's Ctrl-C
+    reaches only the parent, which passes it on: the test signals the parent alone."""
+    command = [
+        sys.executable, "-m", "loadgen", "run", str(SMOKE), "--shards", "2",
+        "--results", str(tmp_path), "-q",
+        "--set", 'platform.arrival.stages=[{duration="30s", rate=40}]',
+        "--set", "devices.count=20",
+    ]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # The shards write run.json (with the load's common start) before the load begins.
+        deadline = time.monotonic() + 20
+        starts: list[float] = []
+        while len(starts) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            starts = [
+                orjson.loads(path.read_bytes())["started_at"]
+                for path in tmp_path.glob("*/*/shard-*-of-2/run.json")
+            ]
+            time.sleep(0.05)
+        assert len(starts) == 2, "the shards did not start"
+        time.sleep(max(0.0, max(starts) + 2.0 - time.time()))
+        parent.send_signal(signal.SIGINT)
+        out, err = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+    assert parent.returncode == 130, (out.decode(), err.decode())
+    [merged] = [p for p in tmp_path.glob("*/*") if p.is_dir()]
+    folders = sorted(merged.glob("shard-*-of-2"))
+    shards = [_summary(folder) for folder in folders]
+    total = _summary(merged)
+    assert all(shard["interrupted"] for shard in shards)
+    assert total["interrupted"] is True
+    windows = [shard["load_duration_s"] for shard in shards]
+    assert all(1.0 < window < 10.0 for window in windows), windows
+    assert 1.0 < total["load_duration_s"] < 10.0
+    assert total["load_duration_s"] == pytest.approx(max(windows))
+    # Each shard offered and achieved ~20/s over its own window; the merge, their sum over
+    # the common window (not 40/s's worth of operations spread over the 30 s plan).
+    for shard in shards:
+        assert shard["offered_rate"] == pytest.approx(20.0, rel=0.1)
+        assert shard["achieved_rate"] == pytest.approx(20.0, rel=0.25)
+    assert total["offered_rate"] == pytest.approx(sum(s["offered_rate"] for s in shards))
+    assert total["achieved_rate"] == pytest.approx(sum(s["achieved_rate"] for s in shards), rel=0.1)
+    for key, value in total["operations"].items():
+        assert value == sum(s["operations"][key] for s in shards), key
+    rows = load_run(merged).timeseries
+    assert rows
+    for column in ("stage", "offered_rate", "in_flight", "phase"):
+        assert all(row.get(column) not in (None, "") for row in rows), (column, rows)
+    assert {row["phase"] for row in rows} <= {"load", "drain"}
+    assert rows[0]["phase"] == "load"

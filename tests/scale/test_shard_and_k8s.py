@@ -38,8 +38,8 @@ def _expand(arg: str, env: dict[str, str]) -> str:
 def test_manifest_gives_every_pod_its_shard(tmp_path):
     scenario = tmp_path / "big.toml"
     scenario.write_text('[campaign]\nname = "big"\n')
-    text = render_manifest(scenario, shards=5, image="registry.example/loadgen:1", start_at=1e9)
-    config_map, job = list(yaml.safe_load_all(text))
+    text = render_manifest(scenario, shards=5, image="registry.example/loadgen:1")
+    config_map, _, job = list(yaml.safe_load_all(text))
     assert config_map["data"]["scenario.toml"] == scenario.read_text()
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
@@ -54,7 +54,7 @@ def test_manifest_gives_every_pod_its_shard(tmp_path):
         args = [_expand(a, {"SHARD_INDEX": str(index)}) for a in container["args"]]
         shard = Shard.parse(args[args.index("--shard") + 1])
         assert (shard.index, shard.count) == (index, 5)
-        assert args[args.index("--start-at") + 1] == "1000000000.000"
+        assert args[args.index("--directory") + 1].endswith(f"/shard-{index}-of-5")
         seen.add(shard.index)
     assert seen == set(range(5))
 
@@ -63,4 +63,4 @@ def test_manifest_rejects_zero_shards(tmp_path):
     scenario = tmp_path / "s.toml"
     scenario.write_text("")
     with pytest.raises(ConfigError, match="--shards"):
-        render_manifest(scenario, shards=0, image="x", start_at=0)
+        render_manifest(scenario, shards=0, image="x")
