@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for reason in reasons:
         print(f"FAIL  {reason}")
     if not reasons:
-        print("PASS  RSS, p99 and every operation accounted for")
+        print("PASS  RSS flat, p99 steady, every operation accounted for")
     print(f"results: {outcome.directory}")
     if outcome.interrupted:
         return EXIT_INTERRUPTED

@@ -9,8 +9,9 @@ holds the start: imports, connections, the ended-ids window filling):
    not a passing peak such as a collection;
 2. latency: did p99(complete) drift, last minute over second, by more than ``max_p99_drift``x?
    A minute's p99 is that of its intervals' histograms added up (exact, HdrHistogram);
-3. accounting: is any operation unaccounted for, ``sent != completed + timed_out + errors``
-   at the end of the run?
+3. accounting: is any operation unaccounted for at the end of the run: ``issued != completed +
+   timed_out + errors``, or ``sent != issued - timed_out_queued`` (those whose deadline came
+   before a connection did were never written)?
 
 A minute is ``(k-1)·length < t <= k·length`` from the run's start, ``length`` = 60 s (less in
 tests). Only whole minutes of the load window count; the drain after it belongs to none but is
@@ -44,6 +45,7 @@ __all__ = [
 
 #: The counters shown per minute, and the name of their column.
 COUNTS: Final = (
+    ("ops.issued", "issued"),
     ("ops.sent", "sent"),
     ("ops.completed", "completed"),
     ("ops.timed_out", "timed out"),
@@ -145,12 +147,19 @@ def verdict(
 ) -> list[str]:
     """Why the soak failed, one line each (empty: it passed)."""
     reasons: list[str] = []
-    sent = int(operations.get("sent", 0))
-    ended = sum(int(operations.get(key, 0)) for key in ("completed", "timed_out", "errors"))
-    if sent != ended:
+    count = {key: int(operations.get(key, 0)) for key in
+             ("issued", "sent", "completed", "timed_out", "errors", "timed_out_queued")}  # fmt: skip
+    ended = count["completed"] + count["timed_out"] + count["errors"]
+    if count["issued"] != ended:
         reasons.append(
-            f"{sent - ended:+,} operations unaccounted for: sent {sent:,}, completed + timed out"
-            f" + errors {ended:,}"
+            f"{count['issued'] - ended:+,} operations unaccounted for: issued {count['issued']:,},"
+            f" completed + timed out + errors {ended:,}"
+        )
+    written = count["issued"] - count["timed_out_queued"]
+    if count["sent"] != written:
+        reasons.append(
+            f"{count['sent'] - written:+,} operations sent unaccounted for: sent"
+            f" {count['sent']:,}, issued - timed out queued {written:,}"
         )
     if len(minutes) < _REFERENCE:
         reasons.append(f"too short to judge: {len(minutes)} whole minute(s), 2 at least")
@@ -182,13 +191,13 @@ def _cell(value: float | None, digits: int) -> str:
 def format_table(minutes: Sequence[Minute], *, length: float = 60.0) -> str:
     """One line per minute: RSS (median, max), p99(complete) and the counts."""
     unit = "min" if length == 60.0 else f"x{length:g}s"
-    head = f"{unit:>5}{'RSS MB':>9}{'max MB':>9}{'p99 ms':>10}" + "".join(
-        f"{label:>11}" for _, label in COUNTS
+    head = f"{unit:>5}{'RSS MB':>8}{'max MB':>8}{'p99 ms':>9}" + "".join(
+        f"{label:>10}" for _, label in COUNTS
     )
     rows = [
-        f"{minute.index:>5}{_cell(minute.rss_mb, 1):>9}{_cell(minute.rss_max_mb, 1):>9}"
-        f"{_cell(minute.p99_ms, 2):>10}"
-        + "".join(f"{minute.counts.get(name, 0):>11,}" for name, _ in COUNTS)
+        f"{minute.index:>5}{_cell(minute.rss_mb, 1):>8}{_cell(minute.rss_max_mb, 1):>8}"
+        f"{_cell(minute.p99_ms, 2):>9}"
+        + "".join(f"{minute.counts.get(name, 0):>10,}" for name, _ in COUNTS)
         for minute in minutes
     ]
     return "\n".join([head, "-" * len(head), *rows])
