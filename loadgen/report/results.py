@@ -16,11 +16,11 @@ report (marked as not finished).
 Reading back streams: ``load_run`` reads each ``.hlog`` one interval at a time, adds it to the
 recorder's total, keeps a few percentiles of it for the plots over time (``LatencySeries``, four
 numbers) and drops it; ``timeseries.csv`` becomes numeric columns (``Timeseries``, eight bytes a
-cell). An interval histogram is 188 kB whatever it holds, so keeping them all (a 5-minute run, 24
-recorders: 1.3 GB before the counts were shared out) is what once made the end of a long run
-jump by hundreds of MB. What ``load_run`` holds is the totals (fixed) plus ~250 bytes an
-interval. ``LoadedRun.series`` and ``LoadedRun.timeseries`` still give everything at once, read
-again from the files, for the shard merge and the tests that want it.
+cell). An interval histogram is 188 kB whatever it holds, so keeping them all is what once made
+the end of a run jump by hundreds of MB (90 s with 24 recorders: +390 MB; 5 minutes would be
+1.3 GB). What ``load_run`` holds is the totals (fixed) plus ~250 bytes an interval.
+``LoadedRun.series`` and ``LoadedRun.timeseries`` still give everything at once, read again from
+the files, for the shard merge and the tests that want it.
 """
 
 from __future__ import annotations
