@@ -108,10 +108,41 @@ ACCOUNTED = {
             [minute(1), minute(2), minute(3, p99=20.5)],
             ACCOUNTED,
             [
-                "p99(complete) drifted 2.05x from minute 2 to minute 3 (10.000 -> 20.500 ms;"
+                "p99(complete) drifted 2.05x from minute(s) 2 to 3 (10.000 -> 20.500 ms, medians;"
                 " limit 2x)"
             ],
             id="p99",
+        ),
+        pytest.param(
+            [
+                minute(1),
+                *(
+                    minute(k, p99=p99)
+                    for k, p99 in zip(
+                        range(2, 11), (10, 40, 11, 12, 12, 13, 40, 20, 19), strict=True
+                    )
+                ),
+            ],
+            ACCOUNTED,
+            [],
+            id="p99: one bad minute is no drift (medians of 2-4 and 8-10: 11 and 20 ms)",
+        ),
+        pytest.param(
+            [
+                minute(1),
+                *(
+                    minute(k, p99=p99)
+                    for k, p99 in zip(
+                        range(2, 11), (10, 9, 11, 12, 12, 13, 25, 23, 21), strict=True
+                    )
+                ),
+            ],
+            ACCOUNTED,
+            [
+                "p99(complete) drifted 2.30x from minute(s) 2-4 to 8-10 (10.000 -> 23.000 ms,"
+                " medians; limit 2x)"
+            ],
+            id="p99: a trend over ten minutes",
         ),
         pytest.param(
             [minute(1), minute(2)],
@@ -136,7 +167,7 @@ ACCOUNTED = {
             ACCOUNTED,
             [
                 "RSS was not sampled in the second or the last minute",
-                "no operation completed in the second or the last minute",
+                "no operation completed in minute(s) 2 or 3",
             ],
             id="missing",
         ),
