@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 SCENARIO ?= scenarios/default.toml
 SLO ?= p99(complete) < 500ms
+SOAK_DURATION ?= 10m
 # `make capacity` alone searches the reference target (a known answer: 300 ops/s).
 CAPACITY_SCENARIO = $(if $(filter command line environment,$(origin SCENARIO)),$(SCENARIO),scenarios/reference-capacity.toml)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint format bench campaign capacity clean
+.PHONY: help run test check lint format bench soak campaign capacity clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +53,9 @@ format: $(VENV)/.installed-dev ## apply ruff's fixes and formatting
 
 bench: $(VENV)/.installed ## self-benchmark of this machine (prints ratios against in-run references)
 	$(BIN)/python -m loadgen.bench
+
+soak: $(VENV)/.installed ## both sides for SOAK_DURATION (10m): RSS, p99, counts per minute; 99 on drift or loss
+	$(BIN)/python -m loadgen.bench.soak --duration $(SOAK_DURATION)
 
 clean: ## remove the virtual environment and caches (results/ is kept)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

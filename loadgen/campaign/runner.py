@@ -683,7 +683,7 @@ def _finish(
             "load_duration_s": round(run.load_seconds, 3),
             "offered_rate": None,
             "generator": generator_verdict(
-                histograms_of(run.metrics), load_run(directory).timeseries, HealthLimits()
+                histograms_of(run.metrics), load_run(directory).columns, HealthLimits()
             ),
         }
     info["campaign"] = scenario.campaign.name

@@ -19,7 +19,7 @@ t_first, steps, deadline)``. An operation's lifecycle is a small state machine, 
    recorded at its deadline) and is also counted in ``ops.timed_out_queued``, so ``ops.sent ==
    ops.issued - ops.timed_out_queued`` once nothing is live. Nothing else can end an
    operation that was never written (every other end is an answer to it). The id is remembered
-   (``ended``, bounded) so that a later message for it is classified ``late`` or
+   for a while (rule 6) so that a later message for it is classified ``late`` or
    ``duplicate`` rather than ``orphan``; none of them changes anything but a counter.
 3. Every latency is recorded from the intended send time, with its service-time twin from the
    actual send time (``metrics.phase(name).record(now - t_intended, now - t_sent)``), each phase
@@ -33,6 +33,11 @@ t_first, steps, deadline)``. An operation's lifecycle is a small state machine, 
    closes the connection *because* of that deadline, and may report it before the timer task
    runs) times the operation out at the deadline, exactly as the timer would have; the
    exchange's end then counts as ``ops.abandoned_exchanges`` as it does in the other order.
+6. An ended id is remembered for its *window*, the longest time in which a message for it still
+   means something: from its end, its own ``timeout`` (a device may still be working on it) plus
+   the south API's ``linger`` (how long the API listens after the last operation). After that it
+   is forgotten and a message for it is an ``orphan``. Memory is bounded in time, not in count:
+   ``rate x window`` ids, whatever the run's length (see ``EndedIds``).
 
 Deadlines
 ---------
@@ -56,6 +61,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,7 +73,9 @@ if TYPE_CHECKING:  # config pulls in the HTTP layer (and trio); this module stay
 
 __all__ = [
     "ENDED",
+    "GENERATION_SECONDS",
     "TRANSITIONS",
+    "EndedIds",
     "Event",
     "InflightTable",
     "Operation",
@@ -75,8 +83,9 @@ __all__ = [
     "TableStats",
 ]
 
-#: How many ended ids are remembered to tell late/duplicate messages from orphans.
-REMEMBER_ENDED: Final = 1_000_000
+#: The width of one generation of remembered ended ids (``EndedIds``): an id is forgotten at most
+#: this long after its window closes, and a lookup probes ``window / width + 1`` generations.
+GENERATION_SECONDS: Final = 1.0
 _SUCCESSFUL: Final = "SUCCESSFUL"
 _ERROR_TIMEOUT: Final = "ERROR_TIMEOUT"
 #: ``result.<code>`` counter names, built once rather than per operation.
@@ -232,6 +241,70 @@ class Operation:
         )
 
 
+class EndedIds:
+    """Ended ids and how each ended, each kept until its window closes (rule 6).
+
+    Generations by expiry time, not a dict of every id ever ended: ``add`` puts an id into the
+    generation ``ceil(expires / width)``, and a generation is dropped whole as soon as ``now``
+    passes its end (``index * width``), when every id in it has expired. So an id is recognised
+    at least until it expires and forgotten at most ``width`` later; adding is O(1); dropping is
+    one dict freed per generation, without a timer or a scan per id; what is kept is the ids
+    ended in the last window, ``rate x (window + width)``, whatever the run's length. Windows may
+    differ per operation (each has its own ``timeout``): each id goes where its own expiry falls.
+    A lookup probes every kept generation (``window / width + 1``); only messages for ids that
+    are no longer live look, so the hot path never does.
+    """
+
+    __slots__ = ("_generations", "_horizon", "width")
+
+    def __init__(self, width: float = GENERATION_SECONDS) -> None:
+        if not width > 0:
+            raise ValueError(f"expected a generation width > 0 s, got {width!r}")
+        self.width = width
+        self._generations: dict[int, dict[str, State]] = {}
+        self._horizon = math.inf  # the end of the oldest generation: past it, one is dropped
+
+    def __len__(self) -> int:
+        return sum(len(generation) for generation in self._generations.values())
+
+    def __repr__(self) -> str:
+        return f"<EndedIds ids={len(self)} generations={len(self._generations)}>"
+
+    @property
+    def generations(self) -> int:
+        return len(self._generations)
+
+    def add(self, op_id: str, state: State, expires: float, now: float) -> None:
+        """Remember ``op_id`` (ended in ``state``) until ``expires``; ``now`` drops what expired."""
+        if now > self._horizon:
+            self.forget(now)
+        index = math.ceil(expires / self.width)
+        generation = self._generations.get(index)
+        if generation is None:
+            generation = self._generations[index] = {}
+            end = index * self.width
+            if end < self._horizon:
+                self._horizon = end
+        generation[op_id] = state
+
+    def get(self, op_id: str, now: float) -> State | None:
+        """How ``op_id`` ended, or None when it never did or its window has closed."""
+        if now > self._horizon:
+            self.forget(now)
+        for generation in self._generations.values():
+            state = generation.get(op_id)
+            if state is not None:
+                return state
+        return None
+
+    def forget(self, now: float) -> None:
+        """Drop every generation whose end ``now`` has passed (all of its ids have expired)."""
+        generations, width = self._generations, self.width
+        for index in [index for index in generations if index * width < now]:
+            del generations[index]
+        self._horizon = min(generations) * width if generations else math.inf
+
+
 class TableStats:
     """A frozen view for status lines."""
 
@@ -283,7 +356,8 @@ class InflightTable:
     ``on_end(op)`` is called once per operation as it ends (the closed model uses it to start
     the next one); ``on_earlier(deadline)`` when a timer is armed before every other one (the
     timer task then wakes earlier). With ``strict``, an answer that does not match its
-    operation ends it as an error (``misfit``).
+    operation ends it as an error (``misfit``). ``linger`` is the south API's (rule 6);
+    ``generation`` the width of one generation of ended ids (``EndedIds``).
     """
 
     __slots__ = (
@@ -292,8 +366,7 @@ class InflightTable:
         "_complete",
         "_first",
         "_heap",
-        "_older",
-        "_remember",
+        "_linger",
         "_seq",
         "_step",
         "counters",
@@ -312,7 +385,8 @@ class InflightTable:
         metrics: Metrics,
         *,
         breakdown_by_name: bool = False,
-        remember: int = REMEMBER_ENDED,
+        linger: float = 0.0,
+        generation: float = GENERATION_SECONDS,
         on_end: Callable[[Operation], None] | None = None,
         on_earlier: Callable[[float], None] | None = None,
         strict: bool = False,
@@ -321,15 +395,12 @@ class InflightTable:
         self.strict = strict
         self.counters = metrics.counters
         self.live: dict[str, Operation] = {}
-        # Ended ids in two generations: when ``ended`` holds ``remember // 2`` ids it becomes
-        # ``_older`` and a fresh dict starts, so remembering is O(1) and bounded.
-        self.ended: dict[str, State] = {}
-        self._older: dict[str, State] = {}
+        self.ended = EndedIds(generation)
+        self._linger = linger
         self.peak = 0
         self.queued = 0  # live operations not written yet (``t_sent is None``)
         self.on_end = on_end
         self.on_earlier = on_earlier
-        self._remember = remember
         self._breakdown = breakdown_by_name
         self._heap: list[tuple[float, int, Operation]] = []
         self._seq = itertools.count()
@@ -342,7 +413,10 @@ class InflightTable:
         return len(self.live)
 
     def __repr__(self) -> str:
-        return f"<InflightTable live={len(self.live)} peak={self.peak} timers={len(self._heap)}>"
+        return (
+            f"<InflightTable live={len(self.live)} peak={self.peak} timers={len(self._heap)}"
+            f" ended={len(self.ended)}>"
+        )
 
     def statistics(self) -> TableStats:
         return TableStats(len(self.live), self.peak, len(self._heap), self.queued)
@@ -476,7 +550,7 @@ class InflightTable:
         op.result = code
         counters["ops.succeeded" if code == _SUCCESSFUL else "ops.failed"] += 1
         counters[_RESULT_COUNTER.get(code) or f"result.{code}"] += 1
-        self._end(op)
+        self._end(op, now)
 
     def partial(self, op: Operation, now: float, steps: Sequence[Any]) -> None:
         """An async message without resultCode: accumulate its steps."""
@@ -513,14 +587,14 @@ class InflightTable:
             self.counters["ops.errors"] += 1
             if self._breakdown:
                 self.counters[f"by_name.{op.name}.errors"] += 1
-            self._end(op)
+            self._end(op, now)
 
     def superseded(self, op: Operation) -> None:
         """An exchange of an earlier attempt ended after its operation was re-sent (a retry):
         its answer or failure says nothing about the attempt now live, so only a counter."""
         self.counters["ops.abandoned_exchanges"] += 1
 
-    def misfit(self, op: Operation, wrong: Sequence[str]) -> bool:
+    def misfit(self, op: Operation, wrong: Sequence[str], now: float) -> bool:
         """A device's answer or message for ``op`` does not match it: each of ``wrong`` (the
         ``device.wrong_*`` counters) is counted. With ``strict``, a live operation then ends as
         an error (``ops.errors``, ``ops.strict_errors``) and True says the answer is not to be
@@ -533,7 +607,7 @@ class InflightTable:
         _move(op, Event.REJECT)
         counters["ops.strict_errors"] += 1
         counters["ops.errors"] += 1
-        self._end(op)
+        self._end(op, now)
         return True
 
     def message(self, op_id: str, now: float, code: str | None, steps: Sequence[Any]) -> str:
@@ -541,7 +615,7 @@ class InflightTable:
         ``duplicate`` (each counted as ``south.<outcome>`` except ``ok``)."""
         op = self.live.get(op_id)
         if op is None:
-            state = self.ended.get(op_id) or self._older.get(op_id)
+            state = self.ended.get(op_id, now)
             if state is None:
                 self.counters["south.orphan"] += 1
                 return "orphan"
@@ -605,18 +679,15 @@ class InflightTable:
             counters["ops.timed_out_queued"] += 1
         if cut:
             counters["ops.cut_by_grace"] += 1
-        self._end(op)
+        self._end(op, deadline)
 
-    def _end(self, op: Operation) -> None:
+    def _end(self, op: Operation, now: float) -> None:
+        """``op`` ended at ``now`` (a deadline for a time-out, however late its timer woke)."""
         if op.t_sent is None:
             self.queued -= 1
         op.timer = -1  # its heap entry, if any, is stale from now on
         del self.live[op.id]
-        ended = self.ended
-        ended[op.id] = op.state
-        if len(ended) >= self._remember // 2:
-            self._older = ended
-            self.ended = {}
+        self.ended.add(op.id, op.state, now + op.timeouts.timeout + self._linger, now)
         if self.on_end is not None:
             self.on_end(op)
         if op.on_done is not None:

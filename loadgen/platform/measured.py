@@ -154,12 +154,12 @@ class MeasuredTable(InflightTable):
         finally:
             self._use(self._main)
 
-    def misfit(self, op: Operation, wrong: Sequence[str]) -> bool:
+    def misfit(self, op: Operation, wrong: Sequence[str], now: float) -> bool:
         if op.t_intended >= self.measure_from:
-            return super().misfit(op, wrong)
+            return super().misfit(op, wrong, now)
         self._use(self._warm)
         try:
-            return super().misfit(op, wrong)
+            return super().misfit(op, wrong, now)
         finally:
             self._use(self._main)
 

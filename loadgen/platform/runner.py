@@ -420,10 +420,11 @@ async def run_platform(
     arrival = config.arrival
     schedule = None if arrival.model == "closed" else Schedule(arrival.stages)
     breakdown, strict = config.breakdown, config.strict
+    linger = config.south.linger  # ended ids are remembered timeout + linger (inflight rule 6)
     table = (
-        InflightTable(metrics, breakdown_by_name=breakdown, strict=strict)
+        InflightTable(metrics, breakdown_by_name=breakdown, strict=strict, linger=linger)
         if config.measure_from is None
-        else MeasuredTable(metrics, breakdown_by_name=breakdown, strict=strict)
+        else MeasuredTable(metrics, breakdown_by_name=breakdown, strict=strict, linger=linger)
     )
     core = SouthCore(
         table, metrics, paths=PathTemplate(config.base_path), api_key=config.south.api_key,

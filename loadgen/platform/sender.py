@@ -492,7 +492,9 @@ class Sender:
             response.id != op.id
             or response.name != op.name
             or (response.device_id is not None and response.device_id != device)
-        ) and table.misfit(op, misfits(op, device, response.id, response.name, response.device_id)):
+        ) and table.misfit(
+            op, misfits(op, device, response.id, response.name, response.device_id), now
+        ):
             return  # strict: the operation has ended as an error
         code, steps = response.result_code, response.steps
         if code is None:  # a partial in the answer: acknowledged, more to come

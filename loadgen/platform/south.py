@@ -258,7 +258,7 @@ class SouthCore:
                 wrong = misfits(
                     op, expected, response.id, response.name, response.device_id, device_id
                 )
-                if self.table.misfit(op, wrong):
+                if self.table.misfit(op, wrong, now):
                     return 201, b""  # strict: the operation has ended as an error
             code = response.result_code
             self.table.message(

@@ -2,6 +2,13 @@
 
 Every plot reads the results folder as written (interval histograms, ``timeseries.csv``) or the
 summary, never live objects, so a report rebuilt after a kill looks like one written at the end.
+It reads them as ``load_run`` streams them: percentiles per interval (``LatencySeries``) and
+numeric columns (``Timeseries``), never the interval histograms themselves; and each series is
+one artist (a line, a filled step), not one object per interval. A series longer than
+``MAX_POINTS`` is thinned before it is drawn (``thin``): each bucket of consecutive intervals
+keeps its lowest and its highest value, in time order, so every spike is still drawn at its
+height and the line covers what the full series would, pixel for pixel (the plot is ~800 pixels
+wide); drawing cost and memory then stay the same however long the run was.
 Each builder returns PNG bytes or, when its data is absent (a sync-only run has no
 ``first_response``; a folder killed before its first interval has no rows), a short note saying
 what is missing: a report is never refused because one plot has nothing to show.
@@ -23,23 +30,33 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from loadgen.report.results import LoadedRun
+from loadgen.report.results import OVER_TIME, LoadedRun, Timeseries
 
-__all__ = ["FIGSIZE", "Plot", "build_plots", "spectrum_points"]
+__all__ = [
+    "FIGSIZE",
+    "MAX_POINTS",
+    "Plot",
+    "build_plots",
+    "coarse_steps",
+    "spectrum_points",
+    "thin",
+]
 
 FIGSIZE: Final = (9.0, 3.2)  # inches; at DPI 100 one PNG is 20-60 kB
 DPI: Final = 100
-TIME_PHASES: Final = ("complete", "ack", "first_response")
+TIME_PHASES: Final = OVER_TIME
 SPECTRUM_PHASES: Final = ("complete", "complete.service", "ack", "first_response")
 SPECTRUM_NINES: Final = 5  # the spectrum ends at 99.999 %
 SPECTRUM_POINTS: Final = 251
+#: The most points a line over time is drawn with: more than the plot is wide in pixels.
+MAX_POINTS: Final = 2000
 COLOURS: Final = {
     "p50": "#1f77b4",
     "p90": "#ff7f0e",
@@ -87,21 +104,56 @@ def _figure(left: float = 0.07) -> Figure:
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
+    # A figure, its axes and its canvas refer to each other: only the cycle collector would free
+    # them (and the canvas's pixel buffer), after every plot of the report had piled up.
+    figure.clear()
+    figure.canvas = None  # type: ignore[assignment]
     return buffer.getvalue()
 
 
-def _number(value: str | None) -> float:
-    """A timeseries cell as a float; NaN (a gap in the line) when empty."""
-    if not value:
-        return math.nan
-    try:
-        return float(value)
-    except ValueError:
-        return math.nan
+def _column(columns: Timeseries, name: str) -> Sequence[float]:
+    return columns.column(name)
 
 
-def _column(rows: Sequence[Mapping[str, str]], name: str) -> list[float]:
-    return [_number(row.get(name)) for row in rows]
+def thin(xs: Sequence[float], ys: Sequence[float]) -> tuple[Sequence[float], Sequence[float]]:
+    """``(xs, ys)`` as they are when at most ``MAX_POINTS`` long; otherwise the lowest and the
+    highest point of each of ``MAX_POINTS // 2`` buckets of consecutive points, in time order
+    (a bucket with no number, NaN only, stays a gap)."""
+    count = len(xs)
+    if count <= MAX_POINTS:
+        return xs, ys
+    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    size = -(-count // (MAX_POINTS // 2))
+    out_x: list[float] = []
+    out_y: list[float] = []
+    for start in range(0, count, size):
+        part = y[start : start + size]
+        known = ~np.isnan(part)
+        if not known.any():
+            out_x.append(float(x[start]))
+            out_y.append(math.nan)
+            continue
+        low = int(np.argmin(np.where(known, part, np.inf)))
+        high = int(np.argmax(np.where(known, part, -np.inf)))
+        for index in sorted({low, high}):
+            out_x.append(float(x[start + index]))
+            out_y.append(float(part[index]))
+    return out_x, out_y
+
+
+def coarse_steps(
+    edges: Sequence[float], values: Sequence[float]
+) -> tuple[Sequence[float], Sequence[float]]:
+    """A step series (``len(edges) == len(values) + 1``) with at most ``MAX_POINTS // 2`` steps:
+    each coarse step spans a bucket of consecutive ones at the height of the highest of them."""
+    count = len(values)
+    if count <= MAX_POINTS // 2:
+        return edges, values
+    size = -(-count // (MAX_POINTS // 2))
+    heights = np.asarray(values, dtype=np.float64)
+    starts = range(0, count, size)
+    coarse = [float(heights[start : start + size].max()) for start in starts]
+    return [edges[start] for start in starts] + [edges[-1]], coarse
 
 
 def _has_data(values: Sequence[float]) -> bool:
@@ -118,17 +170,24 @@ def _values_at(histogram: HdrHistogram, percentiles: Sequence[float]) -> list[in
     return [int(found[p]) for p in percentiles]
 
 
-def _shade_drain(axes: Any, rows: Sequence[Mapping[str, str]]) -> None:
+def _shade_drain(axes: Any, columns: Timeseries) -> None:
     """Shade the intervals after the load (the drain): their latencies still count, but nothing
-    new was sent, so a falling rate there is no shortfall."""
-    start, labelled = 0.0, False
-    for row in rows:
-        end = _number(row.get("t_s"))
-        if row.get("phase") == "drain" and not math.isnan(end):
-            axes.axvspan(start, end, color=COLOURS["drain"], alpha=0.18, linewidth=0,
-                         label=None if labelled else "drain")  # fmt: skip
-            labelled = True
-        start = end if not math.isnan(end) else start
+    new was sent, so a falling rate there is no shortfall. Adjacent drain intervals make one
+    span (the drain is one stretch at the end: one artist, however long it is)."""
+    spans: list[list[float]] = []
+    start = 0.0
+    for end, phase in zip(columns.column("t_s"), columns.phases, strict=True):
+        if math.isnan(end):
+            continue
+        if phase == "drain":
+            if spans and spans[-1][1] == start:
+                spans[-1][1] = end
+            else:
+                spans.append([start, end])
+        start = end
+    for number, (low, high) in enumerate(spans):
+        axes.axvspan(low, high, color=COLOURS["drain"], alpha=0.18, linewidth=0,
+                     label=None if number else "drain")  # fmt: skip
 
 
 def _count(histogram: HdrHistogram | None) -> int:
@@ -138,25 +197,25 @@ def _count(histogram: HdrHistogram | None) -> int:
 # --- (a) latency percentiles over time ---------------------------------------------------------
 
 
+def _ms(values: Sequence[float]) -> list[float]:
+    return [value / 1000 for value in values]
+
+
 def latency_over_time(run: LoadedRun, phase: str) -> bytes | str:
-    intervals = [item for item in run.series.get(phase, []) if _count(item[2])]
-    if not intervals:
+    series = run.latency.get(phase)
+    if series is None or not len(series):
         return f"no {phase} latencies were recorded"
     figure = _figure()
     axes = figure.add_subplot()
-    ends = [end for _, end, _ in intervals]
-    levels = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
-    per_interval = [_values_at(h, [p for _, p in levels]) for _, _, h in intervals]
-    for column, (key, _) in enumerate(levels):
-        values = [row[column] / 1000 for row in per_interval]
-        axes.plot(ends, values, color=COLOURS[key], label=f"{key} (intended)", linewidth=1.4)
-    twin = {end: h for _, end, h in run.series.get(f"{phase}.service", []) if _count(h)}
-    if twin:
-        times = sorted(twin)
-        values = [_values_at(twin[t], [99.0])[0] / 1000 for t in times]
-        axes.plot(times, values, color=COLOURS["service"], linestyle="--", linewidth=1.2,
+    for key, values in (("p50", series.p50), ("p90", series.p90), ("p99", series.p99)):
+        xs, ys = thin(series.ends, values)
+        axes.plot(xs, _ms(ys), color=COLOURS[key], label=f"{key} (intended)", linewidth=1.4)
+    twin = run.latency.get(f"{phase}.service")
+    if twin is not None and len(twin):
+        xs, ys = thin(twin.ends, twin.p99)
+        axes.plot(xs, _ms(ys), color=COLOURS["service"], linestyle="--", linewidth=1.2,
                   label="p99 (service time)")  # fmt: skip
-    _shade_drain(axes, run.timeseries)
+    _shade_drain(axes, run.columns)
     axes.set_xlabel("seconds since start")
     axes.set_ylabel("latency (ms)")
     axes.set_ylim(bottom=0)
@@ -208,8 +267,8 @@ def percentile_spectrum(run: LoadedRun) -> bytes | str:
 
 
 def rates_over_time(run: LoadedRun) -> bytes | str:
-    rows = run.timeseries
-    if not rows:
+    rows = run.columns
+    if not len(rows):
         return "timeseries.csv has no rows"
     times = _column(rows, "t_s")
     figure = _figure()
@@ -221,7 +280,7 @@ def rates_over_time(run: LoadedRun) -> bytes | str:
     ):
         values = _column(rows, column)
         if _has_data(values):
-            axes.plot(times, values, color=COLOURS[key], linestyle=style, label=label)
+            axes.plot(*thin(times, values), color=COLOURS[key], linestyle=style, label=label)
     _shade_drain(axes, rows)
     axes.set_xlabel("seconds since start")
     axes.set_ylabel("operations / s")
@@ -235,35 +294,43 @@ def rates_over_time(run: LoadedRun) -> bytes | str:
 
 
 def in_flight_and_errors(run: LoadedRun) -> bytes | str:
-    rows = run.timeseries
-    if not rows:
+    rows = run.columns
+    if not len(rows):
         return "timeseries.csv has no rows"
     times = _column(rows, "t_s")
-    widths = [t - previous for previous, t in zip([0.0, *times[:-1]], times, strict=True)]
+    # each count fills its interval, from the previous row's end (0 for the first) to its own
+    edges = [0.0, *(t for t in times if not math.isnan(t))]
+    known = [not math.isnan(t) for t in times]
     figure = _figure()
     axes = figure.add_subplot()
     errors = figure.axes[0].twinx()
-    bottom = [0.0] * len(rows)
-    handles: list[Artist | BarContainer] = []
+    handles: list[Artist] = []
+    bottom: Sequence[float] = []
     for column in ("failed", "timed_out", "errors"):
-        values = [0.0 if math.isnan(v) else v for v in _column(rows, column)]
-        if not any(values):
+        counts = _column(rows, column)
+        per_interval = [
+            0.0 if math.isnan(v) else v for v, ok in zip(counts, known, strict=True) if ok
+        ]
+        if not any(per_interval):
             continue
-        bars = errors.bar(times, values, width=[-0.8 * w for w in widths], bottom=bottom,
-                          align="edge", color=COLOURS[column], alpha=0.6, label=column)  # fmt: skip
-        handles.append(bars)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        steps, values = coarse_steps(edges, per_interval)
+        bottom = bottom or [0.0] * len(values)
+        # one filled step per kind, stacked: one artist, not one bar object per interval
+        top = [b + v for b, v in zip(bottom, values, strict=True)]
+        handles.append(errors.stairs(top, steps, baseline=bottom, fill=True,
+                                     color=COLOURS[column], alpha=0.6, label=column))  # fmt: skip
+        bottom = top
     # "errors" is one of the three ways to end badly: the axis counts all three
     errors.set_ylabel("ended badly per interval" if handles else "none ended badly")
-    errors.set_ylim(bottom=0, top=max(1.0, *bottom) * 1.1)
+    errors.set_ylim(bottom=0, top=max([1.0, *bottom]) * 1.1)
     errors.yaxis.set_major_locator(MaxNLocator(integer=True))
     in_flight = _column(rows, "in_flight")
     if _has_data(in_flight):
-        (line,) = axes.plot(times, in_flight, color=COLOURS["in_flight"], label="in flight")
+        (line,) = axes.plot(*thin(times, in_flight), color=COLOURS["in_flight"], label="in flight")
         handles.insert(0, line)
     queued = [0.0 if math.isnan(v) else v for v in _column(rows, "queued")]
     if any(queued):  # of those in flight, issued but not written yet (a busy pool)
-        (line,) = axes.plot(times, queued, color=COLOURS["in_flight"], linestyle="--",
+        (line,) = axes.plot(*thin(times, queued), color=COLOURS["in_flight"], linestyle="--",
                             label="of which queued (not sent)")  # fmt: skip
         handles.insert(1, line)
     _shade_drain(errors, rows)
@@ -357,8 +424,8 @@ def per_hop(summary: Mapping[str, Any]) -> bytes | str:
 
 
 def generator_health(run: LoadedRun) -> bytes | str:
-    rows = run.timeseries
-    if not rows:
+    rows = run.columns
+    if not len(rows):
         return "timeseries.csv has no rows"
     times = _column(rows, "t_s")
     lateness = _column(rows, "lateness_p99_ms")
@@ -374,14 +441,14 @@ def generator_health(run: LoadedRun) -> bytes | str:
         (loop_lag, "loop_lag", "event-loop lag p99 (ms)"),
     ):
         if _has_data(values):
-            handles.append(axes.plot(times, values, color=COLOURS[key], label=label)[0])
+            handles.append(axes.plot(*thin(times, values), color=COLOURS[key], label=label)[0])
     axes.set_xlabel("seconds since start")
     axes.set_ylabel("ms")
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
     if _has_data(cpu):
         right = axes.twinx()
-        handles.append(right.plot(times, cpu, color=COLOURS["cpu"], linestyle="--",
+        handles.append(right.plot(*thin(times, cpu), color=COLOURS["cpu"], linestyle="--",
                                   label="CPU (% of one core)")[0])  # fmt: skip
         right.set_ylabel("CPU %")
         right.set_ylim(bottom=0, top=max(100.0, max(v for v in cpu if not math.isnan(v)) * 1.1))

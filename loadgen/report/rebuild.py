@@ -19,7 +19,7 @@ merge of shards are their sums (``device.devices``: the whole fleet).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from loadgen.errors import ConfigError
 from loadgen.metrics.health import HealthLimits, p99_ms, saturation_reasons
 from loadgen.metrics.thresholds import parse_threshold
 from loadgen.report.html import render_report
-from loadgen.report.results import LoadedRun, load_run
+from loadgen.report.results import LoadedRun, Timeseries, load_run
 from loadgen.report.summary import build_summary, write_summary
 
 __all__ = ["generator_verdict", "last_interval_end", "rebuild", "rebuild_summary"]
@@ -37,30 +37,21 @@ __all__ = ["generator_verdict", "last_interval_end", "rebuild", "rebuild_summary
 
 def last_interval_end(run: LoadedRun) -> float | None:
     """Seconds from the start to the end of the last interval on disk (None: no interval)."""
-    ends = [end for intervals in run.series.values() for _, end, _ in intervals]
-    for row in run.timeseries:
-        try:
-            ends.append(float(row["t_s"]))
-        except (KeyError, TypeError, ValueError):
-            continue
+    ends = [end for end in run.columns.column("t_s") if not math.isnan(end)]
+    if run.last_end is not None:
+        ends.append(run.last_end)
     return max(ends) if ends else None
 
 
 def generator_verdict(
     histograms: Mapping[str, HdrHistogram],
-    rows: Sequence[Mapping[str, str]],
+    columns: Timeseries,
     limits: HealthLimits,
     counters: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The verdict of ``saturation_reasons`` from a folder: the whole run's lateness and loop-lag
     p99, the mean of its CPU column and the operations its full queue refused."""
-    cpu = []
-    for row in rows:
-        try:
-            cpu.append(float(row.get("cpu_percent") or "nan"))
-        except ValueError:
-            continue
-    cpu = [value for value in cpu if not math.isnan(value)]
+    cpu = [value for value in columns.column("cpu_percent") if not math.isnan(value)]
     reasons = saturation_reasons(
         limits,
         lateness_p99_ms=p99_ms(histograms.get("lateness")),
@@ -111,7 +102,7 @@ def rebuild_summary(run: LoadedRun) -> dict[str, Any]:
             raise ConfigError(
                 f"{exc}", source=str(run.directory / "run.json"), key="health_limits"
             ) from exc
-        meta["generator"] = generator_verdict(run.totals, run.timeseries, limits, run.counters)
+        meta["generator"] = generator_verdict(run.totals, run.columns, limits, run.counters)
     extra = previous.get("extra")
     if isinstance(extra, Mapping) and extra:
         meta["extra"] = dict(extra)

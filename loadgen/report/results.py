@@ -12,14 +12,25 @@
 Everything needed for the summary and the report is on disk after every interval, so a run killed
 with SIGKILL still leaves data that ``load_run`` reads back and ``loadgen report`` turns into a
 report (marked as not finished).
+
+Reading back streams: ``load_run`` reads each ``.hlog`` one interval at a time, adds it to the
+recorder's total, keeps a few percentiles of it for the plots over time (``LatencySeries``, four
+numbers) and drops it; ``timeseries.csv`` becomes numeric columns (``Timeseries``, eight bytes a
+cell). An interval histogram is 188 kB whatever it holds, so keeping them all is what once made
+the end of a run jump by hundreds of MB (90 s with 24 recorders: +390 MB; 5 minutes would be
+1.3 GB). What ``load_run`` holds is the totals (fixed) plus ~250 bytes an interval.
+``LoadedRun.series`` and ``LoadedRun.timeseries`` still give everything at once, read again from
+the files, for the shard merge and the tests that want it.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
-from collections.abc import Mapping
+import math
+import sys
+from array import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -33,11 +44,16 @@ from loadgen.metrics.hdr import new_histogram, values_at
 from loadgen.metrics.intervals import HlogWriter, Interval
 
 __all__ = [
+    "OVER_TIME",
     "TIMESERIES_COLUMNS",
+    "LatencySeries",
     "LoadedRun",
     "RunWriter",
+    "Timeseries",
+    "iter_hlog",
     "load_run",
     "new_run_directory",
+    "read_hlog",
 ]
 
 # (column, how to compute it from an Interval); latency columns read interval histograms.
@@ -79,6 +95,12 @@ _LATENCY_COLUMNS: Final = {
     "lateness_p99_ms": ("lateness", 99.0),
     "loop_lag_p99_ms": ("loop_lag", 99.0),
 }
+#: The phases whose percentiles per interval the report plots (with their service twins).
+OVER_TIME: Final = ("complete", "ack", "first_response")
+#: The percentiles kept per interval (``LatencySeries``).
+SERIES_LEVELS: Final = (50.0, 90.0, 99.0)
+#: Columns of ``timeseries.csv`` that are not numbers.
+_TEXT_COLUMNS: Final = ("phase", "stage")
 
 
 def new_run_directory(root: Path, campaign: str, now: dt.datetime | None = None) -> Path:
@@ -186,45 +208,154 @@ class RunWriter:
         self._csv_file.close()
 
 
+class LatencySeries:
+    """One recorder's p50 / p90 / p99 (µs) at the end of each non-empty interval: four doubles an
+    interval, what the plots over time draw, instead of the interval's 188 kB histogram."""
+
+    __slots__ = ("ends", "p50", "p90", "p99")
+
+    def __init__(self) -> None:
+        self.ends = array("d")
+        self.p50 = array("d")
+        self.p90 = array("d")
+        self.p99 = array("d")
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __repr__(self) -> str:
+        return f"<LatencySeries intervals={len(self)}>"
+
+    def append(self, end: float, histogram: HdrHistogram) -> None:
+        # one pass over the counts for the three (get_value_at_percentile scans them each time)
+        found = histogram.get_percentile_to_value_dict(list(SERIES_LEVELS))
+        self.ends.append(end)
+        for column, level in zip((self.p50, self.p90, self.p99), SERIES_LEVELS, strict=True):
+            column.append(float(found[level]))
+
+
+class Timeseries:
+    """``timeseries.csv`` as columns: each numeric one an array of doubles (NaN for an empty or
+    unreadable cell), ``phase`` a list of shared strings; a column the file lacks is all NaN."""
+
+    __slots__ = ("_columns", "phases")
+
+    def __init__(self) -> None:
+        self._columns = {
+            name: array("d") for name in TIMESERIES_COLUMNS if name not in _TEXT_COLUMNS
+        }
+        self.phases: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.phases)
+
+    def __repr__(self) -> str:
+        return f"<Timeseries rows={len(self)}>"
+
+    def column(self, name: str) -> array[float]:
+        """The values of a numeric column (a KeyError names a column that is not one)."""
+        return self._columns[name]
+
+    def append(self, row: Mapping[str, str | None]) -> None:
+        for name, values in self._columns.items():
+            values.append(_number(row.get(name)))
+        self.phases.append(sys.intern(row.get("phase") or ""))
+
+
+def _number(cell: str | None) -> float:
+    if not cell:
+        return math.nan
+    try:
+        return float(cell)
+    except ValueError:
+        return math.nan
+
+
 @dataclass(slots=True)
 class LoadedRun:
-    """A results folder read back from its files."""
+    """A results folder read back from its files (see the module docstring: streamed)."""
 
     directory: Path
     run: dict[str, Any]
     totals: dict[str, HdrHistogram]  # recorder -> all intervals added
-    series: dict[str, list[tuple[float, float, HdrHistogram]]]  # recorder -> (start, end, hist)
+    latency: dict[str, LatencySeries]  # recorder (of ``OVER_TIME`` and twins) -> per interval
     counters: dict[str, int]
     finished: bool  # the last counters line was written by a run that ended normally
-    timeseries: list[dict[str, str]] = field(default_factory=list)
+    columns: Timeseries = field(default_factory=Timeseries)
     summary: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    last_end: float | None = None  # the end of the last interval of any .hlog, seconds
+
+    @property
+    def series(self) -> dict[str, list[tuple[float, float, HdrHistogram]]]:
+        """Every interval histogram of every recorder, read again, all in memory at once (188 kB
+        each): for the shard merge, not for the report."""
+        return {
+            path.name.removesuffix(".hlog"): read_hlog(path)
+            for path in sorted(self.directory.glob("*.hlog"))
+        }
+
+    @property
+    def timeseries(self) -> list[dict[str, str]]:
+        """The rows of ``timeseries.csv`` as written, read again (the report uses ``columns``)."""
+        path = self.directory / "timeseries.csv"
+        if not path.exists():
+            return []
+        with _CompleteLines(path) as lines:
+            return [row for row in csv.DictReader(lines) if row.get("t_s")]
 
 
-def _complete_lines(path: Path) -> str:
-    """The file's text without a last line cut by a kill (one that has no newline yet)."""
-    text = path.read_text(encoding="utf-8")
-    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+class _CompleteLines:
+    """A text file read line by line, without a last line cut by a kill (no newline yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open(encoding="utf-8", newline="")
+
+    def __enter__(self) -> _CompleteLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def readline(self) -> str:
+        line = self._file.readline()
+        return line if line.endswith("\n") else ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.readline, "")
 
 
-def read_hlog(path: Path) -> list[tuple[float, float, HdrHistogram]]:
-    """(start, end, histogram) per interval line, decoded by HdrHistogram_py's own reader.
+def iter_hlog(path: Path) -> Iterator[tuple[float, float, HdrHistogram]]:
+    """(start, end, histogram) per interval line, one at a time, decoded by HdrHistogram_py's own
+    reader.
 
     Times are seconds since the log's ``StartTime`` (the run's t0), like ``Interval.start``: the
     reader itself hands out absolute epoch timestamps. A last line cut by a kill is skipped.
     """
     reader = HistogramLogReader(str(path), new_histogram())
     reader.input_file.close()
-    reader.input_file = io.StringIO(_complete_lines(path))
-    out: list[tuple[float, float, HdrHistogram]] = []
-    while True:
-        histogram = reader.get_next_interval_histogram()
-        if histogram is None:
-            return out
-        origin = reader.get_start_time_sec()
-        start = histogram.get_start_time_stamp() / 1000 - origin
-        end = histogram.get_end_time_stamp() / 1000 - origin
-        out.append((round(start, 3), round(end, 3), histogram))
+    with _CompleteLines(path) as lines:
+        reader.input_file = lines
+        while True:
+            histogram = reader.get_next_interval_histogram()
+            if histogram is None:
+                return
+            origin = reader.get_start_time_sec()
+            start = histogram.get_start_time_stamp() / 1000 - origin
+            end = histogram.get_end_time_stamp() / 1000 - origin
+            yield round(start, 3), round(end, 3), histogram
+
+
+def _free(histogram: HdrHistogram) -> None:
+    """Let a histogram go now: HdrHistogram_py's histogram and its encoder refer to each other,
+    so without this its 188 kB of counts would wait for the cycle collector, and a long run's
+    hundreds of intervals would pile up before it ran. The histogram cannot be encoded after."""
+    histogram.encoder.histogram = None
+
+
+def read_hlog(path: Path) -> list[tuple[float, float, HdrHistogram]]:
+    """Every interval of an ``.hlog`` at once (``iter_hlog`` reads them one at a time)."""
+    return list(iter_hlog(path))
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -248,36 +379,49 @@ def load_run(directory: Path) -> LoadedRun:
     if not (directory / "run.json").exists():
         raise ConfigError(f"{directory} is not a results folder: no run.json")
     run = read_json_object(directory / "run.json", "a run.json")
-    series: dict[str, list[tuple[float, float, HdrHistogram]]] = {}
+    over_time = {*OVER_TIME, *(f"{phase}.service" for phase in OVER_TIME)}
+    latency: dict[str, LatencySeries] = {}
     totals: dict[str, HdrHistogram] = {}
+    last_end: float | None = None
     for path in sorted(directory.glob("*.hlog")):
         name = path.name.removesuffix(".hlog")
-        intervals = read_hlog(path)
-        series[name] = intervals
-        total = new_histogram()
-        for _, _, histogram in intervals:
-            total.add(histogram)
-        totals[name] = total
+        total = totals[name] = new_histogram()
+        series = None
+        if name in over_time:
+            series = latency[name] = LatencySeries()
+        # one interval at a time: added, summarised, dropped (see the module docstring)
+        for _, end, histogram in iter_hlog(path):
+            last_end = end if last_end is None else max(last_end, end)
+            if histogram.get_total_count():
+                total.add(histogram)
+                if series is not None:
+                    series.append(end, histogram)
+            _free(histogram)
     counters: dict[str, int] = {}
     notes: dict[str, str] = {}
     finished = False
     counters_path = directory / "counters.jsonl"
     if counters_path.exists():
-        for line in counters_path.read_bytes().splitlines():
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                break  # a line cut by a kill: the previous one stands
-            if not isinstance(record, dict) or not isinstance(record.get("counters"), dict):
-                break
-            counters = record["counters"]
-            notes = record.get("notes") or {}
-            finished = bool(record.get("final"))
-    rows: list[dict[str, str]] = []
+        with counters_path.open("rb") as lines:  # line by line: a long run's file is large
+            for line in lines:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    break  # a line cut by a kill: the previous one stands
+                if not isinstance(record, dict) or not isinstance(record.get("counters"), dict):
+                    break
+                counters = record["counters"]
+                notes = record.get("notes") or {}
+                finished = bool(record.get("final"))
+    columns = Timeseries()
     timeseries_path = directory / "timeseries.csv"
     if timeseries_path.exists():
-        lines = io.StringIO(_complete_lines(timeseries_path), newline="")
-        rows = [row for row in csv.DictReader(lines) if row.get("t_s")]
+        with _CompleteLines(timeseries_path) as lines:
+            for row in csv.DictReader(lines):
+                if row.get("t_s"):
+                    columns.append(row)
     summary_path = directory / "summary.json"
     summary = read_json_object(summary_path, "a summary.json") if summary_path.exists() else None
-    return LoadedRun(directory, run, totals, series, counters, finished, rows, summary, notes)
+    return LoadedRun(
+        directory, run, totals, latency, counters, finished, columns, summary, notes, last_end
+    )

@@ -60,7 +60,7 @@ EXTRA = {
 
 def test_the_shipped_scenarios_are_all_there() -> None:
     names = {path.name for path in SHIPPED}
-    assert {"smoke.toml", "default.toml", *EXAMPLE_ENV} <= names
+    assert {"smoke.toml", "default.toml", "soak.toml", *EXAMPLE_ENV} <= names
     assert len(IN_PROCESS) >= 7
 
 

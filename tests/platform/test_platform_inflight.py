@@ -371,18 +371,6 @@ def test_orphan() -> None:
     assert metrics.counters["south.orphan"] == 1
 
 
-def test_ended_ids_are_remembered_in_bounded_generations() -> None:
-    metrics = Metrics()
-    table = InflightTable(metrics, remember=4)
-    for i in range(5):
-        op = Operation(f"op-{i}", device=0, name="X", t_intended=0.0, timeouts=Timeouts())
-        table.open(op)
-        table.final(op, 0.1, "SUCCESSFUL", [], sync=True)
-    assert table.message("op-4", 1.0, "SUCCESSFUL", []) == "duplicate"
-    assert table.message("op-2", 1.0, "SUCCESSFUL", []) == "duplicate"
-    assert table.message("op-0", 1.0, "SUCCESSFUL", []) == "orphan"  # forgotten
-
-
 def test_illegal_transition_raises() -> None:
     table, op, _, _ = play([("send", 0.0), ("ack", 0.1)])
     with pytest.raises(RuntimeError, match="illegal ack"):

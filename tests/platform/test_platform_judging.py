@@ -283,8 +283,8 @@ def test_a_warm_up_operation_is_judged_into_the_warm_up() -> None:
     warm = new_op(table, "warm")  # intended at 0.0
     measured = Operation("hold", 0, NAME, 1.5, Timeouts(), b"{}")
     table.open(measured)
-    assert table.misfit(warm, ("device.wrong_name",))
-    assert table.misfit(measured, ("device.wrong_device",))
+    assert table.misfit(warm, ("device.wrong_name",), 0.5)
+    assert table.misfit(measured, ("device.wrong_device",), 1.6)
     assert dict(table.warmup.counters) == {
         "ops.issued": 1, "ops.sent": 1, "device.wrong_name": 1, "ops.strict_errors": 1,
         "ops.errors": 1,

@@ -176,6 +176,7 @@ async def test_a_cut_hlog_line_and_csv_row_are_skipped(
     directory = recorded.directory
     before = load_run(directory)
     per_interval = [h.get_total_count() for _, _, h in before.series["complete"]]
+    rows = before.timeseries  # read from the file: before the cut
     for name in ("complete.hlog", "timeseries.csv"):  # a kill in the middle of a write
         text = (directory / name).read_bytes()
         last = text.rstrip(b"\n").rfind(b"\n") + 1
@@ -185,5 +186,7 @@ async def test_a_cut_hlog_line_and_csv_row_are_skipped(
     summary, _ = rebuild(directory)
 
     assert summary["latency_ms"]["complete"]["count"] == sum(per_interval[:-1])
-    assert len(after.timeseries) == len(before.timeseries) - 1
-    assert after.timeseries[-1] == before.timeseries[-2]
+    assert len(after.timeseries) == len(rows) - 1
+    assert after.timeseries[-1] == rows[-2]
+    assert len(after.columns) == len(before.columns) - 1  # what the report draws
+    assert list(after.latency["complete"].ends) == list(before.latency["complete"].ends)[:-1]
