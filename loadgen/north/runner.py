@@ -49,6 +49,7 @@ from loadgen.north.config import NorthConfig
 from loadgen.north.jobs import JobTracker, NorthJob, State
 from loadgen.platform.mix import OperationMix
 from loadgen.platform.schedule import Schedule
+from loadgen.platform.sender import pace
 from loadgen.protocol.north import (
     JobRequest,
     NorthPaths,
@@ -65,7 +66,6 @@ __all__ = ["NorthInfo", "NorthResult", "run_north"]
 Phase = Literal["waiting", "load", "drain", "done"]
 #: A send more than this after its intended time counts in ``jobs.late_sends`` (as the sender).
 LATE_SEND: Final = 0.002
-BURST: Final = 64
 #: How long the reachability check of the north API may take.
 REACH_TIMEOUT: Final = 5.0
 #: The timer task looks at least this often (deadlines are recorded at their value anyway).
@@ -366,7 +366,7 @@ async def _load(
         cpu0, wall0 = time.process_time(), time.perf_counter()
         end = t0 + config.arrival.duration
         with info._load_scope:
-            await _issue(schedule_times(info.schedule, config, seed), t0, end, issue)
+            await pace(schedule_times(info.schedule, config, seed), t0, end, issue)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         load_end = trio.current_time()
         info.phase = "drain"
@@ -420,26 +420,6 @@ async def _load(
 
 def schedule_times(schedule: Schedule, config: NorthConfig, seed: int) -> Iterable[float]:
     return schedule.times(config.arrival.model, seed)
-
-
-async def _issue(times: Iterable[float], t0: float, end: float, issue: Any) -> None:
-    """At ``t0 + t`` for each ``t``, issue; never sleeps relative to now (the sender's pacing)."""
-    current_time = trio.current_time
-    now = current_time()
-    burst = 0
-    for t in times:
-        intended = t0 + t
-        if intended > now:
-            await trio.sleep_until(intended)
-            now = current_time()
-            burst = 0
-        elif burst >= BURST:
-            await trio.lowlevel.checkpoint()
-            now = current_time()
-            burst = 0
-        issue(intended, now)
-        burst += 1
-    await trio.sleep_until(end)
 
 
 async def _poll(

@@ -224,6 +224,33 @@ class DeviceRoute:
         return f"<DeviceRoute {self.device_id} {kind} {self.target.decode()}>"
 
 
+async def pace(
+    times: Iterable[float], t0: float, end: float, issue: Callable[[float, float], object]
+) -> None:
+    """The open model's clock: ``issue(intended, now)`` at ``t0 + t`` for each ``t``, then wait
+    until ``end``. It sleeps until the next intended time, never relative to now, and issues
+    everything already due at each wake-up (a late wake-up sends the backlog at once, each
+    operation keeping its own intended time); a long backlog yields every ``BURST`` operations
+    so the workers run. The platform's sender and the north side's job creation both use it."""
+    current_time = trio.current_time
+    now = current_time()
+    burst = 0
+    for t in times:
+        intended = t0 + t
+        if intended > now:
+            await trio.sleep_until(intended)
+            now = current_time()
+            burst = 0
+        elif burst >= BURST:
+            # Behind schedule (or a large batch due at once): let the workers run.
+            await trio.lowlevel.checkpoint()
+            now = current_time()
+            burst = 0
+        issue(intended, now)
+        burst += 1
+    await trio.sleep_until(end)
+
+
 class Sender:
     """Issues operations and runs their exchanges; workers are started in ``nursery``."""
 
@@ -344,25 +371,7 @@ class Sender:
 
     async def run_open(self, times: Iterable[float], end: float) -> None:
         """Issue at ``t0 + t`` for each ``t`` of ``times``, then wait until ``end``."""
-        issue = self.issue
-        current_time = trio.current_time
-        t0 = self.t0
-        now = current_time()
-        burst = 0
-        for t in times:
-            intended = t0 + t
-            if intended > now:
-                await trio.sleep_until(intended)
-                now = current_time()
-                burst = 0
-            elif burst >= BURST:
-                # Behind schedule (or a large batch due at once): let the workers run.
-                await trio.lowlevel.checkpoint()
-                now = current_time()
-                burst = 0
-            issue(intended, now)
-            burst += 1
-        await trio.sleep_until(end)
+        await pace(times, self.t0, end, self.issue)
 
     async def run_closed(self, slots: int, end: float, *, per_device: bool) -> None:
         """Keep ``slots`` operations in flight until ``end`` (one per device with
