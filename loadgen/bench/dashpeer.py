@@ -21,13 +21,12 @@ from functools import partial
 import trio
 
 from loadgen.bench.procs import pin
-from loadgen.bench.senderpeer import _report, _window
+from loadgen.bench.senderpeer import _report, _window, bench_config
 from loadgen.dashboard.board import Board
 from loadgen.dashboard.server import open_dashboard
 from loadgen.metrics.hdr import prepare
 from loadgen.metrics.intervals import IntervalSink, run_intervals
 from loadgen.metrics.registry import Metrics
-from loadgen.platform.config import Arrival, PlatformConfig, Stage, Targets, Timeouts
 from loadgen.platform.runner import run_platform
 
 #: The client: follows the event stream until it is killed (stdlib only, its own process).
@@ -50,15 +49,7 @@ async def dashboard_client(
 ) -> None:
     prepare()
     total = warmup + duration + 1.0
-    config = PlatformConfig(
-        targets=Targets(base_url=f"http://127.0.0.1:{port}", count=1000),
-        arrival=Arrival(model="closed", stages=(Stage(duration=total, rate=1.0),),
-                        concurrency=concurrency),
-        max_connections=concurrency,
-        device_choice="round-robin",
-        timeouts=Timeouts(ack_timeout=5.0, timeout=10.0),
-        drain_grace=0.5,
-    )  # fmt: skip
+    config = bench_config(port, concurrency, total)
     metrics = Metrics()
     counters = metrics.counters
     sinks: list[IntervalSink] = []

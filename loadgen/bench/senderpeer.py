@@ -74,20 +74,26 @@ async def _window(
     return completed() - done0, errors() - err0, cpu1 - cpu0, wall1 - wall0
 
 
-async def platform_client(
-    port: int, duration: float, warmup: float, concurrency: int, model: str, rate: float
-) -> None:
-    total = warmup + duration + 1.0
-    stages = (Stage(duration=total, rate=rate),)
-    config = PlatformConfig(
+def bench_config(
+    port: int, concurrency: int, seconds: float, *, model: str = "closed", rate: float = 1.0
+) -> PlatformConfig:
+    """The platform of the sender benchmarks: 1,000 device ids on the peer server, round robin,
+    ``concurrency`` connections, for ``seconds``."""
+    return PlatformConfig(
         targets=Targets(base_url=f"http://127.0.0.1:{port}", count=1000),
-        arrival=Arrival(model="closed" if model == "closed" else "open", stages=stages,
-                        concurrency=concurrency),
+        arrival=Arrival(model="closed" if model == "closed" else "open",
+                        stages=(Stage(duration=seconds, rate=rate),), concurrency=concurrency),
         max_connections=concurrency,
         device_choice="round-robin",
         timeouts=Timeouts(ack_timeout=5.0, timeout=10.0),
         drain_grace=0.5,
     )  # fmt: skip
+
+
+async def platform_client(
+    port: int, duration: float, warmup: float, concurrency: int, model: str, rate: float
+) -> None:
+    config = bench_config(port, concurrency, warmup + duration + 1.0, model=model, rate=rate)
     metrics = Metrics()
     counters = metrics.counters
     async with trio.open_nursery() as nursery:

@@ -66,6 +66,14 @@ def _positive(value: float, key: str, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"expected a finite number {bound}, got {value!r}", key=key)
 
 
+def _check_listener(host: object, port: object) -> None:
+    """A server's ``host`` and ``port`` (0: any free one), as the south and north APIs take."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ConfigError(f"expected a port number 0..65535, got {port!r}", key="port")
+    if not host:
+        raise ConfigError("expected a host to bind", key="host")
+
+
 def _check_url(url: str, key: str) -> None:
     try:
         Origin.parse(url)
@@ -395,14 +403,7 @@ class SouthAPI:
     backlog: int = DEFAULT_BACKLOG
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.port, bool)
-            or not isinstance(self.port, int)
-            or not 0 <= self.port < 65536
-        ):
-            raise ConfigError(f"expected a port number 0..65535, got {self.port!r}", key="port")
-        if not self.host:
-            raise ConfigError("expected a host to bind", key="host")
+        _check_listener(self.host, self.port)
         if self.key_file and not self.cert_file:
             raise ConfigError("a key file needs its certificate file", key="cert_file")
         _positive(self.linger, "linger", allow_zero=True)
@@ -435,14 +436,7 @@ class NorthAPI:
     callback_timeout: Seconds = 5.0
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.port, bool)
-            or not isinstance(self.port, int)
-            or not 0 <= self.port < 65536
-        ):
-            raise ConfigError(f"expected a port number 0..65535, got {self.port!r}", key="port")
-        if not self.host:
-            raise ConfigError("expected a host to bind", key="host")
+        _check_listener(self.host, self.port)
         if not self.base_path.startswith("/"):
             raise ConfigError(f"expected a path starting with /, got {self.base_path!r}",
                               key="base_path")  # fmt: skip
