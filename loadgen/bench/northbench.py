@@ -140,6 +140,13 @@ def north_figure(
         # The union's p99 is not the max of the parts' p99s, but it lies between them.
         "closed_p50_ms": [c.get("p50") for c in closed],
         "closed_p99_ms": [c.get("p99") for c in closed],
+        # Where the tail comes from: each hop's p99 (from the intended creation time), per process.
+        "hops_p99_ms": {
+            hop: [s["latency_ms"].get(hop, {}).get("p99") for s in summaries]
+            for hop in ("job_accepted", "dispatch", "device_done", "closed")
+        },
+        "loop_lag_p99_ms": [g.get("loop_lag_p99_ms") for g in generators],
+        "cpu_percent": [g.get("cpu_percent") for g in generators],
         "saturated": any(bool(g.get("saturated")) for g in generators),
         "saturation_reasons": sorted({r for g in generators for r in g.get("reasons", [])}),
         "cpu_s": round(cpu, 2),

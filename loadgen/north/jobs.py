@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from loadgen.metrics.registry import Metrics
+from loadgen.platform.inflight import EndedIds
 from loadgen.protocol.north import JobStatus, OperationRecord
 
 __all__ = [
@@ -63,7 +64,11 @@ __all__ = [
 
 #: The phases, in the order of the hops (the summary keys ``latency_ms.<phase>``).
 PHASES: Final = ("job_accepted", "dispatch", "device_done", "closed")
-REMEMBER_ENDED: Final = 200_000
+#: How long after its close deadline (or its end, if later) an ended job's ids are remembered,
+#: so that a fact arriving after the job ended is told apart (``jobs.late.<hop>``) from one
+#: about a job nobody created (``unknown``). A time window, not a count: what is kept is the
+#: ids of the last ``rate x (close_timeout + REMEMBER_ENDED_S)``, whatever the run's length.
+REMEMBER_ENDED_S: Final = 10.0
 HOP_DEVICE: Final = "hop.device_work"
 HOP_CLOSE: Final = "hop.platform_close"
 _SUCCESSFUL: Final = "SUCCESSFUL"
@@ -207,7 +212,7 @@ class JobTracker:
         devices: Sequence[str],
         *,
         dispatch_timeout: float,
-        remember: int = REMEMBER_ENDED,
+        remember_s: float = REMEMBER_ENDED_S,
     ) -> None:
         if not devices:
             raise ValueError("the north side needs at least one target device")
@@ -227,9 +232,8 @@ class JobTracker:
         self.by_op: dict[str, NorthJob] = {}
         self.by_job_id: dict[str, NorthJob] = {}
         self.peak = 0
-        self._ended: dict[str, State] = {}
-        self._older: dict[str, State] = {}
-        self._remember = remember
+        self._ended: EndedIds[State] = EndedIds()
+        self._remember_s = remember_s
         self._heap: list[tuple[float, int, NorthJob]] = []
         self._quarantine: list[tuple[float, int, str, NorthJob]] = []
         self._seq = itertools.count()
@@ -298,7 +302,7 @@ class JobTracker:
         self.counters["jobs.accepted"] += 1
         job.job_id = job_id
         if job.state in TERMINAL:
-            self._remember_id(job_id, job.state)
+            self._remember_id(job_id, job, now)
             if job.t_accepted is None:
                 job.t_accepted = now
                 self._record("job_accepted", job, now)
@@ -348,7 +352,7 @@ class JobTracker:
         """A device of this process wrote its final answer for ``op_id``."""
         job = self.by_op.get(op_id)
         if job is None:
-            if self._was_ended(op_id):
+            if self._was_ended(op_id, now):
                 self.counters["jobs.late.device_done"] += 1
             else:
                 self.counters["north.correlation.unmatched_answers"] += 1
@@ -366,7 +370,7 @@ class JobTracker:
         ``north.callback.<outcome>``)."""
         job = self.by_op.get(record.operation_id) or self.by_job_id.get(record.job_id)
         if job is None:
-            ended = self._was_ended(record.operation_id) or self._was_ended(record.job_id)
+            ended = self._was_ended(record.operation_id, now) or self._was_ended(record.job_id, now)
             outcome = "late" if ended else "unknown"
         elif not record.finished:
             outcome = "not_finished"
@@ -487,20 +491,22 @@ class JobTracker:
         for op_id in job.ops:
             if self.by_op.get(op_id) is job:
                 del self.by_op[op_id]
-            self._remember_id(op_id, job.state)
+            self._remember_id(op_id, job, now)
         if job.job_id is not None:
             self.by_job_id.pop(job.job_id, None)
-            self._remember_id(job.job_id, job.state)
+            self._remember_id(job.job_id, job, now)
         self._release(job, now, quarantine=quarantine)
         if not self.live and self.on_empty is not None:
             self.on_empty()
 
-    def _remember_id(self, key: str, state: State) -> None:
-        ended = self._ended
-        ended[key] = state
-        if len(ended) >= self._remember // 2:
-            self._older = ended
-            self._ended = {}
+    def _remember_id(self, key: str, job: NorthJob, now: float) -> None:
+        expires = max(job.close_deadline, now) + self._remember_s
+        self._ended.add(key, job.state, expires, now)
 
-    def _was_ended(self, key: str) -> bool:
-        return key in self._ended or key in self._older
+    def _was_ended(self, key: str, now: float) -> bool:
+        return self._ended.get(key, now) is not None
+
+    @property
+    def remembered(self) -> int:
+        """Ended ids remembered now (bounded by the rate and the window, not the run's length)."""
+        return len(self._ended)

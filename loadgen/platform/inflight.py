@@ -63,7 +63,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from loadgen.metrics.registry import Metrics, PhaseRecorder
 from loadgen.protocol.enums import RESULT_CODE_BY_VALUE
@@ -82,6 +82,8 @@ __all__ = [
     "State",
     "TableStats",
 ]
+
+V = TypeVar("V")
 
 #: The width of one generation of remembered ended ids (``EndedIds``): an id is forgotten at most
 #: this long after its window closes, and a lookup probes ``window / width + 1`` generations.
@@ -241,8 +243,8 @@ class Operation:
         )
 
 
-class EndedIds:
-    """Ended ids and how each ended, each kept until its window closes (rule 6).
+class EndedIds(Generic[V]):
+    """Ended ids and how each ended (``V``: the owner's state type), each kept until its window closes (rule 6).
 
     Generations by expiry time, not a dict of every id ever ended: ``add`` puts an id into the
     generation ``ceil(expires / width)``, and a generation is dropped whole as soon as ``now``
@@ -261,7 +263,7 @@ class EndedIds:
         if not width > 0:
             raise ValueError(f"expected a generation width > 0 s, got {width!r}")
         self.width = width
-        self._generations: dict[int, dict[str, State]] = {}
+        self._generations: dict[int, dict[str, V]] = {}
         self._horizon = math.inf  # the end of the oldest generation: past it, one is dropped
 
     def __len__(self) -> int:
@@ -274,7 +276,7 @@ class EndedIds:
     def generations(self) -> int:
         return len(self._generations)
 
-    def add(self, op_id: str, state: State, expires: float, now: float) -> None:
+    def add(self, op_id: str, state: V, expires: float, now: float) -> None:
         """Remember ``op_id`` (ended in ``state``) until ``expires``; ``now`` drops what expired."""
         if now > self._horizon:
             self.forget(now)
@@ -287,7 +289,7 @@ class EndedIds:
                 self._horizon = end
         generation[op_id] = state
 
-    def get(self, op_id: str, now: float) -> State | None:
+    def get(self, op_id: str, now: float) -> V | None:
         """How ``op_id`` ended, or None when it never did or its window has closed."""
         if now > self._horizon:
             self.forget(now)
@@ -395,7 +397,7 @@ class InflightTable:
         self.strict = strict
         self.counters = metrics.counters
         self.live: dict[str, Operation] = {}
-        self.ended = EndedIds(generation)
+        self.ended: EndedIds[State] = EndedIds(generation)
         self._linger = linger
         self.peak = 0
         self.queued = 0  # live operations not written yet (``t_sent is None``)

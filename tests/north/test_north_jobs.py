@@ -196,3 +196,43 @@ def test_an_illegal_move_is_a_bug() -> None:
     tracker.refused(job, 0.0, "north.status.500", maybe_created=False)
     with pytest.raises(KeyError):
         tracker._end(job, 0.0, quarantine=False)  # ended twice: its token is gone
+
+
+def test_a_late_callback_is_late_within_the_window_and_unknown_after_it() -> None:
+    """An ended job's ids are remembered until its close deadline + ``remember_s``, then
+    forgotten: a duplicate callback inside the window is ``late``, after it ``unknown``."""
+    metrics = Metrics()
+    tracker = JobTracker(metrics, ["dev-0"], dispatch_timeout=1.0, remember_s=3.0)
+    job = tracker.open(("dev-0",), 0.0, close_timeout=5.0)  # close deadline 5.0
+    tracker.accepted(job, "job-1", 0.001)
+    tracker.received("dev-0", "op-1", 0.002)
+    tracker.answered("dev-0", "op-1", 0.003)
+    assert tracker.notified(_finished("job-1", "op-1"), 0.004) == "ok"
+    assert tracker.notified(_finished("job-1", "op-1"), 7.9) == "late"  # 5.0 + 3.0 not passed
+    tracker.answered("dev-0", "op-1", 7.9)
+    assert metrics.counters["jobs.late.device_done"] == 1
+    # forgotten at most one generation (1 s) after the window closed
+    assert tracker.notified(_finished("job-1", "op-1"), 9.1) == "unknown"
+    assert metrics.counters["north.callback.late"] == 1
+    assert metrics.counters["north.callback.unknown"] == 1
+
+
+def test_what_is_remembered_is_bounded_by_rate_and_window_not_run_length() -> None:
+    """At 100 jobs/s with a 2 s close timeout and a 3 s window, the ids kept after an hour are
+    those of the last ~6 s (two per job: the operation's and the job's), as after a minute."""
+    metrics = Metrics()
+    tracker = JobTracker(metrics, [f"dev-{i}" for i in range(10)], dispatch_timeout=1.0,
+                         remember_s=3.0)  # fmt: skip
+    kept: dict[int, int] = {}
+    for n in range(360_000):  # one hour at 100 jobs/s, each closed 5 ms after its creation
+        t = n / 100
+        job = tracker.open(tracker.take_devices(1) or (), t, close_timeout=2.0)
+        tracker.accepted(job, f"job-{n}", t + 0.001)
+        tracker.received(job.devices[0], f"op-{n}", t + 0.002)
+        tracker.answered(job.devices[0], f"op-{n}", t + 0.003)
+        tracker.notified(_finished(f"job-{n}", f"op-{n}"), t + 0.005)
+        if n in (6_000, 359_999):
+            kept[n] = tracker.remembered
+    for remembered in kept.values():  # a window of 5 s (+ at most one 1 s generation)
+        assert 2 * 100 * 5 <= remembered <= 2 * 100 * 6
+    assert _accounted(metrics)
