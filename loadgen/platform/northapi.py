@@ -44,7 +44,7 @@ from loadgen.http.server import Reply
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import NorthAPI, Timeouts
 from loadgen.platform.inflight import InflightTable, Operation, State
-from loadgen.platform.jobs import JobBook, JobOperation, OperationState
+from loadgen.platform.jobs import FinishedJob, JobBook, JobOperation, OperationState
 from loadgen.platform.mix import BodyTemplate, OperationIds
 from loadgen.platform.sender import DeviceRoute, Sender
 from loadgen.protocol.north import (
@@ -162,12 +162,16 @@ class NorthCore:
             return _error(404, f"no job {route.job_id}")
         if route.endpoint is NorthEndpoint.JOB:
             counters["platform.north.n2"] += 1
+            if isinstance(job, FinishedJob):
+                return 200, job.status, ()
             return 200, encode_job_status(job.status(), created_ms=job.created_ms), ()
         if route.endpoint is NorthEndpoint.OPERATIONS:
             counters["platform.north.n3"] += 1
             start, size = _page(route.query)
             if start is None or size is None:
                 return self._bad("start and size: expected integers >= 1")
+            if isinstance(job, FinishedJob):
+                return 200, job.page(start, size), ()
             chosen = job.operations[start - 1 : start - 1 + size]
             for op in chosen:
                 self._sync_sent(op)
@@ -185,8 +189,10 @@ class NorthCore:
             counters["platform.north.conflict"] += 1
             return _error(409, f"cannot move the operation to {state}")
         found = self.book.operation(route.operation_id)
-        record = found or next(o for o in job.operations if o.id == route.operation_id)
-        return 200, encode_operation_record(record.record()), ()
+        if found is None:  # an N4 move is "ok" only on a live job
+            assert not isinstance(job, FinishedJob)
+            found = next(o for o in job.operations if o.id == route.operation_id)
+        return 200, found.wire or encode_operation_record(found.record()), ()
 
     def _bad(self, message: str) -> Answer:
         self.counters["platform.north.bad_request"] += 1
@@ -272,7 +278,7 @@ class NorthCore:
         if url is None:
             return
         try:
-            self._outbox_send.send_nowait((url, encode_operation_record(op.record())))
+            self._outbox_send.send_nowait((url, op.wire))
         except trio.WouldBlock:
             self.counters["platform.north.callbacks_dropped"] += 1
             return
