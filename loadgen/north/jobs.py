@@ -232,7 +232,7 @@ class JobTracker:
         self.by_op: dict[str, NorthJob] = {}
         self.by_job_id: dict[str, NorthJob] = {}
         self.peak = 0
-        self._ended: EndedIds[State] = EndedIds()
+        self._ended = EndedIds(State)
         self._remember_s = remember_s
         self._heap: list[tuple[float, int, NorthJob]] = []
         self._quarantine: list[tuple[float, int, str, NorthJob]] = []

@@ -83,7 +83,7 @@ __all__ = [
     "TableStats",
 ]
 
-V = TypeVar("V")
+StateT = TypeVar("StateT", bound=enum.Enum)
 
 #: The width of one generation of remembered ended ids (``EndedIds``): an id is forgotten at most
 #: this long after its window closes, and a lookup probes ``window / width + 1`` generations.
@@ -243,8 +243,9 @@ class Operation:
         )
 
 
-class EndedIds(Generic[V]):
-    """Ended ids and how each ended (``V``: the owner's state type), each kept until its window closes (rule 6).
+class EndedIds(Generic[StateT]):
+    """Ended ids and how each ended (a member of the enum ``kind``), each kept until its window
+    closes (rule 6).
 
     Generations by expiry time, not a dict of every id ever ended: ``add`` puts an id into the
     generation ``ceil(expires / width)``, and a generation is dropped whole as soon as ``now``
@@ -255,15 +256,21 @@ class EndedIds(Generic[V]):
     differ per operation (each has its own ``timeout``): each id goes where its own expiry falls.
     A lookup probes every kept generation (``window / width + 1``); only messages for ids that
     are no longer live look, so the hot path never does.
+
+    A generation maps an id to the member's *value* (a string), not the member: a dict of
+    strings only is never tracked by the garbage collector, so the tens of thousands of ids
+    kept add nothing to a collection (an enum member would make every generation a container
+    the collector walks, entry by entry, at each full collection).
     """
 
-    __slots__ = ("_generations", "_horizon", "width")
+    __slots__ = ("_generations", "_horizon", "kind", "width")
 
-    def __init__(self, width: float = GENERATION_SECONDS) -> None:
+    def __init__(self, kind: type[StateT], width: float = GENERATION_SECONDS) -> None:
         if not width > 0:
             raise ValueError(f"expected a generation width > 0 s, got {width!r}")
+        self.kind = kind
         self.width = width
-        self._generations: dict[int, dict[str, V]] = {}
+        self._generations: dict[int, dict[str, Any]] = {}
         self._horizon = math.inf  # the end of the oldest generation: past it, one is dropped
 
     def __len__(self) -> int:
@@ -276,7 +283,7 @@ class EndedIds(Generic[V]):
     def generations(self) -> int:
         return len(self._generations)
 
-    def add(self, op_id: str, state: V, expires: float, now: float) -> None:
+    def add(self, op_id: str, state: StateT, expires: float, now: float) -> None:
         """Remember ``op_id`` (ended in ``state``) until ``expires``; ``now`` drops what expired."""
         if now > self._horizon:
             self.forget(now)
@@ -287,16 +294,16 @@ class EndedIds(Generic[V]):
             end = index * self.width
             if end < self._horizon:
                 self._horizon = end
-        generation[op_id] = state
+        generation[op_id] = state.value
 
-    def get(self, op_id: str, now: float) -> V | None:
+    def get(self, op_id: str, now: float) -> StateT | None:
         """How ``op_id`` ended, or None when it never did or its window has closed."""
         if now > self._horizon:
             self.forget(now)
         for generation in self._generations.values():
-            state = generation.get(op_id)
-            if state is not None:
-                return state
+            value = generation.get(op_id)
+            if value is not None:
+                return self.kind(value)
         return None
 
     def forget(self, now: float) -> None:
@@ -397,7 +404,7 @@ class InflightTable:
         self.strict = strict
         self.counters = metrics.counters
         self.live: dict[str, Operation] = {}
-        self.ended: EndedIds[State] = EndedIds(generation)
+        self.ended = EndedIds(State, generation)
         self._linger = linger
         self.peak = 0
         self.queued = 0  # live operations not written yet (``t_sent is None``)

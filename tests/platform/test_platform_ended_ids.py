@@ -4,6 +4,8 @@ is an orphan, and what is remembered depends on the rate and the window, not the
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import trio
 import trio.testing
@@ -24,13 +26,25 @@ def completed(table: InflightTable, op_id: str, at: float, timeouts: Timeouts = 
 
 
 def test_an_id_is_recognised_until_its_expiry_and_forgotten_within_one_generation() -> None:
-    ended = EndedIds(width=1.0)
+    ended = EndedIds(State, width=1.0)
     ended.add("a", State.COMPLETED, expires=15.5, now=10.0)
     assert ended.get("a", 15.5) is State.COMPLETED  # the last instant of its window
     assert ended.get("a", 16.0) is State.COMPLETED  # its generation ends at 16
     assert ended.get("a", 16.001) is None
     assert len(ended) == 0
     assert ended.generations == 0
+
+
+def test_what_is_kept_is_never_walked_by_the_garbage_collector() -> None:
+    """The generations hold strings only: the collector does not track them (the ids of the
+    last window are tens of thousands at a few thousand operations per second)."""
+    ended = EndedIds(State, width=1.0)
+    for i in range(1000):
+        ended.add(f"op-{i}", State.COMPLETED if i % 2 else State.TIMED_OUT, 10.0 + i / 100, 0.0)
+    gc.collect()
+    assert ended.get("op-7", 1.0) is State.COMPLETED
+    assert ended.get("op-8", 1.0) is State.TIMED_OUT
+    assert not any(gc.is_tracked(generation) for generation in ended._generations.values())
 
 
 def test_a_duplicate_inside_the_window_and_an_orphan_after_it() -> None:
