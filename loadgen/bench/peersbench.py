@@ -82,16 +82,16 @@ def locust_command() -> list[str] | None:
     return [found] if found else None
 
 
-def _pinned(cpu: int) -> Callable[[], None] | None:
+def _pinned(cpu: int | None) -> Callable[[], None] | None:
     # Pinned before exec, so that every thread the peer starts later inherits the core.
-    if not TWO_CORES or not hasattr(os, "sched_setaffinity"):
+    if cpu is None or not TWO_CORES or not hasattr(os, "sched_setaffinity"):
         return None
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
 @contextlib.contextmanager
-def c_server(binary: Path, cpu: int = 1) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """The C target running pinned to ``cpu``: (process, port)."""
+def c_server(binary: Path, cpu: int | None = 1) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The C target running (pinned to ``cpu`` unless None): (process, port)."""
     process = subprocess.Popen(
         [str(binary), "0"],
         stdin=subprocess.DEVNULL,
@@ -104,7 +104,7 @@ def c_server(binary: Path, cpu: int = 1) -> Iterator[tuple[subprocess.Popen[str]
         yield process, port
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        _finish(process, 30)
 
 
 def _line(stream: IO[str] | None, prefix: str, what: str) -> str:
@@ -146,7 +146,7 @@ def _sender(
         result = orjson.loads(expect(client.stdout, "{", "platform sender"))
         cpu1 = cpu_seconds(server.pid)
     finally:
-        client.wait(timeout=60)
+        _finish(client, 60)
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return _row(result["operations"], result["errors"], result["cpu_s"], result["wall_s"],
                 server_cpu)  # fmt: skip
