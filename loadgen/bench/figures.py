@@ -24,36 +24,39 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "==": operator.eq,
 }
 
+# Labels fit the 80-column table (LABEL wide); the issue's rows, in its order.
 ISSUE_17: Final[tuple[Row, ...]] = (
-    ("sender closed model vs Locust FastHttpUser, same target, per core",
+    ("sender vs Locust FastHttpUser, per core",
      ("peers", "ratio_vs_locust"), ">=", 3.5, "x"),
-    ("open model at 35k ops/s offered, one core: sender CPU",
+    ("open model at 35k ops/s: CPU",
      ("open", "at_35k", "cpu_percent"), "<", 90.0, "%"),
-    ("open model at 35k ops/s offered, one core: lateness p99",
+    ("open model at 35k ops/s: lateness p99",
      ("open", "at_35k", "lateness_p99_ms"), "<=", 1.0, "ms"),
-    ("open-model ceiling, one core, sustained for 30 s",
+    ("open-model ceiling, sustained for 30 s",
      ("open", "ceiling", "sustained_ops_per_s"), ">=", 45_000.0, "ops/s"),
-    ("offered 2x the ceiling for 30 s: worst second / ceiling",
+    ("2x the ceiling, 30 s: worst second/ceiling",
      ("open", "overload", "worst_second_ratio"), ">=", 0.9, ""),
-    ("offered 2x the ceiling for 30 s: RSS bounded",
+    ("2x the ceiling, 30 s: RSS bounded",
      ("open", "overload", "rss_bounded"), "==", True, ""),
-    ("2 shards vs 1, per sender CPU-second, shard alone on its core",
+    ("2 shards vs 1 per CPU-s: shard alone",
      ("shards", "efficiency_core_alone"), ">=", 0.9, ""),
-    ("2 shards vs 1, per sender CPU-second, one shard beside the target",
+    ("2 shards vs 1 per CPU-s: one by the target",
      ("shards", "efficiency"), ">=", 0.9, ""),
-    ("both sides, 2 shards on 2 cores: sync ceiling ([10], p99 within 100 ms)",
+    # [10]'s ceiling allows p99 up to 100 ms; the issue's 10 ms is the next row's own key
+    ("both sides, 2 shards: sync ceiling ([10])",
      ("async_loop", "sync", "ceiling_ops_per_s"), ">=", 30_000.0, "ops/s"),
-    ("both sides, 2 shards on 2 cores: complete p99 at that ceiling",
+    ("both sides, 2 shards: p99 at that ceiling",
      ("async_loop", "sync", "ceiling_p99_ms"), "<=", 10.0, "ms"),
     ("TLS vs plain, one core each: fleet",
      ("tls", "fleet_ratio"), ">=", 0.7, ""),
     ("TLS vs plain, one core each: sender",
      ("tls", "sender_ratio"), ">=", 0.7, ""),
-    ("send lateness p99 below 70 % CPU (firmware-update scenario)",
+    ("lateness p99 < 70 % CPU, firmware-update",
      ("quiet", "lateness_p99_ms"), "<=", 2.0, "ms"),
-    ("fleet sync ops per core-second ([3], must not fall)",
+    ("fleet ops per core-s ([3], not to fall)",
      ("devices", "pairs", 0, "ops_per_core_s"), ">=", 45_000.0, "ops/s"),
 )  # fmt: skip
+LABEL: Final = 42
 
 
 def lookup(out: Any, path: Sequence[str | int]) -> Any:
@@ -93,12 +96,12 @@ def _show(value: float, unit: str) -> str:
 
 
 def figure_lines(figures: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One console line per row: verdict, label, value and target."""
-    lines = []
+    """A header and one console line per row (80 columns): verdict, label, value, target."""
+    lines = [f"  {'':4} {'figure':<{LABEL}} {'measured':>12}  target"]
     for row in figures:
         value = row["value"]
         verdict = "OK  " if row["met"] else "MISS" if value is not None else "--  "
         shown = "not measured" if value is None else _show(value, row["unit"])
         target = _show(row["target"], row["unit"])
-        lines.append(f"  {verdict} {row['figure']}: {shown} (target {row['compare']} {target})")
+        lines.append(f"  {verdict} {row['figure']:<{LABEL}} {shown:>12}  {row['compare']} {target}")
     return lines

@@ -52,7 +52,7 @@ SOURCE = Path(__file__).with_name("cserver") / "epoll_server.c"
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 TARGET_VS_LOCUST = 3.5
 CONNECTIONS = 64
-LOCUST_MISSING = "Locust is not installed: pip install -e '.[bench]'"
+LOCUST_MISSING = "not installed: pip install -e '.[bench]'"
 
 
 def compiler() -> str | None:
@@ -241,17 +241,17 @@ def peer_lines(peers: dict[str, Any]) -> list[str]:
     sender, locust = peers["sender"], peers["locust"]
     limit = peers["c_server_us_per_request"]
     lines = [
-        f"  {'client':<34}{'ops/s':>8}{'ops per CPU-s':>15}{'µs CPU/op':>11}"
-        f"{'C server µs/req':>17}{'errors':>8}"
+        f"  {'client':<24}{'ops/s':>7}{'ops/CPU-s':>11}{'µs CPU/op':>11}"
+        f"{'C server µs/req':>16}{'errors':>7}"
     ]
-    for name, row in (("loadgen sender (closed model)", sender), ("Locust FastHttpUser", locust)):
+    for name, row in (("loadgen sender (closed)", sender), ("Locust FastHttpUser", locust)):
         if "skipped" in row:
-            lines.append(f"  {name:<34}skipped: {row['skipped']}")
+            lines.append(f"  {name:<24}skipped, {row['skipped']}")
             continue
         server_us = "n/a" if row["server_us_per_request"] is None else row["server_us_per_request"]
         lines.append(
-            f"  {name:<34}{row['ops_per_s']:>8.0f}{row['ops_per_cpu_s']:>15.0f}"
-            f"{row['cpu_us_per_op'] or 0:>11.1f}{server_us:>17}{row['errors']:>8}"
+            f"  {name:<24}{row['ops_per_s']:>7.0f}{row['ops_per_cpu_s']:>11.0f}"
+            f"{row['cpu_us_per_op'] or 0:>11.1f}{server_us:>16}{row['errors']:>7}"
         )
     ratio = peers["ratio_vs_locust"]
     lines.append(
@@ -260,10 +260,10 @@ def peer_lines(peers: dict[str, Any]) -> list[str]:
     )
     if limit:
         lines.append(
-            f"  the limit: the C server spends {limit} µs CPU per request "
-            f"({1e6 / limit:,.0f} requests per CPU-second); the sender spends "
-            f"{peers['sender_vs_limit']}x that per operation"
+            f"  the limit: the C server, {limit} µs CPU per request "
+            f"({1e6 / limit:,.0f} per CPU-second);"
         )
+        lines.append(f"  the sender spends {peers['sender_vs_limit']}x that per operation")
     return lines
 
 
