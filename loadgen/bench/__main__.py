@@ -25,8 +25,10 @@ from loadgen.bench.asyncbench import async_loop_figures, inflight_memory_figures
 from loadgen.bench.dashbench import TARGET_RATIO as TARGET_DASHBOARD
 from loadgen.bench.dashbench import dashboard_figures
 from loadgen.bench.devicebench import device_figures, memory_per_device
+from loadgen.bench.figures import figure_lines, figure_rows
 from loadgen.bench.httpbench import PairResult, parser_figures, run_pair
 from loadgen.bench.northbench import north_figure
+from loadgen.bench.peersbench import TARGET_VS_LOCUST, peer_figures, peer_lines
 from loadgen.bench.procs import machine_control
 from loadgen.bench.senderbench import sender_figures
 from loadgen.bench.systembench import callback_figures, merge_figure, pacing_figure, shard_figures
@@ -235,6 +237,14 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
                          round(1024.0 - inflight["platform"]["bytes_per_op"], 1), "-", 0.0,
                          "bytes spare"))  # fmt: skip
 
+    _say("\n[11] in-run peers and the limit: our sender and Locust against a C epoll server")
+    peers = peer_figures(duration)
+    for line in peer_lines(peers):
+        _say(line)
+    out["peers"] = peers
+    checks.append(_check("sender closed model vs Locust FastHttpUser, same C target (per core)",
+                         peers.get("ratio_vs_locust"), "Locust FastHttpUser", TARGET_VS_LOCUST))  # fmt: skip
+
     _say("\nTargets")
     for check in checks:
         value = "n/a" if check["value"] is None else f"{check['value']:,}"
@@ -243,6 +253,10 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
             f"(target {check['target']:,} {check['unit']}, reference: {check['reference']})"
         )
     out["checks"] = checks
+    out["issue_17"] = figure_rows(out)
+    _say("\nIssue 17, figures to reach (-- : not measured by this tree's make bench)")
+    for line in figure_lines(out["issue_17"]):
+        _say(line)
     out["machine"] = {"node": platform.node(), "cores": os.cpu_count(),
                       "python": platform.python_version()}  # fmt: skip
     out["duration_s"] = round(time.perf_counter() - started, 1)
