@@ -64,6 +64,7 @@ from loadgen.http.parser import (
 )
 from loadgen.http.render import JSON, RequestTemplate
 from loadgen.http.stream import RawStream, open_raw_stream
+from loadgen.http.tlsstream import TLSStream
 
 __all__ = ["ClientLimits", "ConnectionPool", "Held", "Origin", "PoolStats", "open_pool"]
 
@@ -435,11 +436,10 @@ class ConnectionPool:
                     raw = await open_raw_stream(origin.host, origin.port)
                     stream: trio.abc.Stream = raw
                     if origin.scheme == "https":
-                        tls = trio.SSLStream(
+                        tls = TLSStream(
                             raw,
                             self.ssl_context or ssl.create_default_context(),
                             server_hostname=origin.host,
-                            https_compatible=True,
                         )
                         try:
                             await tls.do_handshake()
