@@ -199,22 +199,25 @@ class TLSStream(trio.abc.Stream):
         transport = self.transport_stream
         waited = False
         while True:
-            try:
-                data = obj.read(size)
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLZeroReturnError:  # the peer's close_notify
-                data = b""
-                break
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                if _is_eof(exc):  # the transport ended without close_notify
+            # With nothing buffered, encrypted or not, and no end seen, a read could only fail
+            # (an exception raised and caught per wait): then go to the transport at once.
+            if incoming.pending or incoming.eof or obj.pending():
+                try:
+                    data = obj.read(size)
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:  # the peer's close_notify
                     data = b""
                     break
-                raise self._fail(exc) from exc
-            else:
-                if incoming.pending and len(data) < size:
-                    data = self._read_more(data, size)
-                break
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    if _is_eof(exc):  # the transport ended without close_notify
+                        data = b""
+                        break
+                    raise self._fail(exc) from exc
+                else:
+                    if incoming.pending and len(data) < size:
+                        data = self._read_more(data, size)
+                    break
             if self._outgoing.pending and not self._sending:
                 # The TLS object answered something while reading (a key update).
                 await self._push(self._outgoing.read())
