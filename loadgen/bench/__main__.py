@@ -30,6 +30,7 @@ from loadgen.bench.northbench import north_figure
 from loadgen.bench.procs import machine_control
 from loadgen.bench.senderbench import sender_figures
 from loadgen.bench.systembench import callback_figures, merge_figure, pacing_figure, shard_figures
+from loadgen.bench.tlsbench import tls_figures
 from loadgen.report.html import CSS
 
 Check = dict[str, Any]
@@ -222,6 +223,19 @@ def run(duration: float, north_duration: float = 10.0) -> dict[str, Any]:
     checks.append(_check("platform bytes per operation in flight (at most 1 KB)",
                          round(1024.0 - inflight["platform"]["bytes_per_op"], 1), "-", 0.0,
                          "bytes spare"))  # fmt: skip
+
+    _say("\n[11] TLS vs plain: sender -> fleet, closed model, 64 connections, CPU per operation")
+    tls = tls_figures(duration)
+    for key in ("plain", "tls"):
+        row = tls[key]
+        _say(f"  {key:<6}{row['ops_per_s']:>9.0f} ops/s   CPU per operation: fleet "
+             f"{row['fleet_us_per_op']} µs, sender {row['sender_us_per_op']} µs")  # fmt: skip
+    _say(f"  TLS / plain per CPU-second: fleet {tls['fleet_ratio']}, sender {tls['sender_ratio']}")
+    out["tls"] = tls
+    checks.append(_check("TLS vs plain, fleet (ops per fleet CPU-second)", tls["fleet_ratio"],
+                         "plain HTTP, same pair", tls["target_ratio"], "ratio"))  # fmt: skip
+    checks.append(_check("TLS vs plain, sender (ops per sender CPU-second)", tls["sender_ratio"],
+                         "plain HTTP, same pair", tls["target_ratio"], "ratio"))  # fmt: skip
 
     _say("\nTargets")
     for check in checks:
