@@ -229,7 +229,8 @@ def run(duration: float, north_duration: float = 10.0) -> dict[str, Any]:
     for key in ("plain", "tls"):
         row = tls[key]
         _say(f"  {key:<6}{row['ops_per_s']:>9.0f} ops/s   CPU per operation: fleet "
-             f"{row['fleet_us_per_op']} µs, sender {row['sender_us_per_op']} µs")  # fmt: skip
+             f"{row['fleet_us_per_op']} µs, sender {row['sender_us_per_op']} µs"
+             + (f"; {row['errors']} errors" if row["errors"] else ""))  # fmt: skip
     _say(f"  TLS / plain per CPU-second: fleet {tls['fleet_ratio']}, sender {tls['sender_ratio']}")
     out["tls"] = tls
     checks.append(_check("TLS vs plain, fleet (ops per fleet CPU-second)", tls["fleet_ratio"],
