@@ -420,7 +420,10 @@ class ConnectionPool:
         pool.open -= 1
         self.stats.connections_open -= 1
         self.watchdog.unwatch(conn)
-        conn.raw.close_now()
+        if isinstance(conn.stream, TLSStream):
+            conn.stream.close_now()  # close_notify first: the server sees a clean end
+        else:
+            conn.raw.close_now()
 
     async def _connect(
         self, origin: Origin, pool: _OriginPool, deadline: float = math.inf

@@ -267,7 +267,7 @@ class TLSStream(trio.abc.Stream):
 
     async def _push(self, out: bytes) -> None:
         """Send ``out``, then whatever the TLS object wrote meanwhile; one task at a time."""
-        while self._sending:
+        while self._sending:  # rare: a receive is sending what the TLS object answered
             if self._lot is None:
                 self._lot = ParkingLot()
             await self._lot.park()
@@ -275,11 +275,9 @@ class TLSStream(trio.abc.Stream):
         outgoing = self._outgoing
         send = self.transport_stream.send_all
         try:
-            while True:
-                await send(out)
-                if not outgoing.pending:
-                    break
-                out = outgoing.read()
+            await send(out)
+            while outgoing.pending:
+                await send(outgoing.read())
         except BaseException as exc:
             # Some unknown part of a record went out: nothing more can follow it.
             if self._broken is None:

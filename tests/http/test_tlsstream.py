@@ -489,6 +489,31 @@ async def test_answer_cut_mid_record_is_connection_closed(
         assert pool.stats.errors == {"closed": 1}
 
 
+async def test_pool_closes_with_close_notify(
+    tls: ServerTLS, client_ctx: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    """A connection the pool closes (here: its own close) ends with close_notify, not with a
+    bare end of the transport that a strict TLS server reports as a truncation."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    ends: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = HandPeer(socket.socket(fileno=stream.socket.detach()), tls.context, server_side=True)
+        await peer.handshake()
+        await read_request(_HandReceive(peer), bytearray())
+        await peer.send(peer.encrypt(b"HTTP/1.1 204 No Content\r\n\r\n"))
+        ends.append(await peer.read_some())  # b"" for close_notify; SSLEOFError without one
+        peer.sock.close()
+
+    nursery.start_soon(trio.serve_listeners, handler, listeners)
+    async with open_pool(ssl_context=client_ctx) as pool:
+        response = await pool.request(Origin("https", "127.0.0.1", port), b"/", b"x")
+        assert response.status == 204
+    await wait_for(lambda: bool(ends), "the peer sees the end")
+    assert ends == [b""]
+
+
 class _HandReceive(trio.abc.ReceiveStream):
     """A HandPeer's plaintext as a receive stream (for conftest.read_request)."""
 
