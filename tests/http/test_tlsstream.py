@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -571,3 +572,21 @@ async def test_server_shed_closes_a_tls_connection(
         assert (await pool.request(origin, b"/echo", b"2")).body == b"2"  # a stale retry
         assert pool.stats.stale_retries == 1
     assert isinstance(srv, HTTPServer)
+
+
+async def test_reset_under_tls_is_a_peer_reset_not_a_tls_error(
+    start_server: StartServer, tls: ServerTLS, client_ctx: ssl.SSLContext
+) -> None:
+    """A socket error under the TLS layer is the transport's error, as in plain HTTP: the server
+    counts a reset peer as ``peer_resets``, never as a TLS error."""
+    srv, origin = await start_server(ssl_context=tls.context)
+    with trio.fail_after(DEADLINE):
+        tcp = await trio.open_tcp_stream(origin.host, origin.port)
+        client = trio.SSLStream(tcp, client_ctx, server_hostname=HOST)
+        await client.send_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+        assert b"200 OK" in await client.receive_some()
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tcp.socket.close()  # linger 0: an RST, not a FIN
+    await wait_for(lambda: srv.stats.connections_open == 0, "the server sees the reset")
+    assert srv.stats.peer_resets == 1
+    assert srv.stats.tls_errors == 0
