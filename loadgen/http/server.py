@@ -333,7 +333,9 @@ def _idle_order(conn: _Connection) -> int:
 
 def _release_descriptor(stream: trio.abc.Stream) -> None:
     """Close the socket under ``stream`` now (a task waiting on it wakes up)."""
-    transport = stream.transport_stream if isinstance(stream, Layered) else stream
+    transport = stream
+    if not isinstance(stream, RawStream) and isinstance(stream, Layered):
+        transport = stream.transport_stream
     if isinstance(transport, RawStream):
         transport.close_now()
 

@@ -221,7 +221,8 @@ async def close_gracefully(stream: trio.abc.Stream, *, seconds: float, max_bytes
     stream that cannot half-close is closed at once. Cancellation closes at once too.
     """
     transport: trio.abc.Stream = stream
-    if isinstance(stream, Layered):
+    # (RawStream first: a plain connection never pays for the protocol check)
+    if not isinstance(stream, RawStream) and isinstance(stream, Layered):
         stream.notify_close()
         transport = stream.transport_stream
     try:
