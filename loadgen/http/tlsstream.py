@@ -3,12 +3,14 @@
 Why not ``trio.SSLStream``: it is written for any transport and any mix of concurrent callers,
 so each ``receive_some`` and ``send_all`` enters a conflict detector, runs the generic
 ``_retry`` loop (an ``SSLWantReadError`` raised and caught per read that has to wait), and takes
-an inner lock around every transport call. Measured with cProfile on the fleet and the sender
-(loadgen against loadgen, 64 connections) that wrapping cost as much as the whole plain-HTTP
-operation. Request/response traffic needs much less: per wake-up, one ``recv`` into the incoming
-BIO and one read of the plaintext it completes; per message, one ``write`` into the TLS object
-and one ``send`` of all the ciphertext it made (a whole answer in one send, its records
-together).
+an inner lock around every transport call, whose release reschedules the task (cProfile of the
+sender: five ``_retry`` calls and three task steps per operation instead of one). Measured
+in-process, a small request/response round trip costs 55 µs of CPU (both ends) over
+``trio.SSLStream``, 16 µs in plain TCP and 23 µs over this stream; loadgen against loadgen went
+from 0.5 to 0.8 of its plain-HTTP operations per CPU-second on each side. Request/response
+traffic needs little: per wake-up, one ``recv`` into the incoming BIO and one read of the
+plaintext it completes; per message, one ``write`` into the TLS object and one ``send`` of all
+the ciphertext it made (a whole answer in one send, its records together).
 
 Theory of operation
 -------------------
@@ -306,12 +308,10 @@ class TLSStream(trio.abc.Stream):
         """Send close_notify now if that needs no waiting (no send in progress, handshake done,
         not broken); the stream then sends nothing more."""
         if self._handshook and self._broken is None and not self._closed and not self._sending:
-            try:
+            # SSLWantReadError is expected: we do not wait for the peer's close_notify. Any
+            # other failure: nothing more to say, the FIN ends the connection.
+            with contextlib.suppress(ssl.SSLError):
                 self._obj.unwrap()
-            except ssl.SSLWantReadError:
-                pass  # expected: we do not wait for the peer's close_notify
-            except ssl.SSLError:
-                return
             self._send_nowait(self._delayed + self._outgoing.read())
             self._delayed = b""
         if self._broken is None:
