@@ -32,6 +32,7 @@ from loadgen.bench.peersbench import TARGET_VS_LOCUST, peer_figures, peer_lines
 from loadgen.bench.procs import machine_control
 from loadgen.bench.senderbench import sender_figures
 from loadgen.bench.systembench import callback_figures, merge_figure, pacing_figure, shard_figures
+from loadgen.bench.tlsbench import tls_figures
 from loadgen.report.html import CSS
 
 Check = dict[str, Any]
@@ -244,6 +245,20 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
     out["peers"] = peers
     checks.append(_check("sender closed model vs Locust FastHttpUser, same C target (per core)",
                          peers.get("ratio_vs_locust"), "Locust FastHttpUser", TARGET_VS_LOCUST))  # fmt: skip
+
+    _say("\n[12] TLS vs plain: sender -> fleet, closed model, 64 connections, CPU per operation")
+    tls = tls_figures(duration)
+    for key in ("plain", "tls"):
+        row = tls[key]
+        _say(f"  {key:<6}{row['ops_per_s']:>9.0f} ops/s   CPU per operation: fleet "
+             f"{row['fleet_us_per_op']} µs, sender {row['sender_us_per_op']} µs"
+             + (f"; {row['errors']} errors" if row["errors"] else ""))  # fmt: skip
+    _say(f"  TLS / plain per CPU-second: fleet {tls['fleet_ratio']}, sender {tls['sender_ratio']}")
+    out["tls"] = tls
+    checks.append(_check("TLS vs plain, fleet (ops per fleet CPU-second)", tls["fleet_ratio"],
+                         "plain HTTP, same pair", tls["target_ratio"], "ratio"))  # fmt: skip
+    checks.append(_check("TLS vs plain, sender (ops per sender CPU-second)", tls["sender_ratio"],
+                         "plain HTTP, same pair", tls["target_ratio"], "ratio"))  # fmt: skip
 
     _say("\nTargets")
     for check in checks:

@@ -1,7 +1,9 @@
 """One side of a device-fleet benchmark pair, run as its own process pinned to its own core.
 
     python -m loadgen.bench.devicepeer server --kind fast|h11|hypercorn [--count N] [--cpu N]
-        prints "READY <port>" and serves a fleet until terminated.
+        [--tls CA_FILE]
+        prints "READY <port>" and serves a fleet until terminated; with ``--tls`` (fast only)
+        on its HTTPS port alone, with a generated certificate whose CA it writes to CA_FILE.
     python -m loadgen.bench.devicepeer client --port P [--devices N] [--duration S]
         [--warmup S] [--concurrency C] [--cpu N]
         prints "WARM" after the warm-up, then one JSON line with the measured window.
@@ -86,13 +88,20 @@ def _asgi(handler: Callable[[Request], Awaitable[Any]]) -> Callable[..., Awaitab
     return app
 
 
-async def serve(kind: str, count: int) -> None:
+async def serve(kind: str, count: int, tls_ca: str | None = None) -> None:
     config = FleetConfig(count=count, http_port=0, id_pattern=ID_PATTERN)
+    if tls_ca is not None:
+        config = FleetConfig(count=count, http_port=None, https_port=0, id_pattern=ID_PATTERN)
     metrics = Metrics()
     async with trio.open_nursery() as nursery:
         if kind == "fast":  # the fleet exactly as `loadgen devices` runs it
             info = await nursery.start(run_fleet, config, metrics)
-            port = info.http[0][1]
+            if tls_ca is not None:
+                assert info.ca_pem is not None
+                await trio.Path(tls_ca).write_bytes(info.ca_pem)
+                port = info.https[0][1]
+            else:
+                port = info.http[0][1]
         else:
             engine = Engine(config, metrics, None, nursery)
             handler = DeviceHandler(build_devices(config), engine, base_path=BASE, api_key=None)
@@ -187,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--tls", metavar="CA_FILE", default=None, help="serve HTTPS (fast only)")
     args = parser.parse_args(argv)
     pin(args.cpu)
     if args.role == "server":
-        trio.run(serve, args.kind, args.count)
+        trio.run(serve, args.kind, args.count, args.tls)
     elif args.role == "client":
         trio.run(client, args.port, args.devices, args.duration, args.warmup, args.concurrency)
     else:

@@ -81,10 +81,17 @@ def measure_pair(
             cpu1 = cpu_seconds(server_process.pid)
         finally:
             client_process.wait(timeout=60)
+            _close_pipe(client_process)
     finally:
         server_process.terminate()
         server_process.wait(timeout=30)
+        _close_pipe(server_process)
     return result, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+
+
+def _close_pipe(process: subprocess.Popen[str]) -> None:
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def core_args(cpu: int) -> list[str]:

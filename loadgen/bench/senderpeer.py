@@ -2,7 +2,7 @@
 
     python -m loadgen.bench.senderpeer --kind platform|httpx --port P [--duration S]
         [--warmup S] [--concurrency C] [--model closed|open] [--rate R] [--cpu N]
-        [--count-steps]
+        [--count-steps] [--tls CA_FILE]
 
 prints "WARM" after the warm-up, then one JSON line with the measured window: operations
 completed, errors, process CPU seconds and wall seconds.
@@ -75,12 +75,20 @@ async def _window(
 
 
 def bench_config(
-    port: int, concurrency: int, seconds: float, *, model: str = "closed", rate: float = 1.0
+    port: int,
+    concurrency: int,
+    seconds: float,
+    *,
+    model: str = "closed",
+    rate: float = 1.0,
+    tls_ca: str | None = None,
 ) -> PlatformConfig:
     """The platform of the sender benchmarks: 1,000 device ids on the peer server, round robin,
-    ``concurrency`` connections, for ``seconds``."""
+    ``concurrency`` connections, for ``seconds``; over HTTPS verified with ``tls_ca`` if given."""
+    scheme = "http" if tls_ca is None else "https"
     return PlatformConfig(
-        targets=Targets(base_url=f"http://127.0.0.1:{port}", count=1000),
+        targets=Targets(base_url=f"{scheme}://127.0.0.1:{port}", count=1000),
+        ca_file=tls_ca,
         arrival=Arrival(model="closed" if model == "closed" else "open",
                         stages=(Stage(duration=seconds, rate=rate),), concurrency=concurrency),
         max_connections=concurrency,
@@ -91,9 +99,17 @@ def bench_config(
 
 
 async def platform_client(
-    port: int, duration: float, warmup: float, concurrency: int, model: str, rate: float
+    port: int,
+    duration: float,
+    warmup: float,
+    concurrency: int,
+    model: str,
+    rate: float,
+    tls_ca: str | None = None,
 ) -> None:
-    config = bench_config(port, concurrency, warmup + duration + 1.0, model=model, rate=rate)
+    config = bench_config(
+        port, concurrency, warmup + duration + 1.0, model=model, rate=rate, tls_ca=tls_ca
+    )
     metrics = Metrics()
     counters = metrics.counters
     async with trio.open_nursery() as nursery:
@@ -165,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--count-steps", action="store_true", help="report task steps and I/O waits per operation"
     )
+    parser.add_argument("--tls", metavar="CA_FILE", default=None, help="HTTPS, verified by CA_FILE")
     args = parser.parse_args(argv)
     global _STEPS
     _STEPS = StepCounter() if args.count_steps else None
@@ -172,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "platform":
         trio.run(
             platform_client, args.port, args.duration, args.warmup, args.concurrency,
-            args.model, args.rate,
+            args.model, args.rate, args.tls,
         )  # fmt: skip
     else:
         trio.run(httpx_client, args.port, args.duration, args.warmup, args.concurrency)

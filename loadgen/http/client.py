@@ -64,6 +64,7 @@ from loadgen.http.parser import (
 )
 from loadgen.http.render import JSON, RequestTemplate
 from loadgen.http.stream import RawStream, open_raw_stream
+from loadgen.http.tlsstream import TLSStream
 
 __all__ = ["ClientLimits", "ConnectionPool", "Held", "Origin", "PoolStats", "open_pool"]
 
@@ -419,7 +420,10 @@ class ConnectionPool:
         pool.open -= 1
         self.stats.connections_open -= 1
         self.watchdog.unwatch(conn)
-        conn.raw.close_now()
+        if isinstance(conn.stream, TLSStream):
+            conn.stream.close_now()  # close_notify first: the server sees a clean end
+        else:
+            conn.raw.close_now()
 
     async def _connect(
         self, origin: Origin, pool: _OriginPool, deadline: float = math.inf
@@ -435,11 +439,10 @@ class ConnectionPool:
                     raw = await open_raw_stream(origin.host, origin.port)
                     stream: trio.abc.Stream = raw
                     if origin.scheme == "https":
-                        tls = trio.SSLStream(
+                        tls = TLSStream(
                             raw,
                             self.ssl_context or ssl.create_default_context(),
                             server_hostname=origin.host,
-                            https_compatible=True,
                         )
                         try:
                             await tls.do_handshake()

@@ -64,7 +64,8 @@ from loadgen.http.parser import (
     RequestReader,
 )
 from loadgen.http.render import JSON, reason_phrase, render_error, render_response
-from loadgen.http.stream import RawStream, accept_loop, close_gracefully
+from loadgen.http.stream import Layered, RawStream, accept_loop, close_gracefully
+from loadgen.http.tlsstream import TLSStream
 from loadgen.units import Seconds
 
 __all__ = [
@@ -285,8 +286,7 @@ class HTTPServer:
         return len(oldest)
 
     async def _serve_tls_connection(self, context: ssl.SSLContext, raw: RawStream) -> None:
-        tls = trio.SSLStream(raw, context, server_side=True, https_compatible=True)
-        await self._serve_connection(tls)
+        await self._serve_connection(TLSStream(raw, context, server_side=True))
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         stats = self.stats
@@ -333,7 +333,9 @@ def _idle_order(conn: _Connection) -> int:
 
 def _release_descriptor(stream: trio.abc.Stream) -> None:
     """Close the socket under ``stream`` now (a task waiting on it wakes up)."""
-    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    transport = stream
+    if not isinstance(stream, RawStream) and isinstance(stream, Layered):
+        transport = stream.transport_stream
     if isinstance(transport, RawStream):
         transport.close_now()
 

@@ -28,7 +28,7 @@ sheds, only when a connection is really waiting.
 
 Errors follow trio's stream contract: a socket error is ``trio.BrokenResourceError`` (with the
 ``OSError`` as ``__cause__``), use after ``aclose`` is ``trio.ClosedResourceError``. Only plain TCP
-uses this class; TLS wraps it in ``trio.SSLStream``.
+uses this class; TLS wraps it in ``loadgen.http.tlsstream.TLSStream``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import select
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import trio
 from trio.lowlevel import (
@@ -51,7 +51,7 @@ from trio.lowlevel import (
     wait_writable,
 )
 
-__all__ = ["RawStream", "accept_loop", "close_gracefully", "open_raw_stream"]
+__all__ = ["Layered", "RawStream", "accept_loop", "close_gracefully", "open_raw_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,13 @@ class RawStream(trio.abc.HalfCloseableStream):
             await checkpoint()
         else:
             await checkpoint_if_cancelled()
+
+    #: The checkpoint of a call that did not wait, for a stream layered on this one (TLS).
+    checkpoint_fairly = _no_wait
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._closed:
@@ -195,14 +202,29 @@ class RawStream(trio.abc.HalfCloseableStream):
         await checkpoint()
 
 
+@runtime_checkable
+class Layered(Protocol):
+    """A stream over a ``RawStream`` (TLS): what closing needs to know of it."""
+
+    @property
+    def transport_stream(self) -> RawStream: ...
+
+    def notify_close(self) -> None:
+        """Say goodbye in the layer's own protocol (close_notify) without waiting."""
+
+
 async def close_gracefully(stream: trio.abc.Stream, *, seconds: float, max_bytes: int) -> bool:
     """Half-close ``stream``, read and drop the peer's input until it closes its side (at most
     ``seconds`` and ``max_bytes``), then close. True when the peer closed within those bounds.
 
-    A TLS stream is half-closed on its transport (no close_notify: the same as a forced close).
-    A stream that cannot half-close is closed at once. Cancellation closes at once too.
+    A TLS stream (``Layered``) sends its close_notify, then its transport is half-closed. A
+    stream that cannot half-close is closed at once. Cancellation closes at once too.
     """
-    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    transport: trio.abc.Stream = stream
+    # (RawStream first: a plain connection never pays for the protocol check)
+    if not isinstance(stream, RawStream) and isinstance(stream, Layered):
+        stream.notify_close()
+        transport = stream.transport_stream
     try:
         if not isinstance(transport, trio.abc.HalfCloseableStream):
             return False
