@@ -270,6 +270,15 @@ class Mux:
         except BlockingIOError:
             return
         except OSError as exc:
+            conn = line.conn
+            if (
+                line.token is not None
+                and line.unsent is None
+                and not conn.reader.buffered
+                and conn.served
+            ):  # reset as we wrote on a reused connection: the keep-alive race again
+                self._hand_off(line, self._retry_stale)
+                return
             self._fail(line, exc)
             return
         token = line.token

@@ -48,7 +48,6 @@ a measurement nor a connection past the operation's ``timeout``.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Protocol
@@ -268,7 +267,7 @@ async def pace(
     The platform's sender and the north side's job creation both use it."""
     current_time = trio.lowlevel.current_clock().current_time
     burst = 0
-    woke = -math.inf
+    woke = current_time()  # the start counts as a wake-up
     for t in times:
         intended = t0 + t
         now = current_time()
