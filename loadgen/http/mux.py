@@ -82,6 +82,13 @@ class MuxLine:
     """
 
     __slots__ = (
+        "_post",
+        "_read_span",
+        "_recv",
+        "_send",
+        "_stats",
+        "_watchdog",
+        "_write_span",
         "alive",
         "body",
         "conn",
@@ -119,6 +126,15 @@ class MuxLine:
         self.limit = math.inf  # the request's own deadline
         self.wire = self.target = self.body = b""
         self.unsent: memoryview | None = None
+        # bound once: ``write`` and the mux's read run once per operation
+        pool = mux.pool
+        self._post = opool.post
+        self._send = self.sock.send
+        self._recv = self.sock.recv
+        self._stats = pool.stats
+        self._watchdog = pool.watchdog
+        self._read_span = pool._read_span
+        self._write_span = pool._write_span
 
     def __repr__(self) -> str:
         return f"<MuxLine fd={self.fd} alive={self.alive} busy={self.token is not None}>"
@@ -126,30 +142,38 @@ class MuxLine:
     def write(self, target: bytes, body: bytes, deadline: float, token: object) -> bool:
         """Write a POST on this idle line now; ``token`` comes back with its answer. False when
         the socket refused it (nothing written: the line is dropped, try another)."""
-        wire = self.opool.post(target, body)
+        wire = self._post(target, body)
         try:
-            sent = self.sock.send(wire)
+            sent = self._send(wire)
         except BlockingIOError:
             sent = 0
         except OSError:
             self.mux._drop(self)
             return False
-        mux = self.mux
-        pool = mux.pool
-        stats = pool.stats
+        stats = self._stats
         stats.requests += 1
         if self.conn.served:
             stats.reused += 1
         self.token = token
-        self.wire, self.target, self.body, self.limit = wire, target, body, deadline
-        write_end, self.read_end = pool._ends(deadline)
+        self.wire = wire
+        self.target = target
+        self.body = body
+        self.limit = deadline
+        # ``ConnectionPool._ends`` inlined (this runs once per operation)
+        start = self._watchdog.now
+        read_end = start + self._read_span
+        if deadline < read_end:
+            read_end = deadline
+        self.read_end = read_end
         if sent == len(wire):
-            self.deadline = self.read_end
-        else:
-            self.deadline = write_end
-            self.unsent = memoryview(wire)[sent:]
-            assert mux.nursery is not None
-            mux.nursery.start_soon(self._finish_write)
+            self.deadline = read_end
+            return True
+        write_end = start + self._write_span
+        self.deadline = deadline if deadline < write_end else write_end
+        self.unsent = memoryview(wire)[sent:]
+        nursery = self.mux.nursery
+        assert nursery is not None
+        nursery.start_soon(self._finish_write)
         return True
 
     async def _finish_write(self) -> None:
@@ -266,7 +290,7 @@ class Mux:
 
     def _readable(self, line: MuxLine, current_time: Callable[[], float]) -> None:
         try:
-            data = line.sock.recv(RECEIVE_SIZE)
+            data = line._recv(RECEIVE_SIZE)
         except BlockingIOError:
             return
         except OSError as exc:

@@ -393,7 +393,10 @@ class Sender:
             idle = lane.idle
             if not lane.queue:
                 while idle:
-                    if self._write(idle.pop(), op, route.target, now):
+                    muxed = idle.pop()
+                    if muxed.write(route.target, op.body, op.deadline, op):  # ``_write`` inlined
+                        muxed.mark = op.retries_left
+                        self.table.written(op, self._now() if now is None else now)
                         return
             lane.queue.append(op)
             if lane.lines < lane.max_workers:
