@@ -262,7 +262,8 @@ async def pace(
     until ``end``. It sleeps until the next intended time, never relative to now, and issues
     everything already due at each wake-up (a late wake-up sends the backlog at once, each
     operation keeping its own intended time, ``now`` read afresh for each); a long backlog
-    yields every ``BURST`` operations so the workers run. Two wake-ups are at least ``window``
+    yields every ``BURST`` operations so the workers run (``issue`` returning False, a refusal,
+    does not count: past its ceiling the pacer keeps to the schedule and refuses the excess). Two wake-ups are at least ``window``
     apart: what falls due in between is sent together at the next one (see ``BATCH_WINDOW``).
     The platform's sender and the north side's job creation both use it."""
     current_time = trio.lowlevel.current_clock().current_time
@@ -281,8 +282,8 @@ async def pace(
             await trio.lowlevel.checkpoint()
             now = current_time()
             burst = 0
-        issue(intended, now)
-        burst += 1
+        if issue(intended, now) is not False:
+            burst += 1  # (a refused operation made no work for the workers: no need to yield)
     await trio.sleep_until(end)
 
 

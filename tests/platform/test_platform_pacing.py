@@ -140,3 +140,38 @@ async def test_a_late_pacer_s_latency_counts_from_the_intended_time(
     assert late_hist.get_max_value() == late_hist.get_highest_equivalent_value(
         round(max(lateness) * 1e6)
     )
+
+
+@pytest.mark.parametrize("accept", [True, False])
+async def test_a_backlog_yields_per_burst_of_accepted_operations_only(
+    autojump_clock: trio.testing.MockClock, accept: bool
+) -> None:
+    """Behind schedule the pacer yields every ``BURST`` operations so the workers can send
+    them; refused operations (the queue is full) make no work, so refusing the excess of an
+    overload does not hold the pacer back from its schedule."""
+    t0 = trio.current_time() - 1.0  # a second behind: 1,000 operations overdue at once
+    issued: list[float] = []
+    turns = 0
+
+    def issue(intended: float, now: float) -> bool:
+        issued.append(intended)
+        return accept
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        turns = 0
+        await pace([i / 1000 for i in range(1000)], t0, t0, issue)
+        behind = turns
+        nursery.cancel_scope.cancel()
+    assert len(issued) == 1000
+    if accept:
+        assert behind >= 1000 // sender_module.BURST - 1
+    else:
+        assert behind <= 1  # only the final sleep's checkpoint
