@@ -19,6 +19,7 @@ from platform_fakes import FreezingDevice
 import loadgen.platform.sender as sender_module
 from loadgen.metrics.registry import Metrics
 from loadgen.platform import Arrival, PlatformConfig, PlatformInfo, Stage, run_platform
+from loadgen.platform.alarm import Alarm
 from loadgen.platform.inflight import Operation
 from loadgen.platform.runner import PlatformResult
 from loadgen.platform.sender import BATCH_WINDOW, pace
@@ -175,3 +176,29 @@ async def test_a_backlog_yields_per_burst_of_accepted_operations_only(
         assert behind >= 1000 // sender_module.BURST - 1
     else:
         assert behind <= 1  # only the final sleep's checkpoint
+
+
+async def test_the_alarm_falls_back_to_trio_s_sleep_on_a_mock_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    alarm = Alarm()
+    assert not alarm.precise
+    start = trio.current_time()
+    await alarm.sleep_until(start + 0.0123)
+    assert trio.current_time() == start + 0.0123
+    alarm.close()
+
+
+@pytest.mark.slow
+async def test_the_alarm_never_wakes_early() -> None:
+    """Real time (a timerfd on the system clock): 50 sleeps of 0.3 ms, each ends at or after
+    its deadline; a deadline already passed is a checkpoint. (How late is not asserted.)"""
+    alarm = Alarm()
+    try:
+        for _ in range(50):
+            deadline = trio.current_time() + 0.0003
+            await alarm.sleep_until(deadline)
+            assert trio.current_time() >= deadline
+        await alarm.sleep_until(trio.current_time() - 1.0)
+    finally:
+        alarm.close()
