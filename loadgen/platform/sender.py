@@ -276,9 +276,10 @@ async def pace(
     everything already due at each wake-up (a late wake-up sends the backlog at once, each
     operation keeping its own intended time, ``now`` read afresh for each); a long backlog
     yields every ``BURST`` operations so the workers run (``issue`` returning False, a refusal,
-    does not count: past its ceiling the pacer keeps to the schedule and refuses the excess). Two wake-ups are at least ``window``
-    apart: what falls due in between is sent together at the next one (see ``BATCH_WINDOW``).
-    The platform's sender and the north side's job creation both use it."""
+    does not count: past its ceiling the pacer keeps to the schedule and refuses the excess).
+    Two wake-ups are at least ``window`` apart: what falls due in between is sent together at
+    the next one (see ``BATCH_WINDOW``). The platform's sender and the north side's job
+    creation both use it."""
     current_time = trio.lowlevel.current_clock().current_time
     burst = 0
     woke = current_time()  # the start counts as a wake-up
