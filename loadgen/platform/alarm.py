@@ -60,7 +60,7 @@ class Alarm:
     """``sleep_until(t)`` on the current trio clock, on time where a timerfd can be had.
     Create it inside ``trio.run``; ``close`` it when done."""
 
-    __slots__ = ("_clock", "_fd", "_offset", "_spec")
+    __slots__ = ("_clock", "_fd", "_offset", "_ref", "_settime", "_spec")
 
     def __init__(self) -> None:
         clock = trio.lowlevel.current_clock()
@@ -68,6 +68,8 @@ class Alarm:
         self._fd = -1
         self._offset = 0.0
         self._spec = _Itimerspec()
+        self._ref = ctypes.byref(self._spec)  # made once: a wake-up per half millisecond
+        self._settime = _LIBC.timerfd_settime if _LIBC is not None else None
         offset = getattr(clock, "offset", None)
         perf = time.get_clock_info("perf_counter").implementation
         if (
@@ -104,9 +106,10 @@ class Alarm:
         value.tv_sec, value.tv_nsec = divmod(
             math.ceil((deadline - self._offset) * 1e9), 1_000_000_000
         )
-        assert _LIBC is not None
+        settime = self._settime
+        assert settime is not None
         while True:  # arming resets the timer's count: readable only once it has fired
-            if _LIBC.timerfd_settime(fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None):
+            if settime(fd, _TFD_TIMER_ABSTIME, self._ref, None):
                 await trio.sleep_until(deadline)  # not expected; never a wrong wake-up
                 return
             await trio.lowlevel.wait_readable(fd)
