@@ -500,7 +500,7 @@ class InflightTable:
     def written(self, op: Operation, now: float) -> None:
         """``op`` (queued, ``t_sent is None``) is being written now: its service time starts.
         The first write of an operation counts it in ``ops.sent``; a retry's re-send does not."""
-        if _never_written(op):
+        if op.t_sent is None and op.retries_left == op.timeouts.retries:  # _never_written
             self.counters["ops.sent"] += 1
         op.t_sent = now
         self.queued -= 1

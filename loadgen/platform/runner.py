@@ -61,6 +61,7 @@ import trio
 
 from loadgen.errors import ConfigError
 from loadgen.http.client import ClientLimits, Origin, open_pool
+from loadgen.http.mux import Mux
 from loadgen.http.server import HTTPServer
 from loadgen.http.tls import client_context, server_context
 from loadgen.metrics.health import monitor_loop_lag, p99_ms, saturation_reasons
@@ -473,8 +474,9 @@ async def run_platform(
             ) as pool:
                 with _frozen_heap():
                     result = await _load(
-                        config, metrics, info, routes, pool.request, schedule, lines=pool.hold
-                    )
+                        config, metrics, info, routes, pool.request, schedule, lines=pool.hold,
+                        mux=Mux(pool),
+                    )  # fmt: skip
         else:
             with _frozen_heap():
                 result = await _load(config, metrics, info, routes, transport, schedule)
@@ -509,6 +511,7 @@ async def _load(
     schedule: Schedule | None,
     *,
     lines: Callable[[Origin], Line] | None = None,
+    mux: Mux | None = None,
 ) -> PlatformResult:
     arrival = config.arrival
     table = info.table
@@ -536,7 +539,10 @@ async def _load(
             wall0_ms=int(started_at * 1000),
             max_in_flight=config.max_in_flight,
             lines=lines,
+            mux=mux,
         )
+        if mux is not None:  # plain HTTP connections: one task reads every answer
+            await workers.start(mux.run)
         await workers.start(_timer, table, sender.resend)
         if info.north is not None:
             info.north.attach(sender, routes, t0, int(started_at * 1000))
