@@ -3,6 +3,7 @@ FINISHED / FINISHED_WITH_ERRORS at the last operation, N4 moves, bounded memory.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 
 import pytest
@@ -10,12 +11,18 @@ import pytest
 from loadgen.platform.jobs import (
     JOB_TRANSITIONS,
     OPERATION_TRANSITIONS,
+    FinishedJob,
     JobBook,
     JobOperation,
     JobState,
     OperationState,
 )
-from loadgen.protocol.north import JobRequest
+from loadgen.protocol.north import (
+    JobRequest,
+    encode_job_status,
+    encode_operation_record,
+    encode_operations_page,
+)
 
 
 def _request(*entities: str) -> JobRequest:
@@ -56,7 +63,13 @@ def test_a_job_finishes_when_its_last_operation_does() -> None:
         "FINISHED", "SUCCESSFUL", 1002, 1200,
     )  # fmt: skip
     assert record.attempts_current == 1
-    assert book.get("j1") is job  # kept for N2/N3
+    kept = book.get("j1")  # kept for N2/N3, as their answers
+    assert isinstance(kept, FinishedJob)
+    assert kept.status == encode_job_status(job.status(), created_ms=1000)
+    assert kept.page(1, 10) == encode_operations_page([o.record() for o in job.operations])
+    assert kept.page(2, 1) == encode_operations_page([job.operations[1].record()])
+    assert kept.page(3, 5) == encode_operations_page([])
+    assert finished[1].wire == encode_operation_record(record)  # the callback's body
     assert "j1" not in book.live
     assert counters["platform.north.jobs_finished"] == 1
 
@@ -92,6 +105,24 @@ def test_n4_moves_and_refusals() -> None:
     assert book.ended("o1", "SUCCESSFUL", [], now=1.0, now_ms=7) is None
     assert counters["platform.north.detached_ends"] == 0  # its job is over: not indexed any more
     assert book.set_state("j1", "o1", "FINISHED", 0.0, 6) == "illegal"
+    assert book.set_state("j1", "o1", "IN_PROGRESS", 0.0, 6) == "illegal"
+    assert book.set_state("j1", "o9", "IN_PROGRESS", 0.0, 6) == "no_operation"
+
+
+def test_the_finished_jobs_kept_are_not_walked_by_the_garbage_collector() -> None:
+    """What N2/N3 keep of a finished job holds no container the collector tracks, so the
+    thousands kept in a long run add nothing to the cost of a collection."""
+    book, _, _ = _book(keep_count=1000)
+    for i in range(100):
+        book.create(f"j{i}", _request("d1", "d2"), [f"o{i}a", f"o{i}b"], now=0.0, now_ms=0)
+        book.ended(f"o{i}a", "SUCCESSFUL", [{"name": "x", "result": "SUCCESSFUL"}], 0.0, 0)
+        book.ended(f"o{i}b", "ERROR_TIMEOUT", [], now=0.0, now_ms=0)
+    gc.collect()  # untracks the inner tuples of atoms,
+    gc.collect()  # then the outer ones (each collection examines the tuples it walks)
+    kept = list(book.finished.values())
+    assert len(kept) == 100
+    assert not any(gc.is_tracked(job) for job in kept)
+    assert isinstance(book.get("j7"), FinishedJob)
 
 
 def test_finished_jobs_are_kept_bounded_by_count_and_age() -> None:
