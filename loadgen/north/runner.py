@@ -13,8 +13,9 @@ Start sequence (what a campaign does)::
    load, not thousands of counted failures;
 2. **load**: one issuing task follows the schedule (``loadgen.platform.schedule``: stages, ramps,
    Poisson) and, at each intended time, takes ``targets_per_job`` free devices, opens the job in
-   the tracker and queues its N1; ``max_connections`` workers write the queued N1s on the
-   keep-alive pool (``loadgen.http.client``), each one's service time starting as it is written;
+   the tracker and writes its N1 at once on an idle keep-alive connection, or queues it until
+   one is free (at most ``max_connections``; ``loadgen.http.muxclient``: no task per request,
+   one task reads every answer), each one's service time starting as it is written;
 3. **drain**: jobs still live get up to ``config.grace`` to close; the deadlines keep firing;
 4. **cut-off**: what is left is recorded timed out at its own deadline (``tracker.drain``), so
    ``jobs.created == jobs.closed + jobs.timed_out + jobs.errors`` when ``run_north`` returns.
@@ -40,16 +41,18 @@ import trio
 
 from loadgen.errors import ConfigError, ProtocolError, TransportError
 from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
-from loadgen.http.parser import Request
+from loadgen.http.muxclient import MuxClient
+from loadgen.http.parser import Request, Response
 from loadgen.http.server import HTTPServer, Reply
 from loadgen.http.tls import client_context
 from loadgen.metrics.health import p99_ms, saturation_reasons
 from loadgen.metrics.registry import Metrics
 from loadgen.north.config import NorthConfig
 from loadgen.north.jobs import JobTracker, NorthJob, State
+from loadgen.platform.alarm import Alarm
 from loadgen.platform.mix import OperationMix
 from loadgen.platform.schedule import Schedule
-from loadgen.platform.sender import pace
+from loadgen.platform.sender import BATCH_WINDOW, pace
 from loadgen.protocol.north import (
     JobRequest,
     NorthPaths,
@@ -299,50 +302,46 @@ async def _load(
     close_timeouts = [config.close_timeout(entry) for entry in config.mix]
     target = paths.jobs.encode()
     key_path = config.key_path
-    queue: deque[tuple[NorthJob, bytes]] = deque()
-    lot = trio.lowlevel.ParkingLot()
-    workers = 0
     lateness = metrics.single("lateness")
     pollable: deque[NorthJob] = deque()
     polling = config.close_by == "poll"
+    current_time = trio.lowlevel.current_clock().current_time
 
-    async def worker() -> None:
-        current_time = trio.current_time
-        while True:
-            while not queue:
-                await lot.park()
-            job, body = queue.popleft()
-            if job.state is not State.SENT:
-                continue  # timed out while it waited for a connection
-            tracker.sending(job, current_time())
-            try:
-                answer = await pool.request(origin, target, body, deadline=job.deadline)
-            except TransportError as exc:
-                cause = "north.transport." + exc.kind
-                metrics.note(cause, f"{exc} ({origin})")
-                tracker.refused(job, current_time(), cause, maybe_created=True)
-                continue
-            now = current_time()
-            status = answer.status
-            if not 200 <= status < 300:
-                cause = f"north.status.{status}"
-                metrics.note(cause, f"{status} {answer.body[:160]!r}")
-                tracker.refused(job, now, cause, maybe_created=False)
-                continue
-            try:
-                job_id = job_id_from(answer.header(b"location"), answer.body, key_path)
-            except ProtocolError as exc:
-                metrics.note("north.no_job_id", str(exc))
-                tracker.refused(job, now, "north.no_job_id", maybe_created=True)
-                continue
-            tracker.accepted(job, job_id, now)
-            if polling and job.state not in (State.CLOSED, State.TIMED_OUT, State.ERROR):
-                pollable.append(job)
+    def written(job: NorthJob, now: float) -> None:
+        tracker.sending(job, now)
+
+    def answered(job: NorthJob, answer: Response) -> None:
+        now = current_time()
+        status = answer.status
+        if not 200 <= status < 300:
+            cause = f"north.status.{status}"
+            metrics.note(cause, f"{status} {answer.body[:160]!r}")
+            tracker.refused(job, now, cause, maybe_created=False)
+            return
+        try:
+            job_id = job_id_from(answer.header(b"location"), answer.body, key_path)
+        except ProtocolError as exc:
+            metrics.note("north.no_job_id", str(exc))
+            tracker.refused(job, now, "north.no_job_id", maybe_created=True)
+            return
+        tracker.accepted(job, job_id, now)
+        if polling and job.state not in (State.CLOSED, State.TIMED_OUT, State.ERROR):
+            pollable.append(job)
+
+    def failed(job: NorthJob, exc: TransportError) -> None:
+        cause = "north.transport." + exc.kind
+        metrics.note(cause, f"{exc} ({origin})")
+        tracker.refused(job, current_time(), cause, maybe_created=True)
+
+    # a queued N1 whose job timed out before a connection was free is not written at all
+    client = MuxClient(
+        pool, answered, failed, on_written=written, wanted=lambda job: job.state is State.SENT
+    )
 
     async with trio.open_nursery() as tasks:
+        await tasks.start(client.run)
 
         def issue(intended: float, now: float) -> None:
-            nonlocal workers
             devices = tracker.take_devices(config.targets_per_job)
             if devices is None:
                 return
@@ -352,12 +351,7 @@ async def _load(
             lateness.record(late)
             if late > LATE_SEND:
                 counters["jobs.late_sends"] += 1
-            queue.append((job, templates.render(entry, devices)))
-            if lot:
-                lot.unpark()
-            elif workers < config.max_connections:
-                workers += 1
-                tasks.start_soon(worker)
+            client.send(origin, target, templates.render(entry, devices), job.deadline, job)
 
         if polling:
             tasks.start_soon(_poll, config, metrics, tracker, pool, origin, paths, pollable)
@@ -366,7 +360,15 @@ async def _load(
         cpu0, wall0 = time.process_time(), time.perf_counter()
         end = t0 + config.arrival.duration
         with info._load_scope:
-            await pace(schedule_times(info.schedule, config, seed), t0, end, issue)
+            # as the platform's sender does: wake at most every BATCH_WINDOW, on time (timerfd)
+            alarm = Alarm()
+            try:
+                await pace(
+                    schedule_times(info.schedule, config, seed), t0, end, issue,
+                    window=BATCH_WINDOW, sleep_until=alarm.sleep_until,
+                )  # fmt: skip
+            finally:
+                alarm.close()
         cpu1, wall1 = time.process_time(), time.perf_counter()
         load_end = trio.current_time()
         info.phase = "drain"

@@ -24,9 +24,10 @@ deadlines, retries, recording and ``ops.*`` counters are the platform's own) and
 sender's lanes. ``operationParameters`` become the operation's ``Timeouts``: ``ackTimeout`` 0
 (none) means the final ``timeout`` bounds the acknowledgement too. Each operation's end reaches
 the ``JobBook`` through ``Operation.on_done``; the finished record goes to the job's callback
-URL, POSTed by ``callback_connections`` workers over a keep-alive pool
+URL, POSTed at once on an idle keep-alive connection, or queued until one of the
+``callback_connections`` is free (``loadgen.http.muxclient``: no task per notification)
 (``platform.north.callbacks_sent`` / ``callbacks_failed``, the first failure noted), never
-blocking the operations: a full outbox drops the notification and counts it
+blocking the operations: past ``OUTBOX`` notifications pending, one is dropped and counted
 (``callbacks_dropped``).
 """
 
@@ -39,7 +40,8 @@ import trio
 
 from loadgen.errors import ConfigError, ProtocolError, TransportError
 from loadgen.http.client import ClientLimits, Origin, open_pool
-from loadgen.http.parser import Request
+from loadgen.http.muxclient import MuxClient
+from loadgen.http.parser import Request, Response
 from loadgen.http.server import Reply
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import NorthAPI, Timeouts
@@ -103,8 +105,8 @@ class NorthCore:
         self._t0 = 0.0
         self._wall0_ms = 0
         self._timeouts: dict[tuple[Any, ...], Timeouts] = {}
-        self._outbox_send, self._outbox = trio.open_memory_channel[tuple[str, bytes]](OUTBOX)
-        self._posting = 0
+        self._callbacks: MuxClient | None = None
+        self._posting = 0  # notifications written or queued, not yet answered
         self._idle = trio.Event()
         self._idle.set()
         self._origins: dict[str, tuple[Origin, bytes]] = {}
@@ -277,14 +279,19 @@ class NorthCore:
         url = op.job.request.callback
         if url is None:
             return
-        try:
-            self._outbox_send.send_nowait((url, op.wire))
-        except trio.WouldBlock:
+        client = self._callbacks
+        if client is None or self._posting >= OUTBOX:
             self.counters["platform.north.callbacks_dropped"] += 1
             return
+        target = self._target(url)
+        if target is None:
+            return
+        origin, path = target
         if self._idle.is_set():
             self._idle = trio.Event()
         self._posting += 1
+        deadline = trio.current_time() + self.config.callback_timeout
+        client.send(origin, path, op.wire, deadline, url)
 
     def _target(self, url: str) -> tuple[Origin, bytes] | None:
         found = self._origins.get(url)
@@ -303,7 +310,7 @@ class NorthCore:
     async def run_callbacks(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """POST the notifications of the outbox (runs until cancelled)."""
+        """POST the notifications (runs until cancelled)."""
         timeout = self.config.callback_timeout
         limits = ClientLimits(
             max_connections=self.config.callback_connections,
@@ -311,40 +318,35 @@ class NorthCore:
             read_timeout=timeout,
             write_timeout=timeout,
         )
-        async with open_pool(limits=limits) as pool, trio.open_nursery() as workers:
+        async with open_pool(limits=limits) as pool:
+            client = MuxClient(pool, self._posted, self._not_posted)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(client.run)
+                    self._callbacks = client
+                    task_status.started()
+            finally:
+                self._callbacks = None
 
-            async def worker() -> None:
-                async for url, body in self._outbox:
-                    try:
-                        await self._post(pool.request, url, body, timeout)
-                    finally:
-                        self._posting -= 1
-                        if not self._posting:
-                            self._idle.set()
+    def _done_posting(self) -> None:
+        self._posting -= 1
+        if not self._posting:
+            self._idle.set()
 
-            for _ in range(self.config.callback_connections):
-                workers.start_soon(worker)
-            task_status.started()
-
-    async def _post(self, request: Any, url: str, body: bytes, seconds: float) -> None:
-        counters = self.counters
-        target = self._target(url)
-        if target is None:
-            return
-        origin, path = target
-        try:
-            answer = await request(origin, path, body, deadline=trio.current_time() + seconds)
-        except TransportError as exc:
-            counters["platform.north.callbacks_failed"] += 1
-            self.metrics.note("platform.north.callbacks_failed", f"{url}: {exc}")
-            return
+    def _posted(self, url: str, answer: Response) -> None:
+        self._done_posting()
         if 200 <= answer.status < 300:
-            counters["platform.north.callbacks_sent"] += 1
+            self.counters["platform.north.callbacks_sent"] += 1
         else:
-            counters["platform.north.callbacks_failed"] += 1
+            self.counters["platform.north.callbacks_failed"] += 1
             self.metrics.note(
                 "platform.north.callbacks_failed", f"{url}: {answer.status} {answer.body[:80]!r}"
             )
+
+    def _not_posted(self, url: str, exc: TransportError) -> None:
+        self._done_posting()
+        self.counters["platform.north.callbacks_failed"] += 1
+        self.metrics.note("platform.north.callbacks_failed", f"{url}: {exc}")
 
     async def flush(self, seconds: float) -> None:
         """Wait (at most ``seconds``) until every notification queued so far has been POSTed."""

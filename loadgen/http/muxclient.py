@@ -1,0 +1,189 @@
+"""Requests written at once on an idle connection, answers called back: a ``Mux`` with a queue.
+
+For the sides that issue one request per event and judge each answer by itself (the north
+side's job creation, N1; the stand-in's callback notifications): ``send(origin, target, body,
+deadline, token)`` writes the POST synchronously on an idle line of ``origin`` (one
+non-blocking ``send``), or queues it while every line is busy and opens another line while the
+origin is under ``max_connections``. The mux's one task reads every ready answer in a pass and
+calls ``on_answer(token, response)`` (``on_written(token, now)`` told the moment it was
+written: the service time's anchor), after the freed line took the origin's next queued
+request; a failed exchange calls ``on_failure(token, error)`` with a ``TransportError``. So a
+request costs no task step of its own and no ``epoll_ctl`` per wait (see ``loadgen.http.mux``).
+
+A queued request whose ``deadline`` passes before a line is free fails with ``WriteTimeout``
+when its turn comes; ``wanted(token)`` (default: always) lets the caller drop one it no longer
+needs (a job that timed out meanwhile) without a failure.
+
+Origins the mux does not take (HTTPS, a pool forcing h11, not Linux) are served by
+``ConnectionPool.request`` in a task per request, bounded by the pool's own limit: same
+callbacks, same order of events for the caller.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import trio
+
+from loadgen.errors import TransportError, WriteTimeout
+from loadgen.http.client import ConnectionPool, Origin
+from loadgen.http.mux import Mux, MuxLine
+from loadgen.http.parser import Response
+
+__all__ = ["MuxClient"]
+
+_ALWAYS: Final[Callable[[Any], bool]] = lambda token: True  # noqa: E731
+
+
+class _Origin:
+    """One origin's lines and the requests waiting for one."""
+
+    __slots__ = ("idle", "lines", "origin", "queue")
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.idle: list[MuxLine] = []  # most recently freed last
+        self.lines = 0  # open, or being opened
+        self.queue: deque[tuple[bytes, bytes, float, Any]] = deque()
+
+    def __repr__(self) -> str:
+        return f"<_Origin {self.origin} lines={self.lines} idle={len(self.idle)} queued={len(self.queue)}>"
+
+
+class MuxClient:
+    """See the module docstring. ``run`` must be started before the first ``send``."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        on_answer: Callable[[Any, Response], None],
+        on_failure: Callable[[Any, TransportError], None],
+        *,
+        on_written: Callable[[Any, float], None] | None = None,
+        wanted: Callable[[Any], bool] = _ALWAYS,
+    ) -> None:
+        self.pool = pool
+        self.mux = Mux(pool)
+        self.mux.on_answer = self._answered
+        self.mux.on_failure = self._failed
+        self.mux.on_dropped = self._dropped
+        self.on_answer = on_answer
+        self.on_failure = on_failure
+        self.on_written = on_written
+        self.wanted = wanted
+        self.max_lines = pool.limits.max_connections
+        self._origins: dict[Origin, _Origin] = {}
+        self._now = trio.lowlevel.current_clock().current_time
+        self._nursery: trio.Nursery | None = None
+
+    def __repr__(self) -> str:
+        return f"<MuxClient {list(self._origins.values())} {self.mux!r}>"
+
+    @property
+    def queued(self) -> int:
+        return sum(len(state.queue) for state in self._origins.values())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The mux's reader and the tasks that open lines (until cancelled)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.mux.run)
+            task_status.started()
+
+    def send(self, origin: Origin, target: bytes, body: bytes, deadline: float, token: Any) -> None:
+        """POST ``body`` to ``target`` on ``origin`` now if a line is idle, else when one is."""
+        state = self._origins.get(origin)
+        if state is None:
+            state = self._origins[origin] = _Origin(origin)
+        if not self.mux.serves(origin):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._via_pool, origin, target, body, deadline, token)
+            return
+        if not state.queue:
+            idle = state.idle
+            while idle:
+                if idle.pop().write(target, body, deadline, token):
+                    if self.on_written is not None:
+                        self.on_written(token, self._now())
+                    return
+        state.queue.append((target, body, deadline, token))
+        if state.lines < self.max_lines:
+            state.lines += 1
+            assert self._nursery is not None
+            self._nursery.start_soon(self._open_line, state)
+
+    # --- the mux's callbacks -----------------------------------------------------------------
+
+    def _serve(self, state: _Origin, line: MuxLine) -> None:
+        """``line`` is free: write the origin's next queued request on it, else keep it idle."""
+        queue = state.queue
+        while queue:
+            target, body, deadline, token = queue.popleft()
+            if not self.wanted(token):
+                continue
+            now = self._now()
+            if now >= deadline:
+                self.on_failure(token, WriteTimeout("no connection free by the request's deadline"))
+                continue
+            if not line.write(target, body, deadline, token):
+                queue.appendleft((target, body, deadline, token))  # nothing written: retry
+            elif self.on_written is not None:
+                self.on_written(token, now)
+            return
+        state.idle.append(line)
+
+    def _answered(self, line: MuxLine, token: Any, response: Response) -> None:
+        if line.alive:  # free before the answer is judged (the caller may send again at once)
+            self._serve(line.holder, line)
+        self.on_answer(token, response)
+
+    def _failed(self, line: MuxLine, token: Any, error: TransportError) -> None:
+        self.on_failure(token, error)
+
+    def _dropped(self, line: MuxLine) -> None:
+        state: _Origin = line.holder
+        state.lines -= 1
+        if line in state.idle:  # the server closed an idle connection (a scan of <= max)
+            state.idle.remove(line)
+        if state.queue and state.lines < self.max_lines and self._nursery is not None:
+            state.lines += 1
+            self._nursery.start_soon(self._open_line, state)
+
+    # --- opening lines, and the origins the mux does not take --------------------------------
+
+    async def _open_line(self, state: _Origin) -> None:
+        """Open a line (already counted in ``state.lines``) and serve the queue with it; failing
+        to connect fails the request at the head of the queue, as the pool's request would."""
+        opened = False
+        try:
+            while state.queue and not opened:
+                *_, deadline, token = state.queue[0]
+                if not self.wanted(token):
+                    state.queue.popleft()
+                    continue
+                try:
+                    line = await self.mux.open(state.origin, deadline, state)
+                except TransportError as exc:
+                    if state.queue and state.queue[0][3] is token:
+                        state.queue.popleft()
+                    self.on_failure(token, exc)
+                    continue
+                opened = True  # the line holds the count now; its drop gives it back
+                self._serve(state, line)
+        finally:
+            if not opened:
+                state.lines -= 1
+
+    async def _via_pool(
+        self, origin: Origin, target: bytes, body: bytes, deadline: float, token: Any
+    ) -> None:
+        if self.on_written is not None:
+            self.on_written(token, self._now())  # as it goes to the pool (its write is inside)
+        try:
+            response = await self.pool.request(origin, target, body, deadline=deadline)
+        except TransportError as exc:
+            self.on_failure(token, exc)
+            return
+        self.on_answer(token, response)
