@@ -43,6 +43,7 @@ from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
 from loadgen.http.parser import Request
 from loadgen.http.server import HTTPServer, Reply
 from loadgen.http.tls import client_context
+from loadgen.metrics.collector import quiet_collector
 from loadgen.metrics.health import p99_ms, saturation_reasons
 from loadgen.metrics.registry import Metrics
 from loadgen.north.config import NorthConfig
@@ -225,7 +226,8 @@ async def run_north(
         ) as pool:
             nursery.start_soon(_timer, tracker)
             task_status.started(info)
-            result = await _load(config, metrics, tracker, info, pool, origin, paths, seed)
+            with quiet_collector():
+                result = await _load(config, metrics, tracker, info, pool, origin, paths, seed)
         nursery.cancel_scope.cancel()
     return result
 
