@@ -24,8 +24,8 @@ load runs (``quiet_collector``):
 4. on exit the thresholds are restored, the callback removed and the heap unfrozen.
 
 Entered again while active (the fleet and the platform of one process each enter it when their
-load begins), it collects and freezes once more (the later side's start-up) and leaves the
-policy to the outermost exit. The collections it ran are in ``statistics()``.
+load begins), it collects and freezes once more (the later side's start-up); the policy holds
+until the last of them has exited, in whatever order. The collections it ran are in ``statistics()``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -94,13 +94,14 @@ class _Policy:
         self.requested = False
 
 
-_active: list[_Policy] = []  # the installed policy, once per nesting level
+_policy: _Policy | None = None  # installed while at least one ``quiet_collector`` is open
+_depth = 0  # how many are open
 _full = 0
 _full_seconds = 0.0
 
 
 def statistics() -> CollectorStats:
-    mark = _active[0].mark if _active else 0
+    mark = _policy.mark if _policy is not None else 0
     return CollectorStats(full_collections=_full, full_ms=_full_seconds * 1000, blocks_mark=mark)
 
 
@@ -114,24 +115,21 @@ def _token() -> trio.lowlevel.TrioToken | None:
 @contextmanager
 def quiet_collector() -> Iterator[None]:
     """Apply the load's collector policy (see the module docstring) for the ``with`` block."""
+    global _policy, _depth
     gc.collect()
     gc.freeze()
-    if _active:  # nested: the later side's start-up is frozen too; the policy is in place
-        _active.append(_active[0])
-        try:
-            yield
-        finally:
-            _active.pop()
-        return
-    policy = _Policy(_token())
-    hook: Callable[[str, dict[str, Any]], None] = policy.after_collection
-    gc.set_threshold(*YOUNG, _NEVER)
-    gc.callbacks.append(hook)
-    _active.append(policy)
+    if _policy is None:
+        _policy = _Policy(_token())
+        gc.set_threshold(*YOUNG, _NEVER)
+        gc.callbacks.append(_policy.after_collection)
+    _depth += 1
     try:
         yield
     finally:
-        _active.pop()
-        gc.callbacks.remove(hook)
-        gc.set_threshold(*policy.saved)
-        gc.unfreeze()
+        _depth -= 1
+        if _depth == 0:  # the last one open, whichever entered first
+            policy, _policy = _policy, None
+            assert policy is not None
+            gc.callbacks.remove(policy.after_collection)
+            gc.set_threshold(*policy.saved)
+            gc.unfreeze()

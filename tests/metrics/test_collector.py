@@ -70,6 +70,25 @@ def test_a_nested_entry_freezes_again_and_leaves_the_policy_to_the_outermost() -
     assert gc.get_freeze_count() == 0
 
 
+def test_the_policy_holds_until_the_last_open_one_exits_in_any_order() -> None:
+    """The fleet enters first and may end last, or not: the platform of the same process can
+    outlive it (a devices drain cut short). Whichever exits last restores."""
+    before = gc.get_threshold()
+    fleet, platform = quiet_collector(), quiet_collector()
+    fleet.__enter__()
+    platform.__enter__()
+    fleet.__exit__(None, None, None)  # the first entered exits first
+    assert gc.get_threshold()[:2] == YOUNG
+    assert gc.get_freeze_count() > 0
+    again = quiet_collector()  # a later side still finds the policy in place
+    again.__enter__()
+    again.__exit__(None, None, None)
+    assert gc.get_threshold()[:2] == YOUNG
+    platform.__exit__(None, None, None)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
 def _promoted_cycle() -> weakref.ref[Node]:
     """A cycle that lived long enough to reach the oldest generation, then became garbage."""
     node = Node()
