@@ -46,13 +46,15 @@ __all__ = ["CHECK_EVERY", "GROWTH", "YOUNG", "CollectorStats", "quiet_collector"
 
 #: Gen0 and gen1 thresholds during a load. A gen0 collection walks what was allocated since the
 #: previous one and is still alive; a gen1 collection, what survived the last ``YOUNG[1]`` gen0
-#: ones: in a load, the newest operations in flight. With the default (700, 10) that was ~7,000
-#: objects, 2-3 ms of CPU twice a second in the firmware-update scenario; with (700, 3) 1-1.5 ms
-#: (on a busy machine), about seven times a second, for the same work in total (each survivor is
-#: walked once in gen1 either way). A larger gen0 threshold (a common server setting) makes
-#: fewer, longer pauses, the wrong trade for send lateness: (2000, 4) measured gen0 pauses of up
-#: to 2.5 ms and gen1 of up to 6 ms.
-YOUNG: Final = (700, 3)
+#: ones: in a load, the newest operations in flight. Measured in the firmware-update scenario
+#: (CPU time of each pause, 18 s of load on a busy 2-core machine): CPython's (700, 10) made
+#: gen1 pauses of 2-5 ms twice a second; (700, 3) 20-35 pauses over 1 ms (at most ~2 ms);
+#: (400, 3) 2-6 over 1 ms, gen0 pauses under 0.6 ms; (250, 3) none over 1 ms but about a third
+#: more collector CPU. Each survivor is walked about once in gen1 whatever the thresholds, so
+#: smaller ones make shorter pauses for about the same work, down to where the per-collection
+#: overhead shows. A larger gen0 threshold (a common server setting) is the wrong trade for
+#: send lateness: (2000, 4) made gen0 pauses of up to 2.5 ms and gen1 of up to 6 ms.
+YOUNG: Final = (400, 3)
 #: Growth of the allocated blocks since the last full collection that runs the next one.
 GROWTH: Final = 2.0
 #: Memory is looked at after every this many gen1 collections (``sys.getallocatedblocks`` walks
