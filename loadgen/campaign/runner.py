@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -563,10 +563,11 @@ async def _campaign(
     }
     writer: RunWriter | None = None
 
-    def write(interval: Interval) -> None:
+    def write(interval: Interval) -> Iterator[None]:
         assert writer is not None
         # "final" says the run ended normally; one ended by an error must read as a kill does
-        writer(dataclasses.replace(interval, final=False) if run.failed else interval)
+        # (in pieces: the interval task yields to the sends between them)
+        return writer.pieces(dataclasses.replace(interval, final=False) if run.failed else interval)
 
     def show(interval: Interval) -> None:
         if run.begun:  # a run that failed to start shows no progress, only its one-line error

@@ -50,6 +50,7 @@ from loadgen.device.sleepy import SleepyScheduler, choose_sleepy
 from loadgen.http.server import HTTPServer
 from loadgen.http.tls import LOOPBACK_NAMES, server_context
 from loadgen.metrics import Metrics
+from loadgen.metrics.collector import quiet_collector
 from loadgen.seeds import resolve_seed
 
 __all__ = ["FleetHandle", "FleetInfo", "run_fleet"]
@@ -253,6 +254,8 @@ async def run_fleet(
                                 seed=seed,
                             )
                             await background.start(handle.sleepy.run)
+                        # the collector's load policy from here to the end of the drain
+                        stack.enter_context(quiet_collector())
                         task_status.started(
                             FleetInfo(
                                 http=tuple(http),

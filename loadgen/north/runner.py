@@ -45,6 +45,7 @@ from loadgen.http.muxclient import MuxClient
 from loadgen.http.parser import Request, Response
 from loadgen.http.server import HTTPServer, Reply
 from loadgen.http.tls import client_context
+from loadgen.metrics.collector import quiet_collector
 from loadgen.metrics.health import p99_ms, saturation_reasons
 from loadgen.metrics.registry import Metrics
 from loadgen.north.config import NorthConfig
@@ -228,7 +229,8 @@ async def run_north(
         ) as pool:
             nursery.start_soon(_timer, tracker)
             task_status.started(info)
-            result = await _load(config, metrics, tracker, info, pool, origin, paths, seed)
+            with quiet_collector():
+                result = await _load(config, metrics, tracker, info, pool, origin, paths, seed)
         nursery.cancel_scope.cancel()
     return result
 

@@ -48,12 +48,10 @@ generator, not the target.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
@@ -64,6 +62,7 @@ from loadgen.http.client import ClientLimits, Origin, open_pool
 from loadgen.http.mux import Mux
 from loadgen.http.server import HTTPServer
 from loadgen.http.tls import client_context, server_context
+from loadgen.metrics.collector import quiet_collector
 from loadgen.metrics.health import monitor_loop_lag, p99_ms, saturation_reasons
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.config import PlatformConfig, Targets
@@ -383,25 +382,6 @@ def _health(
     return bool(reasons), tuple(reasons), generator
 
 
-@contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Collect once, then keep everything alive so far out of the collector's scans.
-
-    A full collection walks every tracked object; in a process holding a large fleet, route
-    tables or many earlier results, that is a stall of tens of milliseconds in the middle of the
-    load, which shows up as send lateness and can flag the generator as saturated. The set-up is
-    done here, so it is collected now (before ``t0``) and frozen (``gc.freeze``, the standard
-    remedy in latency-sensitive CPython services); only what the run allocates is scanned. The
-    heap is unfrozen when the load and its drain are over.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 async def run_platform(
     config: PlatformConfig,
     metrics: Metrics,
@@ -472,13 +452,13 @@ async def run_platform(
             async with open_pool(
                 limits=limits, ssl_context=_client_ssl(config, targets), headers=headers
             ) as pool:
-                with _frozen_heap():
+                with quiet_collector():
                     result = await _load(
                         config, metrics, info, routes, pool.request, schedule, lines=pool.hold,
                         mux=Mux(pool),
                     )  # fmt: skip
         else:
-            with _frozen_heap():
+            with quiet_collector():
                 result = await _load(config, metrics, info, routes, transport, schedule)
         if north is not None:
             # the notifications of the last operations, before the linger or the end

@@ -95,6 +95,10 @@ _LATENCY_COLUMNS: Final = {
     "lateness_p99_ms": ("lateness", 99.0),
     "loop_lag_p99_ms": ("loop_lag", 99.0),
 }
+_LATENCY_BY_RECORDER: Final = {
+    name: tuple((c, p) for c, (n, p) in _LATENCY_COLUMNS.items() if n == name)
+    for name in dict.fromkeys(n for n, _ in _LATENCY_COLUMNS.values())
+}
 #: The phases whose percentiles per interval the report plots (with their service twins).
 OVER_TIME: Final = ("complete", "ack", "first_response")
 #: The percentiles kept per interval (``LatencySeries``).
@@ -120,13 +124,19 @@ def new_run_directory(root: Path, campaign: str, now: dt.datetime | None = None)
             raise ConfigError(f"cannot create results folder {candidate}: {exc}") from exc
 
 
-def _latency_ms(histogram: HdrHistogram | None, percentile: float) -> str:
+def _latency_ms(
+    histogram: HdrHistogram | None, columns: tuple[tuple[str, float], ...]
+) -> dict[str, str]:
+    """The cells of one recorder's columns: one vectorised pass for all its percentiles (this
+    runs every interval, in the event loop), the maximum read as such."""
     if histogram is None or not histogram.get_total_count():
-        return ""
-    if percentile >= 100.0:
-        return f"{histogram.get_max_value() / 1000:.3f}"
-    [value] = values_at(histogram, [percentile])  # vectorised: this runs every interval
-    return f"{value / 1000:.3f}"
+        return {column: "" for column, _ in columns}
+    read = [percentile for _, percentile in columns if percentile < 100.0]
+    values = iter(values_at(histogram, read))
+    return {
+        column: f"{(histogram.get_max_value() if percentile >= 100.0 else next(values)) / 1000:.3f}"
+        for column, percentile in columns
+    }
 
 
 def timeseries_row(interval: Interval) -> dict[str, str]:
@@ -147,8 +157,8 @@ def timeseries_row(interval: Interval) -> dict[str, str]:
         "errors": str(changed.get("ops.errors", 0)),
         "cpu_percent": _fmt(gauges.get("cpu_percent")),
     }
-    for column, (name, percentile) in _LATENCY_COLUMNS.items():
-        row[column] = _latency_ms(interval.histograms.get(name), percentile)
+    for name, columns in _LATENCY_BY_RECORDER.items():
+        row.update(_latency_ms(interval.histograms.get(name), columns))
     return row
 
 
@@ -178,7 +188,13 @@ class RunWriter:
         return f"<RunWriter {self.directory}>"
 
     def __call__(self, interval: Interval) -> None:
-        self.hlogs(interval)
+        for _ in self.pieces(interval):
+            pass
+
+    def pieces(self, interval: Interval) -> Iterator[None]:
+        """Write the interval in pieces (an ``IntervalSink`` that returns an iterator): each
+        hlog line, the counters line, the time-series row (each well under a millisecond)."""
+        yield from self.hlogs.pieces(interval)
         line = {
             "t_s": interval.end,
             "final": interval.final,
@@ -187,6 +203,7 @@ class RunWriter:
         }
         self._counters.write(orjson.dumps(line) + b"\n")
         self._counters.flush()
+        yield
         self._csv.writerow(timeseries_row(interval))
         self._csv_file.flush()
 
