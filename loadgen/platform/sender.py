@@ -372,14 +372,16 @@ class Sender:
         if self.max_in_flight is not None and len(table.live) >= self.max_in_flight:
             self.counters["ops.rejected"] += 1
             return False
-        entry = self._choose_entry()
         if device is None:
             device = self._choose_device()
         route = self.routes[device]
         if len(route.lane.queue) >= self.max_queued and not route.sleepy:
+            # Past the ceiling most of the schedule is refused here: the refusal is kept
+            # cheap (no mix draw, which only an issued operation needs).
             self.counters["ops.rejected"] += 1
             self.counters["ops.rejected.queue_full"] += 1
             return False
+        entry = self._choose_entry()
         op_id = self._next_id()
         body = self._renders[entry](op_id.encode(), self.wall0_ms + int((now - self.t0) * 1000))
         op = Operation(
