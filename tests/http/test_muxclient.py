@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import DEADLINE, TinyHandler, read_request, read_until_close, wait_for
+from conftest import (
+    DEADLINE,
+    TinyHandler,
+    closed_port,
+    read_request,
+    read_until_close,
+    wait_for,
+)
 
 from loadgen.errors import TransportError, WriteTimeout
 from loadgen.http.client import ClientLimits, Origin, open_pool
@@ -163,8 +170,6 @@ async def test_a_server_that_closes_without_answering_is_a_failure_for_that_toke
 
 
 async def test_an_unreachable_origin_fails_the_queued_request(tiny_server: TinyServer) -> None:
-    from conftest import closed_port
-
     origin = Origin("http", "127.0.0.1", closed_port())
     seen = Seen()
     async with client(1, seen) as muxed:
