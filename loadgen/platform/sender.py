@@ -270,6 +270,8 @@ async def pace(
     *,
     window: float = 0.0,
     sleep_until: Callable[[float], Awaitable[None]] = trio.sleep_until,
+    full: Callable[[], bool] | None = None,
+    refused: Callable[[int], None] | None = None,
 ) -> None:
     """The open model's clock: ``issue(intended, now)`` at ``t0 + t`` for each ``t``, then wait
     until ``end``. It sleeps until the next intended time, never relative to now, and issues
@@ -279,12 +281,27 @@ async def pace(
     does not count: past its ceiling the pacer keeps to the schedule and refuses the excess).
     Two wake-ups are at least ``window`` apart: what falls due in between is sent together at
     the next one (see ``BATCH_WINDOW``). The platform's sender and the north side's job
-    creation both use it."""
+    creation both use it.
+
+    Past the ceiling most of the schedule is refused, and a refusal must cost far less than an
+    operation or the generator spends its core refusing (issue 17: offered twice its ceiling, it
+    sent 0.8 of it). With ``full`` (True when ``issue`` would surely refuse now: nothing can
+    drain between two operations of one pass) the due operations are counted while it holds,
+    without a call each, and handed to ``refused(n)`` before the pacer next issues or waits:
+    every operation is still accounted once."""
     current_time = trio.lowlevel.current_clock().current_time
     burst = 0
-    woke = current_time()  # the start counts as a wake-up
+    shed = 0
+    woke = now = current_time()  # the start counts as a wake-up
     for t in times:
         intended = t0 + t
+        if full is not None and intended <= now and full():
+            shed += 1  # due, and refused for sure: counted in bulk below
+            continue
+        if shed:
+            assert refused is not None
+            refused(shed)
+            shed = 0
         now = current_time()
         if intended > now:
             wake = woke + window
@@ -298,6 +315,9 @@ async def pace(
             burst = 0
         if issue(intended, now) is not False:
             burst += 1  # (a refused operation made no work for the workers: no need to yield)
+    if shed:
+        assert refused is not None
+        refused(shed)
     await trio.sleep_until(end)
 
 
@@ -450,10 +470,38 @@ class Sender:
         alarm = Alarm()
         try:
             await pace(
-                times, self.t0, end, self.issue, window=self.window, sleep_until=alarm.sleep_until
-            )
+                times, self.t0, end, self.issue, window=self.window,
+                sleep_until=alarm.sleep_until, full=self._full(), refused=self._refused,
+            )  # fmt: skip
         finally:
             alarm.close()
+
+    def _full(self) -> Callable[[], bool] | None:
+        """``pace``'s ``full``: True when ``issue`` would refuse whatever it drew (the in-flight
+        cap is reached, or the one lane every device shares is full). None when no such test
+        is cheap (several lanes, sleepy devices, neither bound)."""
+        live, cap, bound = self.table.live, self.max_in_flight, self.max_queued
+        lanes = {id(route.lane): route.lane for route in self.routes}
+        queue = None
+        if len(lanes) == 1 and not any(route.sleepy for route in self.routes):
+            queue = next(iter(lanes.values())).queue
+        if cap is None and queue is None:
+            return None
+        if cap is None:
+            assert queue is not None
+            return lambda: len(queue) >= bound
+        if queue is None:
+            return lambda: len(live) >= cap
+        return lambda: len(live) >= cap or len(queue) >= bound
+
+    def _refused(self, count: int) -> None:
+        """``count`` operations refused in bulk by the pacer (see ``pace``), counted by cause
+        exactly as ``issue`` counts one."""
+        counters = self.counters
+        counters["ops.rejected"] += count
+        cap = self.max_in_flight
+        if cap is None or len(self.table.live) < cap:
+            counters["ops.rejected.queue_full"] += count
 
     async def run_closed(self, slots: int, end: float, *, per_device: bool) -> None:
         """Keep ``slots`` operations in flight until ``end`` (one per device with

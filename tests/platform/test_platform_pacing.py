@@ -202,3 +202,72 @@ async def test_the_alarm_never_wakes_early() -> None:
         await alarm.sleep_until(trio.current_time() - 1.0)
     finally:
         alarm.close()
+
+
+async def test_while_the_sender_is_full_due_operations_are_refused_in_bulk_and_all_accounted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Past the ceiling the pacer counts what is due while ``full`` holds instead of calling
+    ``issue`` for each; nothing is lost: issued + refused is the whole schedule, and an
+    operation is refused only if it was due when the sender was full."""
+    t0 = trio.current_time()
+    times = [i / 10_000 for i in range(1000)]  # 10,000 ops/s for 0.1 s
+    issued: list[float] = []
+    refused: list[int] = []
+    state = {"full": False}
+
+    def issue(intended: float, now: float) -> bool:
+        issued.append(intended)
+        if len(issued) % 50 == 0:  # every 50th fills the sender for what is due at once
+            state["full"] = True
+        return True
+
+    class LateFull(LateAlarm):
+        async def sleep_until(self, deadline: float) -> None:
+            await super().sleep_until(deadline)
+            state["full"] = False  # a wake-up later, the queue has drained
+
+    alarm = LateFull()
+    await pace(
+        times, t0, t0 + 0.2, issue, sleep_until=alarm.sleep_until,
+        full=lambda: state["full"], refused=refused.append,
+    )  # fmt: skip
+    assert len(issued) + sum(refused) == len(times)
+    assert sum(refused) > 0
+    assert issued == sorted(issued)  # still in schedule order
+    assert all(n > 0 for n in refused)
+
+
+async def test_without_full_every_refusal_goes_through_issue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    t0 = trio.current_time()
+    calls: list[float] = []
+    await pace(
+        [i / 1000 for i in range(10)], t0, t0 + 0.02,
+        lambda intended, now: calls.append(intended) or False,
+    )  # fmt: skip
+    assert len(calls) == 10
+
+
+async def test_the_platform_counts_bulk_refusals_by_cause_like_issue() -> None:
+    """``Sender._refused`` counts as ``issue`` would: the in-flight cap is a plain refusal,
+    a full queue is also ``ops.rejected.queue_full``."""
+    from loadgen.platform.sender import Sender
+
+    class Stub:
+        pass
+
+    metrics = Metrics()
+    sender = Stub()
+    sender.counters = metrics.counters  # type: ignore[attr-defined]
+    sender.max_in_flight = 2  # type: ignore[attr-defined]
+    sender.table = Stub()  # type: ignore[attr-defined]
+    sender.table.live = {1: None}  # type: ignore[attr-defined]
+    Sender._refused(sender, 5)  # type: ignore[arg-type]
+    assert metrics.counters["ops.rejected"] == 5
+    assert metrics.counters["ops.rejected.queue_full"] == 5
+    sender.table.live = {1: None, 2: None}  # type: ignore[attr-defined]
+    Sender._refused(sender, 3)  # type: ignore[arg-type]
+    assert metrics.counters["ops.rejected"] == 8
+    assert metrics.counters["ops.rejected.queue_full"] == 5
