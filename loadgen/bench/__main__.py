@@ -146,21 +146,32 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
     at35 = open_figure(35_000.0, duration)
     _say(f"  at 35,000 ops/s offered: CPU {at35['cpu_percent']}% ({at35['cpu_us_per_op']} µs per "
          f"operation), lateness p99 {at35['lateness_p99_ms']} ms, saturated: {at35['saturated']}")  # fmt: skip
-    over = overload_figure(open_ceiling, max(30.0, duration))  # the issue: 30 s
+    # The ceiling the issue asks for is what the open model sustains for 30 s, CPU-bound (a
+    # few seconds' burst is more: memory kept for a window, e.g. the ended ids, fills first).
+    # Offered the burst ceiling for 30 s, it sends what it sustains and refuses the rest.
+    sustained = open_figure(open_ceiling, max(30.0, duration))
+    ceiling_30s = float(sustained["ops_per_s"])
+    _say(f"  offered the burst ceiling for 30 s: {ceiling_30s:.0f} ops/s sustained at "
+         f"{sustained['cpu_percent']}% CPU ({sustained['cpu_us_per_op']} µs per operation)")  # fmt: skip
+    over = overload_figure(ceiling_30s, max(30.0, duration))  # the issue: 2x, 30 s
     # bounded: over the second half, resident memory stays within 10 % of where it was halfway
     rss = [second["rss_mb"] for second in over.get("seconds", []) if second.get("rss_mb")]
     over["rss_bounded"] = bool(rss) and max(rss[len(rss) // 2 :]) <= 1.1 * rss[len(rss) // 2]
-    _say(f"  offered 2x the ceiling: completed per second {over['per_second']}, worst second "
-         f"{over['worst_second_vs_ceiling']} of the ceiling, RSS {over['rss_mb_first_last']} MB")  # fmt: skip
-    out["pacing"].update(at_35k=at35, overload=over)
-    checks.append(_check("open-model ceiling, ops per CPU-second (at least 45,000)",
+    _say(f"  offered 2x that for 30 s: completed per second {over['per_second']}, worst second "
+         f"{over['worst_second_vs_ceiling']} of it, RSS {over['rss_mb_first_last']} MB (bounded: "
+         f"{over['rss_bounded']})")  # fmt: skip
+    out["pacing"].update(at_35k=at35, sustained_30s=sustained, overload=over)
+    out["pacing"]["ceiling_30s_ops_per_s"] = round(ceiling_30s, 1)
+    checks.append(_check("open-model burst ceiling, ops per CPU-second (at least 45,000)",
                          round(open_ceiling, 1), "-", 45_000.0, "ops/s"))  # fmt: skip
+    checks.append(_check("open-model ceiling sustained for 30 s (at least 45,000)",
+                         round(ceiling_30s, 1), "-", 45_000.0, "ops/s"))  # fmt: skip
     checks.append(_check("open model at 35,000 ops/s: CPU under 90% (points spare)",
                          round(90.0 - at35["cpu_percent"], 1), "-", 0.0, "points"))  # fmt: skip
     checks.append(_check("open model at 35,000 ops/s: lateness p99 under 1 ms (ms spare)",
                          round(1.0 - (at35["lateness_p99_ms"] or math.inf), 3), "-", 0.0, "ms"))  # fmt: skip
-    checks.append(_check("offered 2x the open ceiling: worst second vs the ceiling",
-                         over["worst_second_vs_ceiling"], "open ceiling", 0.9, "ratio"))  # fmt: skip
+    checks.append(_check("offered 2x the 30 s ceiling: worst second vs that ceiling",
+                         over["worst_second_vs_ceiling"], "30 s ceiling", 0.9, "ratio"))  # fmt: skip
 
     _say("\n[7] scale out: sender operations per CPU-second, 1 shard process vs 2 at once")
     shards = shard_figures(4000.0, duration)
