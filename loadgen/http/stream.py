@@ -9,7 +9,9 @@ request/response cycle. This stream calls the socket directly and waits with
 Trio's rule that every async operation is a checkpoint is kept where it matters: a call that
 succeeds at once still checks for cancellation (``checkpoint_if_cancelled``), and after
 ``FAIR_SHARE`` calls in a row that did not wait, the stream yields to the scheduler, so a peer that
-keeps the socket always readable cannot starve other connections.
+keeps the socket always readable cannot starve other connections. As in trio's own sockets, the
+cancellation check comes *before* the ``recv``/``send`` and the yield after it is shielded: a
+cancel can never arrive once bytes have been taken from the kernel, so none are lost.
 
 Closing: ``close_gracefully`` half-closes, drains the peer's input for a bounded time and only then
 closes. Closing a socket with unread input makes the kernel answer RST and drop whatever of our
@@ -44,6 +46,7 @@ from typing import Final, Protocol, runtime_checkable
 
 import trio
 from trio.lowlevel import (
+    cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
     notify_closing,
@@ -86,17 +89,14 @@ class RawStream(trio.abc.HalfCloseableStream):
     def __repr__(self) -> str:
         return f"<RawStream fd={self.socket.fileno()} closed={self._closed}>"
 
-    async def _no_wait(self) -> None:
-        """The checkpoint of a call that did not have to wait."""
+    async def checkpoint_fairly(self) -> None:
+        """After a call that did not wait and has already moved its bytes: the scheduler's turn
+        every ``FAIR_SHARE`` such calls, shielded (the cancellation check came before the
+        bytes moved; a cancel here would lose them)."""
         self._streak += 1
         if self._streak >= FAIR_SHARE:
             self._streak = 0
-            await checkpoint()
-        else:
-            await checkpoint_if_cancelled()
-
-    #: The checkpoint of a call that did not wait, for a stream layered on this one (TLS).
-    checkpoint_fairly = _no_wait
+            await cancel_shielded_checkpoint()
 
     @property
     def closed(self) -> bool:
@@ -108,6 +108,7 @@ class RawStream(trio.abc.HalfCloseableStream):
         sock = self.socket
         size = max_bytes or 65536
         if not self._wait_first:
+            await checkpoint_if_cancelled()  # before the bytes leave the kernel (see above)
             try:
                 data = sock.recv(size)
             except BlockingIOError:
@@ -115,7 +116,10 @@ class RawStream(trio.abc.HalfCloseableStream):
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
             else:
-                await self._no_wait()
+                self._streak += 1  # ``checkpoint_fairly`` inlined (once per message)
+                if self._streak >= FAIR_SHARE:
+                    self._streak = 0
+                    await cancel_shielded_checkpoint()
                 return data
         self._streak = 0
         while True:
@@ -154,6 +158,7 @@ class RawStream(trio.abc.HalfCloseableStream):
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")
         sock = self.socket
+        await checkpoint_if_cancelled()  # before the bytes go (see above)
         try:
             sent = sock.send(data)
         except BlockingIOError:
@@ -161,7 +166,10 @@ class RawStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
         if sent == len(data):
-            await self._no_wait()
+            self._streak += 1  # ``checkpoint_fairly`` inlined (once per message)
+            if self._streak >= FAIR_SHARE:
+                self._streak = 0
+                await cancel_shielded_checkpoint()
             return
         self._streak = 0
         with memoryview(data) as view:

@@ -50,7 +50,7 @@ import ssl
 from typing import Final
 
 import trio
-from trio.lowlevel import ParkingLot, checkpoint
+from trio.lowlevel import ParkingLot, checkpoint, checkpoint_if_cancelled
 
 from loadgen.http.stream import RawStream
 
@@ -196,6 +196,8 @@ class TLSStream(trio.abc.Stream):
         size = DEFAULT_RECEIVE if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
+        # A cancel is taken before any plaintext is read, never after (it would be lost).
+        await checkpoint_if_cancelled()
         obj = self._obj
         incoming = self._incoming
         transport = self.transport_stream

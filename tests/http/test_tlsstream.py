@@ -590,3 +590,47 @@ async def test_reset_under_tls_is_a_peer_reset_not_a_tls_error(
     await wait_for(lambda: srv.stats.connections_open == 0, "the server sees the reset")
     assert srv.stats.peer_resets == 1
     assert srv.stats.tls_errors == 0
+
+
+async def test_a_cancelled_receive_loses_no_plaintext(
+    client_and_hand: tuple[TLSStream, HandPeer],
+) -> None:
+    """A receive cancelled while plaintext is already waiting (decrypted or not) takes nothing:
+    the next receive gets all of it. Cancellation is checked before bytes move, as trio's own
+    streams do."""
+    ours, peer = client_and_hand
+    await peer.send(peer.encrypt(b"first", b"second"))
+    with trio.fail_after(DEADLINE):
+        head = await ours.receive_some(3)  # the rest stays decrypted or buffered in ours
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await ours.receive_some()
+    assert scope.cancelled_caught
+    rest = b"firstsecond"[len(head) :]
+    assert await _receive_exactly(ours, len(rest)) == rest
+
+
+async def test_a_cancelled_raw_receive_or_send_moves_no_bytes() -> None:
+    """The plain stream: a receive cancelled with bytes waiting leaves them for the next one; a
+    send cancelled before it starts sends nothing (a cancel never comes after the bytes moved)."""
+    a, b = _socketpair()
+    ours, peer = RawStream(a), RawStream(b)
+    try:
+        await peer.send_all(b"hello")
+        await trio.sleep(0.05)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ours.receive_some()
+        assert scope.cancelled_caught
+        with trio.fail_after(DEADLINE):
+            assert await ours.receive_some() == b"hello"
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ours.send_all(b"never")
+        assert scope.cancelled_caught
+        await ours.send_all(b"then")
+        with trio.fail_after(DEADLINE):
+            assert await peer.receive_some() == b"then"
+    finally:
+        a.close()
+        b.close()
