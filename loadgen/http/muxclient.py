@@ -166,9 +166,11 @@ class MuxClient:
                 try:
                     line = await self.mux.open(state.origin, deadline, state)
                 except TransportError as exc:
+                    # Only a request still waiting fails: one a freed line took meanwhile has
+                    # its own outcome coming (one outcome per request).
                     if state.queue and state.queue[0][3] is token:
                         state.queue.popleft()
-                    self.on_failure(token, exc)
+                        self.on_failure(token, exc)
                     continue
                 opened = True  # the line holds the count now; its drop gives it back
                 self._serve(state, line)

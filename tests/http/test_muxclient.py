@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 from conftest import (
     DEADLINE,
     TinyHandler,
@@ -214,3 +215,25 @@ async def test_no_answer_by_the_deadline_is_a_read_timeout(tiny_server: TinyServ
     [(token, error)] = seen.failures
     assert token == "job"
     assert error.kind == "read_timeout"
+
+
+async def test_a_failed_connect_fails_only_a_request_still_waiting(
+    tiny_server: TinyServer,
+) -> None:
+    """While a line is being opened for the head of the queue, a freed line may take that
+    request; if the connect then fails, the request already written is not failed too."""
+    from loadgen.errors import ConnectError
+
+    origin = await tiny_server(echoing())
+    seen = Seen()
+    async with client(2, seen) as muxed:
+
+        async def open_failing(origin: Origin, deadline: float, holder: Any) -> Any:
+            await trio.lowlevel.checkpoint()
+            holder.queue.popleft()  # a freed line took it meanwhile (and will answer for it)
+            raise ConnectError("refused")
+
+        muxed.mux.open = open_failing  # type: ignore[method-assign]
+        muxed.send(origin, b"/x", b"b", trio.current_time() + DEADLINE, "job")
+        await wait_for(lambda: muxed._origins[origin].lines == 0, "the opener gave up")
+    assert seen.failures == []
