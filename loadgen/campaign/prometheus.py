@@ -47,7 +47,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import CollectorRegistry
 
 from loadgen.http.asgi import Receive, Scope, Send, acknowledge_lifespan
-from loadgen.metrics.hdr import mean_us
+from loadgen.metrics.hdr import mean_us, new_histogram
 from loadgen.metrics.intervals import Interval
 
 __all__ = ["BUCKETS", "FAMILIES", "PrometheusExporter"]
@@ -171,6 +171,9 @@ class PrometheusExporter:
         self.names: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        # The bucket bounds of our histograms' layout (a Python walk over its 23,552 buckets)
+        # are found now, at start-up, not in the first interval, inside the event loop.
+        _edges(new_histogram())
 
     def __repr__(self) -> str:
         return f"<PrometheusExporter {self.campaign} {self.shard}>"

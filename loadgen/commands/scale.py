@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from loadgen.campaign.scenario import load_scenario
 from loadgen.errors import ConfigError
 from loadgen.scale.k8s import render_manifest
 from loadgen.scale.merge import merge_runs
@@ -63,6 +64,9 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
+    # The scenario is checked here, once, as ``loadgen validate`` does (a missing file or a bad
+    # key is one line now, not N pods failing later); ``${ENV}`` may be set only in the pods.
+    load_scenario(args.scenario, missing=[])
     text = render_manifest(
         Path(args.scenario),
         shards=args.shards,

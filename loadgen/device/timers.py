@@ -4,8 +4,8 @@ Why one heap and not a task per operation: an UPDATE keeps a device busy for min
 fleet of 100,000 devices in a roll-out has 100,000 operations waiting at once. A sleeping trio
 task (its coroutine frames, its cancel scope, its entry in trio's deadline heap) costs
 kilobytes; an entry here is one tuple ``(due, seq, item)`` of about 120 bytes. One task per
-fleet (``loadgen.device.outbox``) sleeps until ``next_due`` and takes everything due with
-``pop_due(now)``.
+fleet (``loadgen.device.outbox``) sleeps until ``next_due`` and takes the earliest with ``pop()``
+while ``next_due <= now`` (one at a time: firing one may push another already due).
 
 A binary heap rather than a hashed timer wheel: pushes and pops are O(log n) in C
 (``heapq``), the order is exact (no tick to round to: the mock-clock tests assert due times to
@@ -29,7 +29,7 @@ _INF: Final = float("inf")
 
 
 class TimerHeap(Generic[T]):
-    """Items by due time; ``pop_due(now)`` hands out every item due at ``now``, earliest first."""
+    """Items by due time; ``pop()`` hands out the earliest (ties: push order)."""
 
     __slots__ = ("_heap", "_seq")
 
@@ -61,16 +61,6 @@ class TimerHeap(Generic[T]):
         """The earliest ``(due, item)``, removed (IndexError when empty)."""
         due, _, item = heapq.heappop(self._heap)
         return due, item
-
-    def pop_due(self, now: float) -> list[tuple[float, T]]:
-        """Every ``(due, item)`` with ``due <= now``, in due order (ties: push order)."""
-        heap = self._heap
-        out: list[tuple[float, T]] = []
-        pop = heapq.heappop
-        while heap and heap[0][0] <= now:
-            due, _, item = pop(heap)
-            out.append((due, item))
-        return out
 
     def clear(self) -> list[T]:
         """Remove and return every item, in due order (a fleet stopped before their time)."""

@@ -377,8 +377,8 @@ class ConnectionPool:
                         pool, conn, wire, method, target, body, deadline, held
                     )
                 except ConnectionClosed:
-                    if conn.reader.buffered or conn.answer_started or conn.served == 0:
-                        raise  # the answer had started, or a new connection: not stale
+                    if not _stale(conn):
+                        raise  # the answer had started, or a new connection
                     # The server closed a keep-alive connection as we reused it: the request
                     # never reached it. Once, on a new connection.
                     self.stats.stale_retries += 1
@@ -781,7 +781,7 @@ class Held:
                     opool, conn, wire, b"POST", target, body, read_end, deadline, self
                 )
             except ConnectionClosed:
-                if conn.reader.buffered or conn.served == 0:
+                if not _stale(conn):
                     raise
                 # The server closed the idle connection as we wrote on it: as in ``request``,
                 # once on a new connection.
@@ -811,6 +811,13 @@ class Held:
             pool._release(opool, conn, reusable=True)
         else:
             pool._release(opool, conn, reusable=False)
+
+
+def _stale(conn: _Conn) -> bool:
+    """A reused keep-alive connection the server closed before any of the answer came: the
+    request never reached it, so it may be sent once more on a new connection. Not when the
+    answer had started (even if an h11 hand-over consumed it) or the connection was new."""
+    return not (conn.reader.buffered or conn.answer_started or conn.served == 0)
 
 
 @asynccontextmanager

@@ -390,7 +390,7 @@ class Sender:
         """Issue one operation intended at ``t_intended``; False if the in-flight cap refused it."""
         table = self.table
         if self.max_in_flight is not None and len(table.live) >= self.max_in_flight:
-            self.counters["ops.rejected"] += 1
+            self._refused(1)
             return False
         if device is None:
             device = self._choose_device()
@@ -398,8 +398,7 @@ class Sender:
         if len(route.lane.queue) >= self.max_queued and not route.sleepy:
             # Past the ceiling most of the schedule is refused here: the refusal is kept
             # cheap (no mix draw, which only an issued operation needs).
-            self.counters["ops.rejected"] += 1
-            self.counters["ops.rejected.queue_full"] += 1
+            self._refused(1)
             return False
         entry = self._choose_entry()
         op_id = self._next_id()

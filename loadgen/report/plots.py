@@ -37,6 +37,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from loadgen.metrics.hdr import values_at
 from loadgen.report.results import OVER_TIME, LoadedRun, Timeseries
 
 __all__ = [
@@ -160,16 +161,6 @@ def _has_data(values: Sequence[float]) -> bool:
     return any(not math.isnan(v) for v in values)
 
 
-def _values_at(histogram: HdrHistogram, percentiles: Sequence[float]) -> list[int]:
-    """The values at many percentiles in one pass over the counts (µs, HdrHistogram's answers).
-
-    ``get_value_at_percentile`` scans the whole counts array on every call: a spectrum of 250
-    points would take a second per histogram.
-    """
-    found = histogram.get_percentile_to_value_dict(list(percentiles))
-    return [int(found[p]) for p in percentiles]
-
-
 def _shade_drain(axes: Any, columns: Timeseries) -> None:
     """Shade the intervals after the load (the drain): their latencies still count, but nothing
     new was sent, so a falling rate there is no shortfall. Adjacent drain intervals make one
@@ -231,7 +222,7 @@ def spectrum_points(histogram: HdrHistogram) -> tuple[list[float], list[float]]:
     """(x = 1 / (1 - p), latency ms) from p = 0 to 99.999 %, evenly spaced on the log x axis."""
     xs = [10.0 ** (SPECTRUM_NINES * i / (SPECTRUM_POINTS - 1)) for i in range(SPECTRUM_POINTS)]
     percentiles = [100.0 * (1.0 - 1.0 / x) for x in xs]
-    return xs, [value / 1000 for value in _values_at(histogram, percentiles)]
+    return xs, [value / 1000 for value in values_at(histogram, percentiles)]
 
 
 def percentile_spectrum(run: LoadedRun) -> bytes | str:

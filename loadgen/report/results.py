@@ -244,11 +244,11 @@ class LatencySeries:
         return f"<LatencySeries intervals={len(self)}>"
 
     def append(self, end: float, histogram: HdrHistogram) -> None:
-        # one pass over the counts for the three (get_value_at_percentile scans them each time)
-        found = histogram.get_percentile_to_value_dict(list(SERIES_LEVELS))
+        # one vectorised pass over the counts for the three (``hdr.values_at``)
+        found = values_at(histogram, SERIES_LEVELS)
         self.ends.append(end)
-        for column, level in zip((self.p50, self.p90, self.p99), SERIES_LEVELS, strict=True):
-            column.append(float(found[level]))
+        for column, value in zip((self.p50, self.p90, self.p99), found, strict=True):
+            column.append(float(value))
 
 
 class Timeseries:

@@ -39,6 +39,11 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
     ("a folder as the scenario", lambda tmp: ["run", str(tmp)], ("is a folder", "scenario file")),
     ("no such scenario", lambda tmp: ["run", str(tmp / "nope.toml")], ("no such scenario file",)),
     (
+        "no such scenario for a Kubernetes manifest",
+        lambda tmp: ["k8s-manifest", str(tmp / "nope.toml"), "--shards", "2", "--image", "x"],
+        ("no such scenario file",),
+    ),
+    (
         "a negative duration",
         lambda tmp: ["devices", "--duration", "-1", "--results", str(tmp / "r")],
         ("--duration (campaign.duration)", "greater than 0"),

@@ -109,8 +109,7 @@ def test_timer_heap_orders_by_due_then_push_order() -> None:
     assert heap.push(2.0, "c") is False  # a tie: after "b"
     assert heap.push(3.0, "d") is False
     assert (len(heap), heap.next_due) == (4, 1.0)
-    assert heap.pop_due(0.5) == []
-    assert heap.pop_due(2.0) == [(1.0, "a"), (2.0, "b"), (2.0, "c")]
+    assert [heap.pop() for _ in range(3)] == [(1.0, "a"), (2.0, "b"), (2.0, "c")]
     assert heap.clear() == ["d"]
     assert len(heap) == 0
 
