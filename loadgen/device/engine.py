@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Final, Protocol
+from collections.abc import Coroutine
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -140,6 +141,15 @@ class Engine:
 
     async def handle(self, device: Device, request: Operation) -> Reply:
         """Run (or start) ``request`` on ``device``; the ``Reply`` answers its HTTP request."""
+        outcome = self.handle_now(device, request)
+        return outcome if isinstance(outcome, Reply) else await outcome
+
+    def handle_now(self, device: Device, request: Operation) -> Reply | Coroutine[Any, Any, Reply]:
+        """``handle`` without waiting when it can: the ``Reply`` when the answer needs no wait
+        (a free device without a sync delay, an async operation without an ack delay, every
+        refusal), else the coroutine that waits and gives it. That coroutine holds what was
+        taken at arrival (the device's slot, the exclusive name) and gives it back when it ends:
+        the caller must await it (the HTTP server does, in a task of its own)."""
         counters = self._counters
         counters["device.ops.received"] += 1
         if self.observer is not None:
@@ -159,7 +169,7 @@ class Engine:
         exclusive = name in EXCLUSIVE_OPERATIONS
         if exclusive and not device.hold(name):
             return self._refuse(device, request, profile, ResultCode.ALREADY_IN_PROGRESS)
-        handed_over = False
+        later = False  # a coroutine took over the name (and the slot): it ends the request
         try:
             fault = behaviour.draw_fault(self.rng) if behaviour.has_faults else None
             if fault is not None:
@@ -169,31 +179,72 @@ class Engine:
                     return refused
             if is_async:
                 delay = behaviour.ack_delay
-                if delay is not None:
-                    await trio.sleep(delay.sample(self.rng))
-                handed_over = True  # from here the record holds the exclusive name
-                self._start(device, request, behaviour, fault)
-                reply = _ACKS[profile.ack_status]
-                if fault == "drip":
-                    reply = self._dripping(reply)
-                return reply
-            # Synchronous: no await at all on the fast path (free device, no sync delay).
+                if delay is None:
+                    exclusive = False  # from here the record holds the exclusive name
+                    return self._acknowledge(device, request, behaviour, fault)
+                later = True
+                return self._ack_later(device, request, behaviour, fault, delay.sample(self.rng))
+            # Synchronous: nothing to wait for on the fast path (free device, no sync delay).
             self.sync_in_flight += 1
-            try:
-                if not device.try_enter(profile) and not await self._enter_busy(device, profile):
-                    return self._refuse(device, request, profile, ResultCode.ERROR_PROCESSING)
+            entered = device.try_enter(profile)
+            if entered and behaviour.sync_delay is None:
                 try:
-                    delay = behaviour.sync_delay
-                    if delay is not None:
-                        await trio.sleep(delay.sample(self.rng))
                     return self._answer(device, request, behaviour, fault)
                 finally:
                     self._leave(device)
-            finally:
-                self.sync_in_flight -= 1
+                    self.sync_in_flight -= 1
+            later = True
+            return self._sync_later(device, request, behaviour, fault, entered=entered)
         finally:
-            if exclusive and not handed_over:
-                device.unhold(name)
+            if not later:
+                if exclusive:
+                    device.unhold(name)
+                self.last_id = request.id
+
+    async def _ack_later(
+        self, device: Device, request: Operation, behaviour: Behaviour, fault: str | None,
+        delay: float,
+    ) -> Reply:  # fmt: skip
+        """An async operation's acknowledgement after its ``ack`` delay (``handle_now``)."""
+        handed_over = False
+        try:
+            await trio.sleep(delay)
+            handed_over = True  # from here the record holds the exclusive name
+            return self._acknowledge(device, request, behaviour, fault)
+        finally:
+            if not handed_over and request.name in EXCLUSIVE_OPERATIONS:
+                device.unhold(request.name)
+            self.last_id = request.id
+
+    def _acknowledge(
+        self, device: Device, request: Operation, behaviour: Behaviour, fault: str | None
+    ) -> Reply:
+        """Start the async operation (its record goes on alone) and acknowledge it."""
+        self._start(device, request, behaviour, fault)
+        reply = _ACKS[behaviour.profile.ack_status]
+        return self._dripping(reply) if fault == "drip" else reply
+
+    async def _sync_later(
+        self, device: Device, request: Operation, behaviour: Behaviour, fault: str | None,
+        *, entered: bool,
+    ) -> Reply:  # fmt: skip
+        """A sync answer that waits: for the busy device's slot (unless ``entered``), then its
+        sync delay (``handle_now``; ``sync_in_flight`` was counted there)."""
+        try:
+            profile = behaviour.profile
+            if not entered and not await self._enter_busy(device, profile):
+                return self._refuse(device, request, profile, ResultCode.ERROR_PROCESSING)
+            try:
+                delay = behaviour.sync_delay
+                if delay is not None:
+                    await trio.sleep(delay.sample(self.rng))
+                return self._answer(device, request, behaviour, fault)
+            finally:
+                self._leave(device)
+        finally:
+            self.sync_in_flight -= 1
+            if request.name in EXCLUSIVE_OPERATIONS:
+                device.unhold(request.name)
             self.last_id = request.id
 
     def _answer(

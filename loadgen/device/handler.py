@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 from collections import Counter
+from collections.abc import Awaitable
 from typing import Final
 
 from loadgen.device.engine import Engine
@@ -47,7 +48,8 @@ _OPERATION_REQUEST = Endpoint.OPERATION_REQUEST
 
 
 class DeviceHandler:
-    """``Handler`` of the fleet's HTTP servers (``await handler(request) -> Reply``)."""
+    """``Handler`` of the fleet's HTTP servers (``await handler(request) -> Reply``), with the
+    synchronous face ``now`` that lets the server answer without a task per connection."""
 
     __slots__ = ("_counters", "_key", "_parse", "devices", "engine")
 
@@ -69,6 +71,13 @@ class DeviceHandler:
         return f"<DeviceHandler devices={len(self.devices)} key={'yes' if self._key else 'no'}>"
 
     async def __call__(self, request: Request) -> Reply:
+        outcome = self.now(request)
+        return outcome if isinstance(outcome, Reply) else await outcome
+
+    def now(self, request: Request) -> Reply | Awaitable[Reply]:
+        """The server's ``now`` face (``loadgen.http.server``): the ``Reply`` at once when no
+        wait is needed (every check here, and the engine's common paths), else the awaitable of
+        it, which the server awaits in a task of its own."""
         route = self._parse(request.target)
         if route is None or route[1] is not _OPERATION_REQUEST:
             return self._error(NO_SUCH_PATH)
@@ -84,7 +93,7 @@ class DeviceHandler:
         except ProtocolError as exc:
             self._counters["device.http.400"] += 1
             return Reply(400, f"{exc}\n".encode(), content_type=_TEXT)
-        return await self.engine.handle(device, operation)
+        return self.engine.handle_now(device, operation)
 
     def _authorised(self, request: Request) -> bool:
         expected = self._key

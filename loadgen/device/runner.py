@@ -229,7 +229,7 @@ async def run_fleet(
                         ):
                             if port is None:
                                 continue
-                            server = HTTPServer(handler, limits=config.limits)
+                            server = HTTPServer(handler, limits=config.limits, now=handler.now)
                             handle.servers.append(server)
                             addresses = await services.start(
                                 partial(

@@ -27,6 +27,11 @@ DRIP_BODY: Final = b'{"drip":"' + b"0123456789" * 5 + b'"}'
 
 async def app(request: Request) -> Reply:
     """The route table every server test uses."""
+    return app_now(request)
+
+
+def app_now(request: Request) -> Reply:
+    """``app``'s synchronous face (``HTTPServer(now=...)``): every route answers at once."""
     target = request.target
     if target == b"/echo":
         return Reply(
@@ -63,9 +68,13 @@ class StartServer(Protocol):
     ) -> Awaitable[tuple[HTTPServer, Origin]]: ...
 
 
-@pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
+@pytest.fixture(params=["tasks", "mux"])
+async def start_server(request: pytest.FixtureRequest) -> AsyncIterator[StartServer]:
+    """Every server test runs twice: with a task per connection, and with the server's mux
+    (a ``now`` face: ``app``'s own, or any other handler's coroutine, which the mux hands to a
+    task and takes back when the connection is idle again)."""
     servers: list[HTTPServer] = []
+    mux = request.param == "mux"
     async with trio.open_nursery() as nursery:
 
         async def start(
@@ -75,11 +84,15 @@ async def start_server() -> AsyncIterator[StartServer]:
             force_h11: bool = False,
             ssl_context: ssl.SSLContext | None = None,
         ) -> tuple[HTTPServer, Origin]:
-            server = HTTPServer(handler, limits=limits, force_h11=force_h11)
+            now = None
+            if mux:
+                now = app_now if handler is app else handler
+            server = HTTPServer(handler, limits=limits, force_h11=force_h11, now=now)
             bound = await nursery.start(
                 partial(server.serve, "127.0.0.1", 0, ssl_context=ssl_context)
             )
             servers.append(server)
+            assert (server.mux is not None) == (mux and ssl_context is None and not force_h11)
             [(host, port)] = bound
             return server, Origin("https" if ssl_context else "http", host, port)
 
@@ -90,6 +103,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         assert server.stats.lingering == 0
         assert len(server.watchdog) == 0
         assert not server._connections
+        assert server.mux is None or not server.mux
 
 
 @pytest.fixture
