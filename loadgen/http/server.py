@@ -92,6 +92,7 @@ __all__ = [
     "Reply",
     "ServerLimits",
     "ServerStats",
+    "awaiting",
 ]
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,16 @@ class ServerStats:
             "shed_idle": self.shed_idle,
             "errors_by_status": {str(k): v for k, v in sorted(self.errors.items())},
         }
+
+
+def awaiting(now: Immediate) -> Handler:
+    """The ``Handler`` of a ``now`` face (what the h11 path and other callers await)."""
+
+    async def handler(request: Request) -> Reply:
+        outcome = now(request)
+        return outcome if isinstance(outcome, Reply) else await outcome
+
+    return handler
 
 
 class _Timeout(Exception):

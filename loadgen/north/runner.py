@@ -43,7 +43,7 @@ from loadgen.errors import ConfigError, ProtocolError, TransportError
 from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
 from loadgen.http.muxclient import MuxClient
 from loadgen.http.parser import Request, Response
-from loadgen.http.server import HTTPServer, Reply
+from loadgen.http.server import HTTPServer, Reply, awaiting
 from loadgen.http.tls import client_context
 from loadgen.metrics.collector import quiet_collector
 from loadgen.metrics.health import p99_ms, saturation_reasons
@@ -247,7 +247,7 @@ async def _serve_callbacks(
     counters = metrics.counters
     path = config.callback_path.encode()
 
-    async def handler(request: Request) -> Reply:
+    def handler(request: Request) -> Reply:
         if request.target.split(b"?", 1)[0] != path:
             counters["north.callback.not_found"] += 1
             return Reply(404, b'{"errors":[{"code":404,"message":"no such resource"}]}')
@@ -265,7 +265,7 @@ async def _serve_callbacks(
             tracker.notified(record, now)
         return _NO_CONTENT
 
-    server = HTTPServer(handler)
+    server = HTTPServer(awaiting(handler), now=handler)
     async with trio.open_nursery() as nursery:
         [(host, port), *_] = await nursery.start(
             lambda task_status: server.serve(

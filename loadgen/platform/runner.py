@@ -233,7 +233,7 @@ async def _serve_north(
 ) -> None:
     """The north API (jobs) and its callback workers, until cancelled."""
     north = core.config
-    server = HTTPServer(core.http_handler)
+    server = HTTPServer(core.http_handler, now=core.http_now)
     async with trio.open_nursery() as nursery:
         await nursery.start(core.run_callbacks)
         [(host, port), *_] = await nursery.start(
@@ -257,7 +257,7 @@ async def _serve_south(
     if south.tls:
         tls = server_context(south.cert_file, south.key_file)
         ssl_context, ca_pem = tls.context, tls.ca_pem
-    server = HTTPServer(core.http_handler)
+    server = HTTPServer(core.http_handler, now=core.http_now)
     try:
         async with trio.open_nursery() as nursery:
             [(host, port), *_] = await nursery.start(

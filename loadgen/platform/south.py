@@ -285,6 +285,10 @@ class SouthCore:
 
     async def http_handler(self, request: Request) -> Reply:
         """The handler for ``loadgen.http.server.HTTPServer``."""
+        return self.http_now(request)
+
+    def http_now(self, request: Request) -> Reply:
+        """``http_handler``'s synchronous face (``HTTPServer(now=...)``): nothing here waits."""
         header_key = request.header(b"x-apikey") if self.api_key is not None else None
         status, body = self.handle(
             request.method, request.target, header_key, request.body, trio.current_time()
