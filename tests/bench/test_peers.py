@@ -374,3 +374,26 @@ def test_lookup_walks_keys_and_indexes_or_gives_none(
     path: tuple[str | int, ...], expected: object
 ) -> None:
     assert lookup({"a": {"b": [{"c": 1}, {"c": 3}]}}, path) == expected
+
+
+def test_the_sync_climb_reads_its_tight_ceiling_beside_the_loose_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[10]'s ladder: the ceiling allows p99 up to 100 ms; the issue's row reads the last rung
+    before the first whose complete p99 is over 10 ms (a lucky rung above a miss does not count)."""
+    from loadgen.bench import asyncbench
+
+    p99s = {8000.0: 3.0, 10000.0: 9.9, 12500.0: 14.0, 15625.0: 8.0, 19531.25: 150.0}
+
+    def rung(flow: str, rate: float, *, duration: float, final: float) -> dict[str, object]:
+        p99 = p99s[rate]
+        return {"rate": rate, "complete_p99_ms": p99, "clean": p99 <= 100.0}
+
+    monkeypatch.setattr(asyncbench, "run_rung", rung)
+    climb = asyncbench._climb("sync", 8000.0, 8, 1.0, 1.0)
+    assert [row["rate"] for row in climb["rungs"]] == list(p99s)  # stops at the first miss
+    assert climb["ceiling_ops_per_s"] == 15625.0
+    assert climb["ceiling_10ms_ops_per_s"] == 10000.0  # 12,500 missed 10 ms: 15,625 not counted
+    p99s[12500.0] = 10.0
+    climb = asyncbench._climb("sync", 8000.0, 8, 1.0, 1.0)
+    assert climb["ceiling_10ms_ops_per_s"] == 15625.0
