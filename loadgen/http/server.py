@@ -786,7 +786,7 @@ class _Mux:
     """The plain connections of a server with a ``now`` face, while between requests: one epoll
     of our own, read by one task (see the module header)."""
 
-    __slots__ = ("_conns", "_epoll", "_handlers", "_scope", "handed_off", "server")
+    __slots__ = ("_conns", "_ended", "_epoll", "_handlers", "_scope", "handed_off", "server")
 
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
@@ -794,6 +794,7 @@ class _Mux:
         self._conns: dict[int, _Connection] = {}
         self._handlers: trio.Nursery | None = None
         self._scope: trio.CancelScope | None = None
+        self._ended = False  # the task has ended (drained, or cancelled with the server)
         self.handed_off = 0  # requests (or connections) given to a task: they needed a wait
 
     def __repr__(self) -> str:
@@ -824,13 +825,15 @@ class _Mux:
                         if conn is not None:
                             readable(conn)
         finally:
+            self._ended = True
             for conn in list(conns.values()):
                 self.close(conn)
             epoll.close()
 
     @property
     def closed(self) -> bool:
-        return self._scope is not None and self._scope.cancel_called
+        """Holds nothing more: the task has ended or is ending."""
+        return self._ended or (self._scope is not None and self._scope.cancel_called)
 
     def end_if_drained(self) -> None:
         """After ``shutdown``: once no connection is held, the task ends (the server's handler
