@@ -100,6 +100,29 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
         lambda tmp: ["compare", str(_folder_with(tmp, "summary.json", "[1, 2")), str(tmp)],
         ("summary.json", "corrupt"),
     ),
+    (
+        "a capacity dashboard port beyond a port number",
+        lambda tmp: [
+            "capacity",
+            "scenarios/smoke.toml",
+            "--dashboard",
+            "127.0.0.1:99999",
+            "--results",
+            str(tmp / "r"),
+        ],
+        ("--dashboard: expected HOST:PORT with a port 0-65535, got '127.0.0.1:99999'",),
+    ),
+    (
+        "a capacity dashboard that took the scenario",
+        lambda tmp: [
+            "capacity",
+            "scenarios/smoke.toml",
+            "--dashboard=smoke.toml",
+            "--results",
+            str(tmp / "r"),
+        ],
+        ("--dashboard: expected HOST:PORT, got the scenario 'smoke.toml'",),
+    ),
     ("a usage error", lambda tmp: ["devices", "--count"], ("--count", "expected one argument")),
     ("an unknown flag", lambda tmp: ["platform", "--rat", "5"], ("unrecognized arguments",)),
 ]
@@ -161,6 +184,22 @@ def test_a_host_that_cannot_be_bound_names_the_flag(
     assert code == 2
     assert "--host (devices.host): cannot listen on 203.0.113.7:0" in line
     assert not any(tmp_path.rglob("*.json"))
+
+
+def test_a_busy_dashboard_port_stops_capacity_before_any_folder(
+    busy_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["capacity", "scenarios/smoke.toml", f"--dashboard=127.0.0.1:{busy_port}",
+         "--results", str(tmp_path / "r")]
+    )  # fmt: skip
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith(
+        f"loadgen capacity: --dashboard (output.dashboard): cannot serve the dashboard on "
+        f"127.0.0.1:{busy_port}: the port is in use"
+    )
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_async_only_fault_on_sync_flows_is_a_warning(
