@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -23,10 +23,17 @@ from loadgen.campaign.capacity_run import (
     format_step,
     run_capacity,
 )
-from loadgen.campaign.scenario import load_scenario
-from loadgen.dashboard.address import DEFAULT_HOST, DEFAULT_PORT
+from loadgen.campaign.scenario import (
+    LoadedScenario,
+    apply_override,
+    read_document,
+    validate_document,
+)
+from loadgen.commands.flags import add_flags, build_document, name_flags
+from loadgen.commands.tables import RUN_FLAGS
 from loadgen.dashboard.board import Board
 from loadgen.dashboard.server import Controls, open_dashboard
+from loadgen.errors import ConfigError
 from loadgen.metrics.thresholds import parse_threshold
 from loadgen.report.results import new_run_directory
 from loadgen.units import parse_duration
@@ -38,6 +45,10 @@ EXIT_NOTHING_PASSED = 99
 RATE_SEARCH = SearchConfig()
 DEVICE_SEARCH = SearchConfig(start_rate=10, max_rate=100_000, integral=True)
 PLAN = StepPlan()
+#: The run commands' own rows (one validation, one message naming the flag).
+_DASHBOARD: Final = tuple(
+    flag for flag in RUN_FLAGS if flag.option in ("--dashboard", "--dashboard-token")
+)
 
 
 def _seconds(text: str) -> float:
@@ -61,9 +72,23 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected 0.01 or 1%, got {text!r}") from None
 
 
+def _loaded(args: argparse.Namespace) -> LoadedScenario:
+    """The scenario file with ``--set`` and the dashboard flags, validated as ``run`` does."""
+    source = str(args.scenario)
+    document = read_document(source)
+    try:
+        for assignment in args.set or ():
+            apply_override(document, assignment)
+        build_document(document, _DASHBOARD, args)
+        return LoadedScenario(validate_document(document, source), document, source)
+    except ConfigError as exc:
+        raise name_flags(exc, _DASHBOARD, args) from None
+
+
 def _capacity(args: argparse.Namespace) -> int:
-    loaded = load_scenario(args.scenario, args.set or ())
+    loaded = _loaded(args)
     scenario = loaded.scenario
+    output = scenario.output
     expressions = args.slo if args.slo else list(scenario.thresholds)
     slos = tuple(parse_threshold(text, key=f"--slo {text!r}") for text in expressions)
     plan = StepPlan(
@@ -83,11 +108,17 @@ def _capacity(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         max_steps=args.max_steps,
     )
-    root = Path(args.results) if args.results else Path(scenario.output.results)
-    directory = new_run_directory(root, f"{scenario.campaign.name}-capacity")
+    root = Path(args.results) if args.results else Path(output.results)
     slo_text = ", ".join(expressions) or "none (achieved and error rate only)"
     print(f"capacity search of {scenario.campaign.name} by {args.dimension}; SLOs: {slo_text}")
-    print(f"results: {directory}", flush=True)
+    made: list[Path] = []
+
+    def folder() -> Path:
+        """The results folder, made once the dashboard (if any) serves: an address that cannot
+        be served leaves nothing behind."""
+        made.append(new_run_directory(root, f"{scenario.campaign.name}-capacity"))
+        print(f"results: {made[0]}", flush=True)
+        return made[0]
 
     board = Board(
         title=f"{scenario.campaign.name} capacity ({args.dimension})",
@@ -102,14 +133,12 @@ def _capacity(args: argparse.Namespace) -> int:
 
     async def search() -> CapacityOutcome:
         return await run_capacity(
-            loaded, plan, config, directory=directory, on_step=show, html=not args.no_html
+            loaded, plan, config, directory=folder(), on_step=show, html=not args.no_html
         )
 
-    async def watched() -> CapacityOutcome:
+    async def watched(address: str) -> CapacityOutcome:
         """The search with the live dashboard: its Stop ends the search as Ctrl-C does."""
-        address: str = args.dashboard or scenario.output.dashboard or ""
-        token = args.dashboard_token or scenario.output.dashboard_token
-        async with open_dashboard(board, address, token=token) as server:
+        async with open_dashboard(board, address, token=output.dashboard_token) as server:
             stopped: list[bool] = []
             with trio.CancelScope() as scope:
 
@@ -126,16 +155,19 @@ def _capacity(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # the same end as Ctrl-C: exit 130, the steps so far kept
 
     try:
-        if args.dashboard or scenario.output.dashboard:
-            outcome = trio.run(watched)
+        if output.dashboard is not None:
+            outcome = trio.run(watched, output.dashboard)
         else:
             outcome = trio.run(search)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the steps measured so far are in {directory / CAPACITY_JSON}")
+        if made:
+            print(f"\ninterrupted: the steps measured so far are in {made[0] / CAPACITY_JSON}")
         raise
+    except ConfigError as exc:  # the dashboard's address (a port in use): name the flag if given
+        raise name_flags(exc, _DASHBOARD, args) from None
     print()
     print(outcome.result.verdict_text())
-    print(f"\nresults: {directory / CAPACITY_JSON}")
+    print(f"\nresults: {outcome.directory / CAPACITY_JSON}")
     if outcome.report is not None:
         print(f"report:  {outcome.report}")
     return 0 if outcome.result.max_sustainable_rate is not None else EXIT_NOTHING_PASSED
@@ -216,10 +248,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cap.add_argument("--results", metavar="DIR", help="results root (default: output.results)")
     cap.add_argument("--no-html", action="store_true", help="skip capacity.html")
-    cap.add_argument(
-        "--dashboard", nargs="?", const=f"{DEFAULT_HOST}:{DEFAULT_PORT}", metavar="HOST:PORT",
-        help=f"serve the live web dashboard of the steps (alone: on {DEFAULT_HOST}:"
-        f"{DEFAULT_PORT}; off loopback a token is required)",
-    )  # fmt: skip
-    cap.add_argument("--dashboard-token", metavar="TOKEN", help="the dashboard's token")
+    add_flags(cap, "live dashboard of the steps", _DASHBOARD)
     cap.set_defaults(func=_capacity)

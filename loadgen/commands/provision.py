@@ -16,9 +16,18 @@ import argparse
 import sys
 from typing import Any, Final
 
-from loadgen.commands.flags import Flag, add_flags, default_of, duration, integer, number
+from loadgen.commands.flags import (
+    Flag,
+    add_flags,
+    default_of,
+    duration,
+    integer,
+    name_flags,
+    number,
+)
 from loadgen.commands.tables import DEVICE_FLAGS, NORTH_FLAGS
-from loadgen.errors import ConfigError
+from loadgen.device.config import FleetConfig
+from loadgen.errors import ConfigError, key_prefix
 
 __all__ = ["provision_main", "register"]
 
@@ -60,19 +69,25 @@ def _vars(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _device_ids(args: argparse.Namespace) -> list[str]:
-    count, pattern, first = (
-        _value("--count", args), _value("--id-pattern", args), _value("--first-index", args),
-    )  # fmt: skip
-    if count < 1:
-        raise ConfigError("expected at least 1 device", key="--count")
+def _fleet(args: argparse.Namespace) -> FleetConfig:
+    """The fleet the flags describe, judged by ``FleetConfig`` itself (the verdict a
+    ``north-devices`` run with the same flags gets), plus what entities need: a device, and
+    the one port they name."""
+    port = _value("--http-port", args)
+    if port in (0, "off"):
+        raise ConfigError(
+            "expected the port the devices listen on (1..65535): an entity names it",
+            key="--http-port",
+        )
+    fields = {flag.key.removeprefix("devices."): _given(flag, args) for flag in _FLEET}
     try:
-        ids = [pattern.format(first + i) for i in range(count)]
-    except (ValueError, IndexError, KeyError) as exc:
-        raise ConfigError(f"bad id pattern {pattern!r}: {exc}", key="--id-pattern") from None
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"{pattern!r} gives the same id to several devices", key="--id-pattern")
-    return ids
+        with key_prefix("devices"):
+            fleet = FleetConfig(**fields)
+    except ConfigError as exc:
+        raise name_flags(exc, _FLEET, args) from None
+    if fleet.count < 1:
+        raise ConfigError("expected at least 1 device", key="--count")
+    return fleet
 
 
 def provision_main(args: argparse.Namespace) -> int:
@@ -88,12 +103,11 @@ def provision_main(args: argparse.Namespace) -> int:
     if not url:
         raise ConfigError("expected the north API's URL (https://host[:port])", key="--url")
     origin, prefix = Origin.parse(url)
-    port = _value("--http-port", args)
-    if not isinstance(port, int) or port <= 0:
-        raise ConfigError("expected the devices' HTTP port (1-65535)", key="--http-port")
+    fleet = _fleet(args)
+    assert fleet.http_port is not None
     template = load_template(args.template, _vars(args.var))
-    ids = _device_ids(args)
-    calls = plan(template, action, ids, host=args.address, port=port, prefix=prefix)
+    ids = [fleet.device_id(index) for index in range(fleet.count)]
+    calls = plan(template, action, ids, host=args.address, port=fleet.http_port, prefix=prefix)
     api_key = _value("--api-key", args)
     headers = [(b"X-ApiKey", api_key.encode())] if api_key else []
     ssl_context = None
@@ -154,34 +168,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the devices' address as the platform reaches them ({host}; default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
-        "--rate", type=_typed(number, "--rate"), default=20.0, metavar="N/S",
-        help="at most this many requests a second (default %(default)g)",
+        "--rate", type=_typed(number, "--rate", "a number", above=0), default=20.0,
+        metavar="N/S", help="at most this many requests a second (default %(default)g)",
     )  # fmt: skip
     parser.add_argument(
-        "--concurrency", type=_typed(integer, "--concurrency"), default=8, metavar="N",
-        help="requests at once (default %(default)s)",
+        "--concurrency", type=_typed(integer, "--concurrency", "an integer", at_least=1),
+        default=8, metavar="N", help="requests at once (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
-        "--timeout", type=_typed(duration, "--timeout"), default=30.0, metavar="DURATION",
-        help="per request (default %(default)gs)",
+        "--timeout", type=_typed(duration, "--timeout", "a duration", above=0), default=30.0,
+        metavar="DURATION", help="per request (default %(default)gs)",
     )  # fmt: skip
     parser.add_argument(
-        "--progress-every", type=_typed(duration, "--progress-every"), default=5.0,
-        metavar="DURATION", help="a progress line this often (default %(default)gs; 0: none)",
+        "--progress-every", type=_typed(duration, "--progress-every", "a duration", at_least=0),
+        default=5.0, metavar="DURATION",
+        help="a progress line this often (default %(default)gs; 0: none)",
     )  # fmt: skip
     add_flags(parser, "north API", _NORTH)
     add_flags(parser, "devices (the ids and port a north-devices run uses)", _FLEET)
     parser.set_defaults(func=provision_main)
 
 
-def _typed(convert: Any, option: str) -> Any:
-    """argparse type: a bad value is argparse's one-line usage error naming the option."""
+def _typed(
+    convert: Any, option: str, what: str, *, above: float | None = None, at_least: float = 0
+) -> Any:
+    """argparse type: the value, ``> above`` (when given) or else ``>= at_least``; a bad one is
+    argparse's one-line usage error naming the option, before anything is contacted."""
 
     def parse(text: str) -> Any:
         try:
-            return convert(text)
+            value = convert(text)
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(exc.message) from None
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"expected {what} > {above:g}, got {text}")
+        if above is None and not value >= at_least:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {at_least:g}, got {text}")
+        return value
 
     parse.__name__ = option
     return parse

@@ -6,17 +6,17 @@ once per interval with the run's ``Interval`` and keeps
 - one *frame* per interval (the time axis of the charts): offered / sent / achieved rates, in
   flight, the interval's bad ends, CPU, stage and phase, and p50/p90/p99 of every latency phase
   with its service-time twin, read from the interval histograms;
-- the state so far, rebuilt from cumulative histograms and the counters with the same code as
-  ``summary.json`` (``build_summary``), so what the page shows at the end is what the summary
-  says: totals, the percentile spectrum, errors by cause with their first message, result
-  codes, the per-operation table, thresholds evaluated live, generator health with its
-  saturation verdict, the fleet's flows and faults;
+- the state so far, rebuilt from the recorders' own totals (``Interval.cumulative``: nothing
+  is accumulated here) and the counters with the same code as ``summary.json``
+  (``build_summary``), so what the page shows at the end is what the summary says: totals,
+  the percentile spectrum, errors by cause with their first message, result codes, the
+  per-operation table, thresholds evaluated live, generator health with its saturation
+  verdict, the fleet's flows and faults;
 - the capacity search's steps (``step``), the controls used (``control``) and, once the run has
   ended, its summary (``finish``).
 
 Nothing here reads a clock or awaits: the server (``loadgen.dashboard.server``) turns a change of
-``version`` into server-sent events. Cost: one ``add`` per recorder and one summary per interval,
-off the hot path.
+``version`` into server-sent events. Cost: one summary per interval, off the hot path.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from hdrh.histogram import HdrHistogram
 
-from loadgen.metrics.hdr import new_histogram, values_at
+from loadgen.metrics.hdr import values_at
 from loadgen.metrics.health import HealthLimits, p99_ms, saturation_reasons
 from loadgen.metrics.intervals import Interval
 from loadgen.metrics.thresholds import Threshold
@@ -104,7 +104,6 @@ class Board:
         self.version = 0
         self.epoch = 0  # one more each time old frames are thinned (clients start again)
         self.listeners: list[Callable[[], None]] = []
-        self._so_far: dict[str, HdrHistogram] = {}
         self._offered_count = 0.0
         self._load_seconds = 0.0
         self._cpu_seconds = 0.0  # CPU %·s over the load phase (its mean judges the generator)
@@ -115,12 +114,6 @@ class Board:
     # --- feeding ---------------------------------------------------------------------------------
 
     def __call__(self, interval: Interval) -> None:
-        for name, histogram in interval.histograms.items():
-            if histogram.get_total_count():
-                total = self._so_far.get(name)
-                if total is None:
-                    total = self._so_far[name] = new_histogram()
-                total.add(histogram)
         frame = self._frame(interval)
         self.frames.append(frame)
         if len(self.frames) > MAX_FRAMES:
@@ -250,21 +243,20 @@ class Board:
             "offered_rate": offered,
             "notes": interval.notes,
         }
-        summary = build_summary(self._so_far, interval.totals, run)
+        # the recorders that recorded something (those the summary of the run shows)
+        so_far = {name: h for name, h in interval.cumulative.items() if h.get_total_count()}
+        summary = build_summary(so_far, interval.totals, run)
         totals = interval.totals
         main = "callback" if self.meta["sides"] == "devices" else "complete"
         spectrum = {
-            name: [
-                [p, v]
-                for p, v in zip(SPECTRUM, _many(self._so_far.get(name), SPECTRUM), strict=True)
-            ]
+            name: [[p, v] for p, v in zip(SPECTRUM, _many(so_far.get(name), SPECTRUM), strict=True)]
             for name in (main, f"{main}.service")
-            if name in self._so_far
+            if name in so_far
         }
         by_operation = self._by_operation(summary, interval)
         cpu_mean = self._cpu_seconds / load_s if load_s else None
-        lateness = p99_ms(self._so_far.get("lateness"))
-        lag = p99_ms(self._so_far.get("loop_lag"))
+        lateness = p99_ms(so_far.get("lateness"))
+        lag = p99_ms(so_far.get("loop_lag"))
         health = {
             "lateness_p99_ms": lateness,
             "loop_lag_p99_ms": lag,

@@ -48,7 +48,9 @@ __all__ = [
     "PERCENTILES",
     "SIGNIFICANT_FIGURES",
     "LatencyRecorder",
+    "acyclic",
     "bucket_index",
+    "decode",
     "histogram_from_counts",
     "new_histogram",
     "percentiles_ms",
@@ -64,15 +66,26 @@ ABOVE_PREFIX: Final = "hdr.above."  # + recorder name: values clamped to HIGHEST
 BELOW_PREFIX: Final = "hdr.below."  # + recorder name: negative values recorded as 0
 
 
-def new_histogram() -> HdrHistogram:
-    histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
-    # HdrHistogram_py's histogram and its encoder refer to each other: each histogram (a dozen
-    # per interval, 188 kB of counts each) was a reference cycle, the only cyclic garbage of a
-    # load (issue 17), left for the cycle collector. A weak back-reference frees it when its
-    # last user lets go, and ``encode`` still works as long as the histogram is alive (which
-    # it is, being the object ``encode`` is called on).
+def acyclic(histogram: HdrHistogram) -> HdrHistogram:
+    """``histogram``, freed by reference counting alone from now on.
+
+    HdrHistogram_py's histogram and its encoder refer to each other: each histogram made (a
+    dozen per interval, 188 kB of counts each) or decoded (a report reads a run's hundreds of
+    intervals back) was a reference cycle, the only cyclic garbage of a load (issue 17), left
+    for the cycle collector. A weak back-reference frees it when its last user lets go, and
+    ``encode`` still works as long as the histogram is alive (which it is, being the object
+    ``encode`` is called on)."""
     histogram.encoder.histogram = weakref.proxy(histogram)
     return histogram
+
+
+def new_histogram() -> HdrHistogram:
+    return acyclic(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES))
+
+
+def decode(payload: bytes) -> HdrHistogram:
+    """HdrHistogram_py's decoding of an hlog line's payload (``acyclic``)."""
+    return acyclic(HdrHistogram.decode(payload))
 
 
 def _layout() -> tuple[int, int, int]:

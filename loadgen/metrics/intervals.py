@@ -45,6 +45,9 @@ class Interval:
     gauges: dict[str, object]
     final: bool = False  # the last, possibly partial, interval of the run
     notes: dict[str, str] = field(default_factory=dict)  # first message of failure counters
+    # recorder name -> everything it recorded so far, this interval included: the recorder's
+    # own ``total`` (not a copy: read it while the interval is handed out, never change it)
+    cumulative: dict[str, HdrHistogram] = field(default_factory=dict)
 
     @property
     def length(self) -> float:
@@ -170,7 +173,9 @@ async def run_intervals(
         totals = dict(metrics.counters)
         changed = {k: v - previous.get(k, 0) for k, v in totals.items() if v != previous.get(k, 0)}
         taken = [(r.name, r, r.close_interval()) for r in metrics.recorders()]
-        interval = Interval(index, start, end, {}, changed, totals, gauges(), False, {})
+        # the totals gain this interval's counts (``fold``) before any sink is called
+        cumulative = {r.name: r.total for _, r, _ in taken}
+        interval = Interval(index, start, end, {}, changed, totals, gauges(), False, {}, cumulative)
         previous = totals
         index += 1
         start = end

@@ -40,7 +40,7 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
 from loadgen.errors import ConfigError
-from loadgen.metrics.hdr import new_histogram, values_at
+from loadgen.metrics.hdr import acyclic, new_histogram, values_at
 from loadgen.metrics.intervals import HlogWriter, Interval
 
 __all__ = [
@@ -360,14 +360,7 @@ def iter_hlog(path: Path) -> Iterator[tuple[float, float, HdrHistogram]]:
             origin = reader.get_start_time_sec()
             start = histogram.get_start_time_stamp() / 1000 - origin
             end = histogram.get_end_time_stamp() / 1000 - origin
-            yield round(start, 3), round(end, 3), histogram
-
-
-def _free(histogram: HdrHistogram) -> None:
-    """Let a histogram go now: HdrHistogram_py's histogram and its encoder refer to each other,
-    so without this its 188 kB of counts would wait for the cycle collector, and a long run's
-    hundreds of intervals would pile up before it ran. The histogram cannot be encoded after."""
-    histogram.encoder.histogram = None
+            yield round(start, 3), round(end, 3), acyclic(histogram)
 
 
 def read_hlog(path: Path) -> list[tuple[float, float, HdrHistogram]]:
@@ -413,7 +406,6 @@ def load_run(directory: Path) -> LoadedRun:
                 total.add(histogram)
                 if series is not None:
                     series.append(end, histogram)
-            _free(histogram)
     counters: dict[str, int] = {}
     notes: dict[str, str] = {}
     finished = False

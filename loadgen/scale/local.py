@@ -32,6 +32,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadgen.campaign.progress import Progress
 from loadgen.campaign.scenario import LoadedScenario
+from loadgen.metrics.hdr import decode
 from loadgen.metrics.intervals import Interval
 from loadgen.report.console import format_summary
 from loadgen.report.results import new_run_directory
@@ -87,7 +88,7 @@ class _HlogTail:
             if not line or line.startswith((b"#", b'"')):
                 continue
             payload = line.rsplit(b",", 1)[-1]
-            out.append(HdrHistogram.decode(payload))
+            out.append(decode(payload))
         return out
 
 

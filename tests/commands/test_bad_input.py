@@ -35,6 +35,12 @@ def _folder_with(tmp_path: Path, name: str, text: str) -> Path:
     return folder
 
 
+#: ``provision`` against a north API that is not there (port 9): a bad flag must be found first.
+PROVISION = [
+    "provision", "create", "--template", "scenarios/provision-device.template.json",
+    "--url", "http://127.0.0.1:9", "--count", "2",
+]  # fmt: skip
+
 CASES: list[tuple[str, Case, tuple[str, ...]]] = [
     ("a folder as the scenario", lambda tmp: ["run", str(tmp)], ("is a folder", "scenario file")),
     ("no such scenario", lambda tmp: ["run", str(tmp / "nope.toml")], ("no such scenario file",)),
@@ -100,6 +106,51 @@ CASES: list[tuple[str, Case, tuple[str, ...]]] = [
         lambda tmp: ["compare", str(_folder_with(tmp, "summary.json", "[1, 2")), str(tmp)],
         ("summary.json", "corrupt"),
     ),
+    (
+        "a capacity dashboard port beyond a port number",
+        lambda tmp: [
+            "capacity",
+            "scenarios/smoke.toml",
+            "--dashboard",
+            "127.0.0.1:99999",
+            "--results",
+            str(tmp / "r"),
+        ],
+        ("--dashboard: expected HOST:PORT with a port 0-65535, got '127.0.0.1:99999'",),
+    ),
+    (
+        "a capacity dashboard that took the scenario",
+        lambda tmp: [
+            "capacity",
+            "scenarios/smoke.toml",
+            "--dashboard=smoke.toml",
+            "--results",
+            str(tmp / "r"),
+        ],
+        ("--dashboard: expected HOST:PORT, got the scenario 'smoke.toml'",),
+    ),
+    *(
+        (
+            f"provision {' '.join(flag)}",
+            lambda tmp, flag=flag: [*PROVISION, *flag],
+            words,
+        )
+        for flag, words in [
+            (("--concurrency", "0"), ("argument --concurrency: expected an integer >= 1, got 0",)),
+            (("--timeout", "0"), ("argument --timeout: expected a duration > 0, got 0",)),
+            (("--rate", "0"), ("argument --rate: expected a number > 0, got 0",)),
+            (
+                ("--id-pattern", "site/{:04d}"),
+                ("--id-pattern (devices.id_pattern):", "distinct ids without '/'"),
+            ),
+            (
+                ("--http-port", "70000"),
+                ("--http-port (devices.http_port): expected a port", "got 70000"),
+            ),
+            (("--http-port", "0"), ("--http-port:", "the port the devices listen on")),
+            (("--first-index", "-1"), ("--first-index (devices.first_index):", ">= 0")),
+        ]
+    ),
     ("a usage error", lambda tmp: ["devices", "--count"], ("--count", "expected one argument")),
     ("an unknown flag", lambda tmp: ["platform", "--rat", "5"], ("unrecognized arguments",)),
 ]
@@ -116,24 +167,15 @@ def _one_line(err: str) -> str:
 def test_bad_input_is_one_line_and_exit_2(
     case: Case, words: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = case(tmp_path)
-    with pytest.raises(SystemExit) if argv[-1] in ("--count", "5") else _nothing() as raised:
-        code = main(argv)
-    if raised is not None:
-        code = raised.value.code  # argparse's own usage errors
+    try:
+        code = main(case(tmp_path))
+    except SystemExit as usage:  # argparse's own usage errors
+        code = usage.code
     line = _one_line(capsys.readouterr().err)
     assert code == 2
     for word in words:
         assert word in line
     assert not (tmp_path / "r").exists()  # no half-written results folder
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def test_a_port_in_use_names_the_port_and_the_flag(
@@ -161,6 +203,44 @@ def test_a_host_that_cannot_be_bound_names_the_flag(
     assert code == 2
     assert "--host (devices.host): cannot listen on 203.0.113.7:0" in line
     assert not any(tmp_path.rglob("*.json"))
+
+
+def test_a_busy_dashboard_port_stops_capacity_before_any_folder(
+    busy_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["capacity", "scenarios/smoke.toml", f"--dashboard=127.0.0.1:{busy_port}",
+         "--results", str(tmp_path / "r")]
+    )  # fmt: skip
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2
+    assert line.startswith(
+        f"loadgen capacity: --dashboard (output.dashboard): cannot serve the dashboard on "
+        f"127.0.0.1:{busy_port}: the port is in use"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "flag", [("--concurrency", "0"), ("--timeout", "0"), ("--http-port", "70000")]
+)
+def test_provision_finds_a_bad_flag_before_it_contacts_the_north_api(
+    flag: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as north:
+        north.bind(("127.0.0.1", 0))
+        north.listen()
+        north.setblocking(False)
+        url = f"http://127.0.0.1:{north.getsockname()[1]}"
+        try:
+            code = main([*PROVISION[:-4], "--url", url, "--count", "2", *flag])
+        except SystemExit as usage:
+            code = usage.code
+        with pytest.raises(BlockingIOError):
+            north.accept()  # nobody knocked
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2
+    assert flag[0] in line
 
 
 def test_an_async_only_fault_on_sync_flows_is_a_warning(

@@ -4,6 +4,8 @@ load), the event stream, and a Board whose numbers are the summary's."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import socket
 import subprocess
 import sys
@@ -14,34 +16,40 @@ import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
+from hdrh.histogram import HdrHistogram
 
 from loadgen.dashboard.address import DEFAULT_PORT, parse_address, token_for
 from loadgen.dashboard.board import Board
 from loadgen.dashboard.server import Controls, open_dashboard
 from loadgen.errors import ConfigError
 from loadgen.metrics.hdr import new_histogram
-from loadgen.metrics.intervals import Interval
+from loadgen.metrics.intervals import Interval, run_intervals
+from loadgen.metrics.registry import Metrics, PhaseRecorder
 from loadgen.metrics.thresholds import parse_threshold
-from loadgen.report.summary import build_summary
+from loadgen.report.summary import build_summary, histograms_of
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def interval(index: int, totals: dict[str, int], values_us: list[int]) -> Interval:
-    histogram = new_histogram()
+def interval(
+    index: int, totals: dict[str, int], values_us: list[int], phase: PhaseRecorder | None = None
+) -> Interval:
+    """The next interval of ``phase`` (of a new one by default) holding ``values_us`` (their
+    halves as the service times), rolled over as the interval task does."""
+    phase = phase or PhaseRecorder("complete")
     for value in values_us:
-        histogram.record_value(value)
-    service = new_histogram()
-    for value in values_us:
-        service.record_value(value // 2)
+        phase.intended.record_us(value)
+        phase.service.record_us(value // 2)
     return Interval(
         index, float(index), float(index + 1),
-        {"complete": histogram, "complete.service": service},
+        {recorder.name: recorder.rollover() for recorder in phase.recorders()},
         {"ops.sent": len(values_us), "ops.completed": len(values_us)},
         totals,
         {"in_flight": 3, "offered_rate": 10.0, "stage": "1:hold", "phase": "load",
          "cpu_percent": 12.0},
         notes={"http.status.500": "500 b'boom'"},
+        cumulative={recorder.name: recorder.total for recorder in phase.recorders()},
     )  # fmt: skip
 
 
@@ -51,8 +59,9 @@ def fed_board() -> tuple[Board, dict[str, Any]]:
         thresholds=[parse_threshold("p99(complete) < 5ms"), parse_threshold("errors == 0")],
     )  # fmt: skip
     totals = {"ops.sent": 12, "ops.completed": 11, "ops.errors": 1, "http.status.500": 1}
-    board(interval(0, {"ops.sent": 6, "ops.completed": 6}, [1000] * 6))
-    board(interval(1, totals, [2000, 3000, 4000, 5000, 9000]))
+    phase = PhaseRecorder("complete")
+    board(interval(0, {"ops.sent": 6, "ops.completed": 6}, [1000] * 6, phase))
+    board(interval(1, totals, [2000, 3000, 4000, 5000, 9000], phase))
     return board, totals
 
 
@@ -81,6 +90,49 @@ def test_the_board_state_is_the_summary_of_its_intervals() -> None:
     )  # the service twin's p99 (HDR)
     assert state["spectrum"]["complete"][-1] == [100.0, 9.007]  # max, HDR-equivalent
     assert state["by_operation"][-1]["name"] == "all"
+
+
+def _histograms_held(board: Board) -> list[HdrHistogram]:
+    """The histograms the board's own containers hold (not the recorders, types or modules)."""
+    found: list[HdrHistogram] = []
+    seen: set[int] = set()
+    todo: list[object] = [vars(board)]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, HdrHistogram):
+            found.append(node)
+        elif isinstance(node, dict | list | tuple):
+            todo.extend(gc.get_referents(node))
+    return found
+
+
+async def test_the_board_reads_the_recorders_totals_and_keeps_no_copy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Fed by the interval task itself: the state so far is the recorders' own totals (the
+    summary's numbers), and the board holds no histogram of its own (188 kB a recorder)."""
+    metrics = Metrics()
+    board = Board(title="t", sides="both", total_seconds=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(run_intervals, metrics, [board], t0=trio.current_time())
+        )
+        for values_us in ([1000] * 6, [2000, 3000, 4000, 5000, 9000]):
+            await trio.sleep(0.5)  # mid-interval: each batch is in one interval
+            for value in values_us:
+                metrics.phase("complete").record(value / 1e6, value / 2e6)
+            metrics.single("lateness").record(0.001)
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    summary = build_summary(histograms_of(metrics), metrics.counters, {"load_duration_s": 2.0})
+    assert len(board.frames) == 2
+    assert board.state["latency_ms"]["complete"] == summary["latency_ms"]["complete"]
+    assert board.state["latency_ms"]["complete"]["count"] == 11
+    assert board.state["health"]["lateness_p99_ms"] == 1.0
+    assert _histograms_held(board) == []
 
 
 def test_addresses() -> None:

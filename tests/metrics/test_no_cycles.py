@@ -21,6 +21,7 @@ from hdrh.histogram import HdrHistogram
 from loadgen.metrics.hdr import HIGHEST_US, LatencyRecorder, new_histogram
 from loadgen.metrics.intervals import HlogWriter, Interval, encode
 from loadgen.report.results import RunWriter, iter_hlog
+from loadgen.scale.local import _HlogTail
 
 
 @pytest.fixture
@@ -54,6 +55,28 @@ def test_a_histogram_is_freed_by_reference_counting(no_collector: None) -> None:
     gone = weakref.ref(histogram)
     del histogram
     assert gone() is None
+
+
+def test_a_decoded_histogram_is_freed_by_reference_counting(
+    tmp_path: Path, no_collector: None
+) -> None:
+    """A histogram read back from an hlog (a report's, a shard's tail) is HdrHistogram_py's
+    decoding: the same histogram <-> encoder cycle as a new one, broken by the same helper, and
+    it can still be encoded while it lives."""
+    writer = HlogWriter(tmp_path, 1_700_000_000.0)
+    for index in range(3):
+        writer(_interval(index, _recorders(index)))
+    writer.close()
+    path = tmp_path / "ack.hlog"
+    payloads = [line.rsplit(",", 1)[1] for line in path.read_text().splitlines()[3:]]
+    read: list[weakref.ref[HdrHistogram]] = []
+    for (_, _, histogram), payload in zip(iter_hlog(path), payloads, strict=True):
+        assert histogram.encode().decode("ascii") == payload
+        read.append(weakref.ref(histogram))
+    del histogram
+    tailed = [weakref.ref(histogram) for histogram in _HlogTail(path).new()]
+    assert len(read) == len(tailed) == 3
+    assert [ref() for ref in (*read, *tailed)] == [None] * 6
 
 
 def test_a_recorder_reuses_its_two_count_lists_and_starts_each_interval_at_zero() -> None:
