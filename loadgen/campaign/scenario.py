@@ -112,6 +112,20 @@ class Scenario(BaseModel):
     abort_on_fail: bool = False
     output: OutputSection = OutputSection()
 
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _listener_off(cls, value: object) -> object:
+        """``http_port = "off"`` (TOML has no null; the flag writes it too): that listener off."""
+        if isinstance(value, dict):
+            off = {
+                key: None
+                for key in ("http_port", "https_port")
+                if isinstance(value.get(key), str) and value[key].strip().lower() in ("off", "none")
+            }
+            if off:
+                return {**value, **off}
+        return value
+
     @field_validator("thresholds")
     @classmethod
     def _thresholds(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -165,3 +165,24 @@ def test_validate_fails_a_broken_scenario(capsys: pytest.CaptureFixture[str]) ->
 
     assert code == 2
     assert f"INVALID {SMOKE}: devices.colour: unknown key" in out
+
+
+def test_a_listener_is_turned_off_by_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TOML has no null: ``"off"`` turns a listener off, in the file as with ``--http-port off``;
+    both off is one line naming the key."""
+    from loadgen.campaign.scenario import load_scenario
+
+    loaded = load_scenario(SMOKE, overrides=['devices.http_port="off"', "devices.https_port=0"])
+    devices = loaded.scenario.devices
+    assert devices is not None
+    assert (devices.http_port, devices.https_port) == (None, 0)
+
+    code, _, err = run_cli(
+        ["run", str(SMOKE), *sets('devices.http_port="OFF"'), "--results", str(tmp_path / "r")],
+        capsys,
+    )
+    assert code == 2
+    assert "devices.http_port: both listeners are off" in err
+    assert not (tmp_path / "r").exists()
