@@ -380,6 +380,8 @@ class Sender:
         self._now = trio.lowlevel.current_clock().current_time
         self.window = window
         # Plain-HTTP lanes over ``mux_pool``: run ``client.run`` (in ``nursery``) before issuing.
+        # Their lines are bounded by the pool's ``max_connections`` (the runner gives the lanes'
+        # ``max_workers`` the same value).
         self.client: MuxClient | None = None
         if mux_pool is not None:
             client = self.client = MuxClient(
