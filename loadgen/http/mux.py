@@ -81,7 +81,7 @@ OnDropped = Callable[["MuxLine"], None]
 class MuxLine:
     """One connection held by a ``Mux``: at most one request in flight on it.
 
-    ``holder`` and ``mark`` are the caller's (the sender keeps its lane and the attempt there).
+    ``holder`` is the caller's (``MuxClient`` keeps the line's ``MuxLane`` there).
     """
 
     __slots__ = (
@@ -99,7 +99,6 @@ class MuxLine:
         "fd",
         "holder",
         "limit",
-        "mark",
         "mux",
         "opool",
         "origin",
@@ -121,7 +120,6 @@ class MuxLine:
         self.sock = conn.raw.socket
         self.fd = self.sock.fileno()
         self.holder: Any = holder
-        self.mark = 0
         self.alive = True
         self.token: object | None = None  # the request in flight (None: idle)
         self.deadline = math.inf  # the watchdog's: the write's or the read's end

@@ -11,8 +11,16 @@ request; a failed exchange calls ``on_failure(token, error)`` with a ``Transport
 request costs no task step of its own and no ``epoll_ctl`` per wait (see ``loadgen.http.mux``).
 
 A queued request whose ``deadline`` passes before a line is free fails with ``WriteTimeout``
-when its turn comes; ``wanted(token)`` (default: always) lets the caller drop one it no longer
-needs (a job that timed out meanwhile) without a failure.
+when its turn comes (with ``fail_expired=False`` it is dropped silently: the caller's own timer
+ends it, as the platform's in-flight table does); ``wanted(token)`` (default: always) lets the
+caller drop one it no longer needs (a job that timed out meanwhile) without a failure.
+
+An answer is timed when it is read, before its freed line takes the next request (a write, a
+system call): ``read_at`` holds that moment while ``on_answer`` runs, for a caller that
+measures. A caller sending many requests keeps each origin's ``MuxLane`` (``lane(origin)``) and
+writes with ``put``: no look-up of the origin per request, and a request written at once is
+noted by the caller itself (``put`` returns True; ``on_written`` is told of those written later,
+from the queue). The platform's sender does: its plain-HTTP lanes are these.
 
 Origins the mux does not take (HTTPS, a pool forcing h11, not Linux) are served by
 ``ConnectionPool.request`` in a task per request, bounded by the pool's own limit: same
@@ -32,24 +40,29 @@ from loadgen.http.client import ConnectionPool, Origin
 from loadgen.http.mux import Mux, MuxLine
 from loadgen.http.parser import Response
 
-__all__ = ["MuxClient"]
+__all__ = ["MuxClient", "MuxLane"]
 
 _ALWAYS: Final[Callable[[Any], bool]] = lambda token: True  # noqa: E731
 
 
-class _Origin:
-    """One origin's lines and the requests waiting for one."""
+class MuxLane:
+    """One origin's lines and the requests waiting for one (``muxed``: the mux serves the
+    origin; else its requests go to the pool, and the lane stays empty)."""
 
-    __slots__ = ("idle", "lines", "origin", "queue")
+    __slots__ = ("idle", "lines", "muxed", "origin", "queue")
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, muxed: bool) -> None:
         self.origin = origin
+        self.muxed = muxed
         self.idle: list[MuxLine] = []  # most recently freed last
         self.lines = 0  # open, or being opened
         self.queue: deque[tuple[bytes, bytes, float, Any]] = deque()
 
     def __repr__(self) -> str:
-        return f"<_Origin {self.origin} lines={self.lines} idle={len(self.idle)} queued={len(self.queue)}>"
+        return (
+            f"<MuxLane {self.origin} lines={self.lines} idle={len(self.idle)} "
+            f"queued={len(self.queue)}>"
+        )
 
 
 class MuxClient:
@@ -63,6 +76,7 @@ class MuxClient:
         *,
         on_written: Callable[[Any, float], None] | None = None,
         wanted: Callable[[Any], bool] = _ALWAYS,
+        fail_expired: bool = True,
     ) -> None:
         self.pool = pool
         self.mux = Mux(pool)
@@ -73,8 +87,10 @@ class MuxClient:
         self.on_failure = on_failure
         self.on_written = on_written
         self.wanted = wanted
+        self.fail_expired = fail_expired
         self.max_lines = pool.limits.max_connections
-        self._origins: dict[Origin, _Origin] = {}
+        self.read_at = 0.0  # when the answer being called back was read (see the docstring)
+        self._origins: dict[Origin, MuxLane] = {}
         self._now = trio.lowlevel.current_clock().current_time
         self._nursery: trio.Nursery | None = None
 
@@ -92,40 +108,57 @@ class MuxClient:
             await nursery.start(self.mux.run)
             task_status.started()
 
+    def lane(self, origin: Origin) -> MuxLane:
+        """``origin``'s lane (made on first use)."""
+        state = self._origins.get(origin)
+        if state is None:
+            state = self._origins[origin] = MuxLane(origin, self.mux.serves(origin))
+        return state
+
     def send(self, origin: Origin, target: bytes, body: bytes, deadline: float, token: Any) -> None:
         """POST ``body`` to ``target`` on ``origin`` now if a line is idle, else when one is."""
         state = self._origins.get(origin)
         if state is None:
-            state = self._origins[origin] = _Origin(origin)
-        if not self.mux.serves(origin):
+            state = self.lane(origin)
+        if not state.muxed:
             assert self._nursery is not None
             self._nursery.start_soon(self._via_pool, origin, target, body, deadline, token)
             return
-        if not state.queue:
-            idle = state.idle
+        if self.put(state, target, body, deadline, token) and self.on_written is not None:
+            self.on_written(token, self._now())
+
+    def put(self, lane: MuxLane, target: bytes, body: bytes, deadline: float, token: Any) -> bool:
+        """``send`` on the lane of an origin the mux serves (``lane.muxed``), kept by the
+        caller. True: written at once, which the caller notes itself (``on_written`` is told
+        only of the requests written later, from the queue: one call less per request on the
+        caller's hot path); False: queued."""
+        if not lane.queue:
+            idle = lane.idle
             while idle:
                 if idle.pop().write(target, body, deadline, token):
-                    if self.on_written is not None:
-                        self.on_written(token, self._now())
-                    return
-        state.queue.append((target, body, deadline, token))
-        if state.lines < self.max_lines:
-            state.lines += 1
+                    return True
+        lane.queue.append((target, body, deadline, token))
+        if lane.lines < self.max_lines:
+            lane.lines += 1
             assert self._nursery is not None
-            self._nursery.start_soon(self._open_line, state)
+            self._nursery.start_soon(self._open_line, lane)
+        return False
 
     # --- the mux's callbacks -----------------------------------------------------------------
 
-    def _serve(self, state: _Origin, line: MuxLine) -> None:
-        """``line`` is free: write the origin's next queued request on it, else keep it idle."""
+    def _serve(self, state: MuxLane, line: MuxLine, now: float) -> None:
+        """``line`` is free (at ``now``): write the origin's next queued request on it, else
+        keep it idle."""
         queue = state.queue
         while queue:
             target, body, deadline, token = queue.popleft()
             if not self.wanted(token):
                 continue
-            now = self._now()
             if now >= deadline:
-                self.on_failure(token, WriteTimeout("no connection free by the request's deadline"))
+                if self.fail_expired:
+                    self.on_failure(
+                        token, WriteTimeout("no connection free by the request's deadline")
+                    )
                 continue
             if not line.write(target, body, deadline, token):
                 queue.appendleft((target, body, deadline, token))  # nothing written: retry
@@ -135,15 +168,21 @@ class MuxClient:
         state.idle.append(line)
 
     def _answered(self, line: MuxLine, token: Any, response: Response) -> None:
+        # Timed as read, before the freed line's next write (see the module docstring).
+        self.read_at = now = self._now()
         if line.alive:  # free before the answer is judged (the caller may send again at once)
-            self._serve(line.holder, line)
+            state: MuxLane = line.holder
+            if state.queue:
+                self._serve(state, line, now)
+            else:  # (``_serve`` inlined: the common case, one call less per answer)
+                state.idle.append(line)
         self.on_answer(token, response)
 
     def _failed(self, line: MuxLine, token: Any, error: TransportError) -> None:
         self.on_failure(token, error)
 
     def _dropped(self, line: MuxLine) -> None:
-        state: _Origin = line.holder
+        state: MuxLane = line.holder
         state.lines -= 1
         if line in state.idle:  # the server closed an idle connection (a scan of <= max)
             state.idle.remove(line)
@@ -153,7 +192,7 @@ class MuxClient:
 
     # --- opening lines, and the origins the mux does not take --------------------------------
 
-    async def _open_line(self, state: _Origin) -> None:
+    async def _open_line(self, state: MuxLane) -> None:
         """Open a line (already counted in ``state.lines``) and serve the queue with it; failing
         to connect fails the request at the head of the queue, as the pool's request would."""
         opened = False
@@ -173,7 +212,7 @@ class MuxClient:
                         self.on_failure(token, exc)
                     continue
                 opened = True  # the line holds the count now; its drop gives it back
-                self._serve(state, line)
+                self._serve(state, line, self._now())
         finally:
             if not opened:
                 state.lines -= 1
@@ -188,4 +227,5 @@ class MuxClient:
         except TransportError as exc:
             self.on_failure(token, exc)
             return
+        self.read_at = self._now()
         self.on_answer(token, response)

@@ -58,8 +58,7 @@ from typing import Any, Final, Literal
 import trio
 
 from loadgen.errors import ConfigError
-from loadgen.http.client import ClientLimits, Origin, open_pool
-from loadgen.http.mux import Mux
+from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
 from loadgen.http.server import HTTPServer
 from loadgen.http.tls import client_context, server_context
 from loadgen.metrics.collector import quiet_collector
@@ -455,7 +454,7 @@ async def run_platform(
                 with quiet_collector():
                     result = await _load(
                         config, metrics, info, routes, pool.request, schedule, lines=pool.hold,
-                        mux=Mux(pool),
+                        mux_pool=pool,
                     )  # fmt: skip
         else:
             with quiet_collector():
@@ -491,7 +490,7 @@ async def _load(
     schedule: Schedule | None,
     *,
     lines: Callable[[Origin], Line] | None = None,
-    mux: Mux | None = None,
+    mux_pool: ConnectionPool | None = None,
 ) -> PlatformResult:
     arrival = config.arrival
     table = info.table
@@ -519,10 +518,10 @@ async def _load(
             wall0_ms=int(started_at * 1000),
             max_in_flight=config.max_in_flight,
             lines=lines,
-            mux=mux,
+            mux_pool=mux_pool,
         )
-        if mux is not None:  # plain HTTP connections: one task reads every answer
-            await workers.start(mux.run)
+        if sender.client is not None:  # plain HTTP connections: one task reads every answer
+            await workers.start(sender.client.run)
         await workers.start(_timer, table, sender.resend)
         if info.north is not None:
             info.north.attach(sender, routes, t0, int(started_at * 1000))

@@ -27,16 +27,24 @@ wakes (``south.pending_served``).
 
 Plain HTTP: no task per connection (the common path)
 ---------------------------------------------------
-With a ``Mux`` (``loadgen.http.mux``; the platform always passes one, Linux), a plain-HTTP lane
-has no workers at all: its connections are ``MuxLine``s, idle ones listed in ``lane.idle``.
-Issuing writes the operation on an idle line synchronously (one non-blocking ``send``,
-``t_sent`` = that moment); the mux's one task reads every ready answer in a pass and calls
-back (``_line_answered``), which first writes the lane's next queued operation on the freed
-line (or lists it idle) and then judges the answer; the closed model's next operation, issued
-from that judgement, finds the line idle and goes out on it at once. A lane with no idle line
-queues the operation and, while under ``max_connections``, starts a task that opens one more
-line (``_open_line``). Measured per operation: one task step for many answers instead of one
-per answer, and no ``epoll_ctl`` per wait.
+With a pool to multiplex (``mux_pool``; the platform always passes one, Linux), a plain-HTTP
+lane has no workers at all: it is a ``MuxLane`` of the sender's ``MuxClient``
+(``loadgen.http.muxclient``: a ``Mux`` with a queue and idle lines per origin, shared with the
+north side). Issuing writes the operation on an idle line synchronously (one non-blocking
+``send``, ``t_sent`` = that moment); the mux's one task reads every ready answer in a pass and
+the client first writes the lane's next queued operation on the freed line (or lists it idle),
+then calls back (``_muxed_answered``) to judge the answer, timed as it was read
+(``MuxClient.read_at``); the closed model's next operation, issued from that judgement, finds
+the line idle and goes out on it at once. A lane with no idle line queues the operation and,
+while under ``max_connections``, the client opens one more line. Measured per operation: one
+task step for many answers instead of one per answer, and no ``epoll_ctl`` per wait.
+
+Each request's token is ``(operation, attempt)`` (``retries_left`` as it is sent: one less per
+retry), so the answer or failure of an earlier attempt's exchange, ending after a retry re-sent
+the operation, is told apart (``superseded``). The client writes a queued one only while it is
+still waiting for exactly that attempt (``_muxed_wanted``), and drops one whose deadline passed
+in the queue without a failure (``fail_expired=False``): the in-flight table's timer ends it,
+never sent (``ops.timed_out_queued``).
 
 Below saturation what an operation costs is mostly the wake-ups it causes (on this project's
 VM a block-and-wake of the process costs ~35 µs of its CPU; an operation's own work ~20 µs).
@@ -62,14 +70,14 @@ a measurement nor a connection past the operation's ``timeout``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
 from typing import Final, Protocol
 
 import trio
 
 from loadgen.errors import TransportError
-from loadgen.http.client import Origin
-from loadgen.http.mux import Mux, MuxLine
+from loadgen.http.client import ConnectionPool, Origin
+from loadgen.http.muxclient import MuxClient, MuxLane
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.alarm import Alarm
 from loadgen.platform.config import Timeouts
@@ -212,15 +220,15 @@ class _Armed:
 
 
 class Lane:
-    """The queue of one device address and the workers that serve it."""
+    """The queue of one device address and the workers that serve it (or, plain HTTP with a
+    ``MuxClient``, its ``MuxLane``: ``muxed``)."""
 
     __slots__ = (
         "armed",
-        "idle",
-        "lines",
+        "backlog",
         "lot",
         "max_workers",
-        "mux",
+        "muxed",
         "origin",
         "queue",
         "workers",
@@ -233,16 +241,16 @@ class Lane:
         self.armed: list[_Armed] = []  # workers waiting on an idle connection, most recent last
         self.workers = 0
         self.max_workers = max_workers
-        # Served by the sender's ``Mux`` (plain HTTP): its idle lines, most recent last, and
-        # how many it has (open, or being opened by a connecting task), at most ``max_workers``.
-        self.mux = False
-        self.idle: list[MuxLine] = []
-        self.lines = 0
+        # Set by a sender with a ``MuxClient`` serving the origin: its lane holds the queue.
+        self.muxed: MuxLane | None = None
+        self.backlog: Sized = self.queue  # the operations waiting for a connection
 
     def __repr__(self) -> str:
+        if self.muxed is not None:
+            return f"<Lane {self.muxed!r}>"
         return (
             f"<Lane {self.origin} queued={len(self.queue)} workers={self.workers} "
-            f"armed={len(self.armed)} lines={self.lines} idle={len(self.idle)}>"
+            f"armed={len(self.armed)}>"
         )
 
 
@@ -342,7 +350,7 @@ class Sender:
         ids: OperationIds | None = None,
         lines: Callable[[Origin], Line] | None = None,
         max_queued: int = MAX_QUEUED,
-        mux: Mux | None = None,
+        mux_pool: ConnectionPool | None = None,
         window: float = BATCH_WINDOW,
     ) -> None:
         self.table = table
@@ -370,14 +378,23 @@ class Sender:
         self._choose_device = chooser.choose
         self._next_id = self.ids.next
         self._now = trio.lowlevel.current_clock().current_time
-        self.mux = mux
         self.window = window
-        if mux is not None:
-            mux.on_answer = self._line_answered
-            mux.on_failure = self._line_failed
-            mux.on_dropped = self._line_dropped
+        # Plain-HTTP lanes over ``mux_pool``: run ``client.run`` (in ``nursery``) before issuing.
+        # Their lines are bounded by the pool's ``max_connections`` (the runner gives the lanes'
+        # ``max_workers`` the same value).
+        self.client: MuxClient | None = None
+        if mux_pool is not None:
+            client = self.client = MuxClient(
+                mux_pool, self._muxed_answered, self._muxed_failed,
+                on_written=self._muxed_written, wanted=self._muxed_wanted, fail_expired=False,
+            )  # fmt: skip
+            self._put = client.put
             for route in routes:
-                route.lane.mux = mux.serves(route.lane.origin)
+                lane = route.lane
+                muxed = client.lane(lane.origin)
+                if muxed.muxed:
+                    lane.muxed = muxed
+                    lane.backlog = muxed.queue
 
     def __repr__(self) -> str:
         return (
@@ -395,7 +412,7 @@ class Sender:
         if device is None:
             device = self._choose_device()
         route = self.routes[device]
-        if len(route.lane.queue) >= self.max_queued and not route.sleepy:
+        if len(route.lane.backlog) >= self.max_queued and not route.sleepy:
             # Past the ceiling most of the schedule is refused here: the refusal is kept
             # cheap (no mix draw, which only an issued operation needs).
             self._refused(1)
@@ -425,19 +442,10 @@ class Sender:
             self.pending.put(route.device_id, op)
             return
         lane = route.lane
-        if lane.mux:
-            idle = lane.idle
-            if not lane.queue:
-                while idle:
-                    muxed = idle.pop()
-                    if muxed.write(route.target, op.body, op.deadline, op):  # ``_write`` inlined
-                        muxed.mark = op.retries_left
-                        self.table.written(op, self._now() if now is None else now)
-                        return
-            lane.queue.append(op)
-            if lane.lines < lane.max_workers:
-                lane.lines += 1
-                self.nursery.start_soon(self._open_line, lane)
+        muxed = lane.muxed
+        if muxed is not None:
+            if self._put(muxed, route.target, op.body, op.deadline, (op, op.retries_left)):
+                self.table.written(op, self._now() if now is None else now)
             return
         armed = lane.armed
         while armed and not lane.queue:
@@ -483,7 +491,7 @@ class Sender:
         lanes = {id(route.lane): route.lane for route in self.routes}
         queue = None
         if len(lanes) == 1 and not any(route.sleepy for route in self.routes):
-            queue = next(iter(lanes.values())).queue
+            queue = next(iter(lanes.values())).backlog
         if cap is None and queue is None:
             return None
         if cap is None:
@@ -534,80 +542,31 @@ class Sender:
         finally:
             self.table.on_end = None
 
-    # --- exchanges on the mux's lines (plain HTTP) --------------------------------------------
+    # --- the MuxClient's callbacks (plain HTTP); a token is ``(operation, attempt)`` ---------
 
-    def _write(self, line: MuxLine, op: Operation, target: bytes, now: float | None) -> bool:
-        """Write ``op`` on an idle line now; False when the line broke (nothing was written)."""
-        if not line.write(target, op.body, op.deadline, op):
-            return False
-        line.mark = op.retries_left  # names this attempt (one less per retry)
-        self.table.written(op, self._now() if now is None else now)
-        return True
+    def _muxed_written(self, token: tuple[Operation, int], now: float) -> None:
+        """A queued operation written on a freed line (``dispatch`` notes one written at
+        once)."""
+        self.table.written(token[0], now)
 
-    def _serve(self, lane: Lane, line: MuxLine) -> None:
-        """``line`` of ``lane`` is free: write the lane's next queued operation on it, else
-        keep it idle."""
-        queue = lane.queue
-        sent_state = State.SENT
-        while queue:
-            op = queue.popleft()
-            if op.state is not sent_state or op.t_sent is not None:
-                continue  # timed out while it waited for a connection
-            now = self._now()
-            if now >= op.deadline:
-                continue  # its deadline passed while it waited (as in ``_worker``)
-            if not self._write(line, op, self.routes[op.device].target, now):
-                queue.appendleft(op)  # the line broke before anything was written
-            return
-        lane.idle.append(line)
+    def _muxed_wanted(self, token: tuple[Operation, int]) -> bool:
+        """Still waiting to be written, as this attempt (else it timed out while it waited, or
+        a later attempt's token follows it in the queue)."""
+        op, attempt = token
+        return op.state is State.SENT and op.t_sent is None and op.retries_left == attempt
 
-    async def _open_line(self, lane: Lane) -> None:
-        """Open a line for ``lane`` (already counted in ``lane.lines``) and write the lane's
-        first queued operation on it; a failure to connect fails that operation."""
-        mux = self.mux
-        assert mux is not None
-        queue = lane.queue
-        opened = False
-        try:
-            while queue and not opened:
-                op = queue.popleft()
-                if op.state is not State.SENT or op.t_sent is not None:
-                    continue
-                attempt = op.retries_left
-                try:
-                    line = await mux.open(lane.origin, op.deadline, lane)
-                except TransportError as exc:
-                    self._failed(op, attempt, exc, lane.origin)
-                    continue
-                opened = True  # the line holds the count now; its drop gives it back
-                if op.state is State.SENT and op.t_sent is None:
-                    queue.appendleft(op)  # still waiting (``_serve`` checks its deadline)
-                self._serve(lane, line)
-        finally:
-            if not opened:
-                lane.lines -= 1
-
-    def _line_answered(self, line: MuxLine, op: Operation, answer: Answer) -> None:
-        now = self._now()
-        attempt = line.mark
-        if line.alive:  # free before the answer is judged: the closed model reuses it at once
-            self._serve(line.holder, line)
+    def _muxed_answered(self, token: tuple[Operation, int], answer: Answer) -> None:
+        op, attempt = token
         if op.retries_left != attempt and op.state in _RESENT:
             self.table.superseded(op)  # as in ``_worker``
             return
-        self._answered(op, answer, now)
+        client = self.client
+        assert client is not None
+        self._answered(op, answer, client.read_at)
 
-    def _line_failed(self, line: MuxLine, op: Operation, exc: TransportError) -> None:
-        self._failed(op, line.mark, exc, line.origin)
-
-    def _line_dropped(self, line: MuxLine) -> None:
-        lane: Lane = line.holder
-        lane.lines -= 1
-        if line in lane.idle:  # the server closed an idle connection (rare: a scan of <= max)
-            lane.idle.remove(line)
-        if lane.queue and lane.lines < lane.max_workers:
-            lane.lines += 1
-            self.nursery.start_soon(self._open_line, lane)
+    def _muxed_failed(self, token: tuple[Operation, int], exc: TransportError) -> None:
+        op, attempt = token
+        self._failed(op, attempt, exc, self.routes[op.device].lane.origin)
 
     # --- exchanges ---------------------------------------------------------------------------
 
