@@ -20,7 +20,7 @@ ROOT: Final = Path(__file__).parents[1] / "loadgen"
 #: sits one layer above the sides and beside ``report``, which it never imports. The dashboard
 #: sits with report/ but above it: it reads the summary code of report/.
 LAYER: Final = {
-    "units": 0, "errors": 0, "seeds": 0, "protocol": 1, "http": 2, "metrics": 3,
+    "units": 0, "errors": 0, "seeds": 0, "deadline_heap": 0, "protocol": 1, "http": 2, "metrics": 3,
     "device": 4, "platform": 4, "north": 5, "report": 5, "dashboard": 5.5, "campaign": 6, "scale": 7,
     "commands": 8, "bench": 8, "cli": 9, "__main__": 10,
 }  # fmt: skip

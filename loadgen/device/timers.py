@@ -10,6 +10,9 @@ while ``next_due <= now`` (one at a time: firing one may push another already du
 A binary heap rather than a hashed timer wheel: pushes and pops are O(log n) in C
 (``heapq``), the order is exact (no tick to round to: the mock-clock tests assert due times to
 the microsecond), and nothing here is ever cancelled early, which is where a wheel would win.
+(Deadlines that are, the platform's and the north side's, use ``loadgen.deadline_heap``, which
+marks an entry stale rather than removing it; here nothing goes stale, so items carry no
+``timer`` and no entry is ever skipped.)
 ``seq`` breaks ties in arrival order, so two items due at the same instant come out in the
 order they were pushed (and the items themselves are never compared).
 

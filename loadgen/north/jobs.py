@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from loadgen.deadline_heap import DeadlineHeap
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.inflight import EndedIds
 from loadgen.protocol.north import JobStatus, OperationRecord
@@ -174,7 +175,7 @@ class NorthJob:
         self.done_ops: set[str] = set()
         self.closed_ops: set[str] = set()
         self.failed = 0
-        self.timer = -1
+        self.timer = -1  # the seq of its one valid entry in the tracker's DeadlineHeap (-1: none)
 
     def __repr__(self) -> str:
         return (
@@ -234,7 +235,7 @@ class JobTracker:
         self.peak = 0
         self._ended = EndedIds(State)
         self._remember_s = remember_s
-        self._heap: list[tuple[float, int, NorthJob]] = []
+        self._timers: DeadlineHeap[NorthJob] = DeadlineHeap()
         self._quarantine: list[tuple[float, int, str, NorthJob]] = []
         self._seq = itertools.count()
         self._tokens = itertools.count(1)
@@ -289,7 +290,7 @@ class JobTracker:
         for device in devices:
             self.by_device[device] = job
         self.counters["jobs.created"] += 1
-        self._arm(job)
+        self._timers.push(job.deadline, job)
         return job
 
     def sending(self, job: NorthJob, now: float) -> None:
@@ -346,7 +347,7 @@ class JobTracker:
             job.t_dispatch = now
             self._record("dispatch", job, now)
             _move(job, Event.DISPATCH)
-            self._arm(job)
+            self._timers.push(job.deadline, job)
 
     def answered(self, device_id: str, op_id: str, now: float) -> None:
         """A device of this process wrote its final answer for ``op_id``."""
@@ -408,21 +409,10 @@ class JobTracker:
 
     # --- deadlines -----------------------------------------------------------------------------
 
-    def _arm(self, job: NorthJob) -> None:
-        seq = next(self._seq)
-        job.timer = seq
-        heapq.heappush(self._heap, (job.deadline, seq, job))
-        if len(self._heap) > 2 * len(self.live) + 4096:
-            self._heap = [entry for entry in self._heap if entry[2].timer == entry[1]]
-            heapq.heapify(self._heap)
-
     @property
     def next_deadline(self) -> float:
         """The earliest pending deadline or quarantine release (inf when none)."""
-        heap = self._heap
-        while heap and heap[0][2].timer != heap[0][1]:
-            heapq.heappop(heap)
-        first = heap[0][0] if heap else float("inf")
+        first = self._timers.next_due
         if self._quarantine:
             first = min(first, self._quarantine[0][0])
         return first
@@ -430,12 +420,8 @@ class JobTracker:
     def expire(self, now: float) -> int:
         """Fire every deadline due at ``now`` and free the devices whose quarantine is over;
         returns how many jobs timed out."""
-        heap = self._heap
         fired = 0
-        while heap and heap[0][0] <= now:
-            deadline, seq, job = heapq.heappop(heap)
-            if job.timer != seq:
-                continue
+        for deadline, job in self._timers.pop_due(now):
             self._time_out(job, deadline)
             fired += 1
         quarantine = self._quarantine
@@ -485,7 +471,7 @@ class JobTracker:
         )
 
     def _end(self, job: NorthJob, now: float, *, quarantine: bool) -> None:
-        job.timer = -1
+        self._timers.cancel(job)
         del self.live[job.token]
         self.counters[_END_COUNTER[job.state]] += 1
         for op_id in job.ops:

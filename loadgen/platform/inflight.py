@@ -49,22 +49,21 @@ the final deadline (``t_anchor + timeout``), in ``RETRY_WAIT`` the time to re-se
 is the intended send time of the first attempt (so a timed-out operation records exactly its
 deadline), and the re-send time of a retry. The sender hands the ``SENT`` deadline to the
 transport with the request, which closes the connection of an exchange still running then (the
-pool never reuses it). Timers live in one binary heap of ``(deadline, seq, op)``
-serviced by one task (``expire(now)``), not a task or a cancel scope per operation: arming is an
-O(log n) push, and a timer made obsolete by an answer is not removed but recognised by its
-``seq`` when it surfaces (the heap is rebuilt when stale entries outnumber live ones), which keeps
-100k operations in flight cheap.
+pool never reuses it). Timers live in one ``DeadlineHeap`` (``loadgen.deadline_heap``, shared
+with the north side's jobs) serviced by one task (``expire(now)``), not a task or a cancel scope
+per operation: arming is an O(log n) push, and a timer made obsolete by an answer is not removed
+but recognised as stale when it surfaces (the heap is rebuilt when stale entries outnumber live
+ones), which keeps 100k operations in flight cheap.
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from loadgen.deadline_heap import DeadlineHeap
 from loadgen.metrics.registry import Metrics, PhaseRecorder
 from loadgen.protocol.enums import RESULT_CODE_BY_VALUE
 
@@ -216,7 +215,7 @@ class Operation:
         self.timeouts = timeouts
         self.retries_left = timeouts.retries
         self.state = State.SENT
-        self.timer = -1  # seq of the one live heap entry
+        self.timer = -1  # the seq of its one valid entry in the table's DeadlineHeap (-1: none)
         self.result: str | None = None  # the final resultCode, once completed
         # Called once as the operation ends (the stand-in's job book follows its operations so).
         self.on_done: Callable[[Operation], None] | None = None
@@ -374,15 +373,13 @@ class InflightTable:
         "_breakdown",
         "_complete",
         "_first",
-        "_heap",
         "_linger",
-        "_seq",
         "_step",
+        "_timers",
         "counters",
         "ended",
         "live",
         "metrics",
-        "on_earlier",
         "on_end",
         "peak",
         "queued",
@@ -409,10 +406,8 @@ class InflightTable:
         self.peak = 0
         self.queued = 0  # live operations not written yet (``t_sent is None``)
         self.on_end = on_end
-        self.on_earlier = on_earlier
         self._breakdown = breakdown_by_name
-        self._heap: list[tuple[float, int, Operation]] = []
-        self._seq = itertools.count()
+        self._timers: DeadlineHeap[Operation] = DeadlineHeap(on_earlier)
         self._ack = metrics.phase("ack")
         self._first = metrics.phase("first_response")
         self._complete = metrics.phase("complete")
@@ -423,54 +418,39 @@ class InflightTable:
 
     def __repr__(self) -> str:
         return (
-            f"<InflightTable live={len(self.live)} peak={self.peak} timers={len(self._heap)}"
+            f"<InflightTable live={len(self.live)} peak={self.peak} timers={self._timers.entries}"
             f" ended={len(self.ended)}>"
         )
 
     def statistics(self) -> TableStats:
-        return TableStats(len(self.live), self.peak, len(self._heap), self.queued)
+        return TableStats(len(self.live), self.peak, self._timers.entries, self.queued)
 
     # --- timers ------------------------------------------------------------------------------
 
-    def _arm(self, op: Operation, deadline: float) -> None:
-        heap = self._heap
-        seq = next(self._seq)
-        op.timer = seq
-        if self.on_earlier is not None and (not heap or deadline < heap[0][0]):
-            self.on_earlier(deadline)
-        heapq.heappush(heap, (deadline, seq, op))
-        if len(heap) > 2 * len(self.live) + 4096:
-            self._compact()
+    @property
+    def on_earlier(self) -> Callable[[float], None] | None:
+        """Called with a deadline armed before every other (the timer task then wakes sooner)."""
+        return self._timers.on_earlier
 
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[2].timer == entry[1]]
-        heapq.heapify(self._heap)
+    @on_earlier.setter
+    def on_earlier(self, callback: Callable[[float], None] | None) -> None:
+        self._timers.on_earlier = callback
 
     @property
     def next_deadline(self) -> float:
         """The earliest pending deadline (inf when none); drops stale heap heads."""
-        heap = self._heap
-        while heap:
-            deadline, seq, op = heap[0]
-            if op.timer == seq:
-                return deadline
-            heapq.heappop(heap)
-        return float("inf")
+        return self._timers.next_due
 
     def expire(self, now: float) -> list[Operation]:
         """Fire every timer due at ``now``. Returns the operations to re-send (retries)."""
-        heap = self._heap
         resend: list[Operation] = []
-        while heap and heap[0][0] <= now:
-            deadline, seq, op = heapq.heappop(heap)
-            if op.timer != seq:
-                continue
+        for deadline, op in self._timers.pop_due(now):
             if op.state is State.RETRY_WAIT:
                 _move(op, Event.RESEND)
                 op.t_anchor = deadline
                 op.t_sent = None
                 self.queued += 1
-                self._arm(op, deadline + _first_timeout(op.timeouts))
+                self._timers.push(deadline + _first_timeout(op.timeouts), op)
                 resend.append(op)
             else:
                 self._time_out(op, deadline)
@@ -482,7 +462,7 @@ class InflightTable:
         remaining = list(self.live.values())
         for op in remaining:
             self._time_out(op, op.deadline, cut=True)
-        self._heap.clear()
+        self._timers.clear()
         return len(remaining)
 
     # --- the lifecycle -----------------------------------------------------------------------
@@ -495,7 +475,7 @@ class InflightTable:
             self.peak = len(live)
         self.counters["ops.issued"] += 1
         self.queued += 1
-        self._arm(op, op.t_anchor + _first_timeout(op.timeouts))
+        self._timers.push(op.t_anchor + _first_timeout(op.timeouts), op)
 
     def written(self, op: Operation, now: float) -> None:
         """``op`` (queued, ``t_sent is None``) is being written now: its service time starts.
@@ -513,7 +493,7 @@ class InflightTable:
         state = _move(op, Event.ACK)
         self._record_ack(op, now)
         if state is State.ACKED:
-            self._arm(op, op.t_anchor + op.timeouts.timeout)
+            self._timers.push(op.t_anchor + op.timeouts.timeout, op)
 
     def final(
         self, op: Operation, now: float, code: str, steps: Sequence[Any], *, sync: bool
@@ -545,7 +525,7 @@ class InflightTable:
             op.retries_left -= 1
             counters["ops.retries"] += 1
             op.t_anchor = now + op.timeouts.retries_delay
-            self._arm(op, op.t_anchor)
+            self._timers.push(op.t_anchor, op)
             return
         _move(op, Event.SYNC_FINAL if sync else Event.FINAL)
         complete = self._complete
@@ -576,7 +556,7 @@ class InflightTable:
         self._record(self._step, op, now)
         self.counters["ops.partials"] += 1
         if previous is State.SENT:
-            self._arm(op, op.t_anchor + op.timeouts.timeout)
+            self._timers.push(op.t_anchor + op.timeouts.timeout, op)
 
     def error(self, op: Operation, now: float, counter: str) -> None:
         """The exchange failed: ``counter`` names why (``transport.<kind>``, ``http.status.<n>``)."""
@@ -694,7 +674,7 @@ class InflightTable:
         """``op`` ended at ``now`` (a deadline for a time-out, however late its timer woke)."""
         if op.t_sent is None:
             self.queued -= 1
-        op.timer = -1  # its heap entry, if any, is stale from now on
+        self._timers.cancel(op)  # its heap entry, if any, is stale from now on
         del self.live[op.id]
         self.ended.add(op.id, op.state, now + op.timeouts.timeout + self._linger, now)
         if self.on_end is not None:
