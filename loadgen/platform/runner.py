@@ -495,11 +495,6 @@ async def _load(
     arrival = config.arrival
     table = info.table
     started_at = time.time()
-    t0 = trio.current_time()
-    # With a measured window, rates are per second of that window (its counters hold only it).
-    measured_from = t0 + (config.measure_from or 0.0)
-    if isinstance(table, MeasuredTable):
-        table.measure_from = measured_from
     seed = info.seed
     mix = OperationMix(config.mix, seed=seed, timestamp_ms=int(started_at * 1000))
     chooser = DeviceChooser(len(routes), config.device_choice, seed=seed, zipf_s=config.zipf_s)
@@ -514,7 +509,7 @@ async def _load(
             transport=transport,
             pending=info.core.pending,
             nursery=workers,
-            t0=t0,
+            t0=trio.current_time(),
             wall0_ms=int(started_at * 1000),
             max_in_flight=config.max_in_flight,
             lines=lines,
@@ -523,6 +518,15 @@ async def _load(
         if sender.client is not None:  # plain HTTP connections: one task reads every answer
             await workers.start(sender.client.run)
         await workers.start(_timer, table, sender.resend)
+        # The load's clock starts once all it needs is built: the sender's lanes of 100,000
+        # routes take tens of milliseconds, and operations intended meanwhile would all be late.
+        started_at = time.time()
+        t0 = sender.t0 = trio.current_time()
+        sender.wall0_ms = int(started_at * 1000)
+        # With a measured window, rates are per second of that window (its counters hold only it).
+        measured_from = t0 + (config.measure_from or 0.0)
+        if isinstance(table, MeasuredTable):
+            table.measure_from = measured_from
         if info.north is not None:
             info.north.attach(sender, routes, t0, int(started_at * 1000))
         info.t0 = t0

@@ -170,3 +170,30 @@ def count_above(histogram: HdrHistogram, seconds: float) -> int:
         for item in histogram.get_recorded_iterator()
         if item.value_iterated_to > seconds * 1e6
     )
+
+
+async def test_a_slow_start_up_makes_no_operation_late(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load's clock starts once the sender is built: building its lanes for 100,000 routes
+    takes tens of milliseconds, here 50 ms of the mock clock, and an intended time read before
+    that would make the first operations 50 ms late (and their latency 50 ms longer)."""
+    from loadgen.platform import runner
+
+    built_at: list[float] = []
+
+    class SlowToBuild(runner.Sender):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(**kwargs)  # type: ignore[arg-type]
+            autojump_clock.jump(0.05)
+            built_at.append(trio.current_time())
+
+    monkeypatch.setattr(runner, "Sender", SlowToBuild)
+    config = PlatformConfig(arrival=Arrival(stages=(Stage(duration=1.0, rate=RATE),)))
+    metrics = Metrics()
+    result = await run_platform(config, metrics, transport=FreezingDevice(service=0.001))
+    assert result.counters["ops.completed"] == RATE
+    assert metrics.single("lateness").merged().get_max_value() == 0
+    complete = metrics.phase("complete").intended.merged()
+    assert complete.get_max_value() == complete.get_highest_equivalent_value(1000)  # 1 ms
+    assert built_at
