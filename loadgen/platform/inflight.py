@@ -18,7 +18,9 @@ t_first, steps, deadline)``. An operation's lifecycle is a small state machine, 
    deadline still queued was never sent: it times out like any other (``ops.timed_out``,
    recorded at its deadline) and is also counted in ``ops.timed_out_queued``, so ``ops.sent ==
    ops.issued - ops.timed_out_queued`` once nothing is live. Nothing else can end an
-   operation that was never written (every other end is an answer to it). The id is remembered
+   operation that was never written (every other end is an answer to it): a message for one
+   changes nothing and is counted (``south.unsent``), as is one for the attempt before a
+   re-send still queued (``south.late``). The id is remembered
    for a while (rule 6) so that a later message for it is classified ``late`` or
    ``duplicate`` rather than ``orphan``; none of them changes anything but a counter.
 3. Every latency is recorded from the intended send time, with its service-time twin from the
@@ -600,8 +602,10 @@ class InflightTable:
         return True
 
     def message(self, op_id: str, now: float, code: str | None, steps: Sequence[Any]) -> str:
-        """An async message from the south API. Returns ``ok``, ``orphan``, ``late`` or
-        ``duplicate`` (each counted as ``south.<outcome>`` except ``ok``)."""
+        """An async message from the south API. Returns ``ok``, ``orphan``, ``late``,
+        ``duplicate`` or ``unsent`` (each counted as ``south.<outcome>`` except ``ok``):
+        ``unsent`` is a message for a live operation not written yet, which answers nothing
+        (a device answering an id it never received); it changes nothing, by rule 2."""
         op = self.live.get(op_id)
         if op is None:
             state = self.ended.get(op_id, now)
@@ -613,6 +617,12 @@ class InflightTable:
             return counter.split(".", 1)[1]
         if op.state is State.RETRY_WAIT:
             self.counters["south.late"] += 1
+            return "late"
+        if op.t_sent is None:  # the attempt this would answer has not been written (rule 2)
+            if _never_written(op):
+                self.counters["south.unsent"] += 1
+                return "unsent"
+            self.counters["south.late"] += 1  # for the attempt before the re-send queued now
             return "late"
         if code is None:
             self.partial(op, now, steps)

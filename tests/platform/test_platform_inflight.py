@@ -430,3 +430,45 @@ def test_a_sent_operation_is_due_at_its_first_deadline() -> None:
         )
         table.open(op)
         assert op.deadline == table.next_deadline == 0.5 + first
+
+
+def test_a_message_for_an_operation_not_written_yet_changes_nothing() -> None:
+    """Rule 2: only an answer can end a written operation, and nothing answers one never
+    written. A final asking for a retry before the first write (a device answering an id it
+    never received) used to start a retry: the operation was then never counted as sent, and
+    the queued gauge counted it twice."""
+    table, op, metrics, ended = play(
+        [
+            ("final", 0.1, "ERROR_PROCESSING", "unsent"),
+            ("partial", 0.2, "unsent"),
+            ("send", 0.3),
+            ("sync", 0.4, "SUCCESSFUL"),
+        ],
+        RETRYING,
+    )
+    counters = metrics.counters
+    assert counters["south.unsent"] == 2
+    assert counters["ops.sent"] == counters["ops.issued"] == counters["ops.completed"] == 1
+    assert counters["ops.retries"] == 0
+    assert table.queued == 0
+    assert ended == [op]
+
+
+def test_a_message_for_the_attempt_before_a_queued_resend_is_late() -> None:
+    table, op, metrics, ended = play(
+        [
+            ("send", 0.0),
+            ("final", 0.1, "ERROR_PROCESSING"),  # a retry, re-sent at 1.1
+            ("expire", 1.1),  # queued again, not written yet
+            ("final", 1.2, "SUCCESSFUL", "late"),  # a duplicate of the first attempt's final
+            ("send", 1.3),
+            ("sync", 1.4, "SUCCESSFUL"),
+        ],
+        RETRYING,
+    )
+    counters = metrics.counters
+    assert counters["south.late"] == 1
+    assert counters["ops.sent"] == counters["ops.completed"] == 1
+    assert counters["ops.retries"] == 1
+    assert table.queued == 0
+    assert ended == [op]
