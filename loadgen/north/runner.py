@@ -313,7 +313,7 @@ async def _load(
         tracker.sending(job, now)
 
     def answered(job: NorthJob, answer: Response) -> None:
-        now = current_time()
+        now = client.read_at  # as read, before the freed line's next write (muxclient)
         status = answer.status
         if not 200 <= status < 300:
             cause = f"north.status.{status}"
