@@ -185,16 +185,28 @@ class Engine:
                 later = True
                 return self._ack_later(device, request, behaviour, fault, delay.sample(self.rng))
             # Synchronous: nothing to wait for on the fast path (free device, no sync delay).
+            # Admission is decided here, at arrival, whatever comes after (FIFO, refusals).
+            turn = None
+            if not device.try_enter(profile):
+                if profile.when_busy == "queue":
+                    counters["device.busy.queued"] += 1
+                turn = trio.Event()
+                if not device.line_up(turn, profile):
+                    counters["device.busy.rejected"] += 1
+                    return self._refuse(device, request, profile, ResultCode.ERROR_PROCESSING)
+            delay = behaviour.sync_delay
             self.sync_in_flight += 1
-            entered = device.try_enter(profile)
-            if entered and behaviour.sync_delay is None:
+            if turn is None and delay is None:
                 try:
                     return self._answer(device, request, behaviour, fault)
                 finally:
                     self._leave(device)
                     self.sync_in_flight -= 1
             later = True
-            return self._sync_later(device, request, behaviour, fault, entered=entered)
+            return self._sync_later(
+                device, request, behaviour, fault, turn=turn,
+                delay=None if delay is None or turn is not None else delay.sample(self.rng),
+            )  # fmt: skip
         finally:
             if not later:
                 if exclusive:
@@ -226,18 +238,20 @@ class Engine:
 
     async def _sync_later(
         self, device: Device, request: Operation, behaviour: Behaviour, fault: str | None,
-        *, entered: bool,
+        *, turn: trio.Event | None, delay: float | None,
     ) -> Reply:  # fmt: skip
-        """A sync answer that waits: for the busy device's slot (unless ``entered``), then its
-        sync delay (``handle_now``; ``sync_in_flight`` was counted there)."""
+        """A sync answer that waits: for its ``turn`` at the busy device (lined up at arrival),
+        then its sync delay (``delay``, drawn at arrival when the device was free; drawn once
+        the slot is had otherwise, as before). ``sync_in_flight`` was counted in ``handle_now``."""
         try:
-            profile = behaviour.profile
-            if not entered and not await self._enter_busy(device, profile):
-                return self._refuse(device, request, profile, ResultCode.ERROR_PROCESSING)
+            if turn is not None:
+                await device.wait_turn(turn, self._admit)
+                sync_delay = behaviour.sync_delay
+                if sync_delay is not None:
+                    delay = sync_delay.sample(self.rng)
             try:
-                delay = behaviour.sync_delay
                 if delay is not None:
-                    await trio.sleep(delay.sample(self.rng))
+                    await trio.sleep(delay)
                 return self._answer(device, request, behaviour, fault)
             finally:
                 self._leave(device)
@@ -280,15 +294,6 @@ class Engine:
             return Reply(profile.sync_status, malformed(body))
         reply = Reply(profile.sync_status, body)
         return self._dripping(reply) if fault == "drip" else reply
-
-    async def _enter_busy(self, device: Device, profile: Profile) -> bool:
-        """The slow admission path: queue (or not) as the profile says; counted."""
-        if profile.when_busy == "queue":
-            self._counters["device.busy.queued"] += 1
-        if await device.enter(profile, self._admit):
-            return True
-        self._counters["device.busy.rejected"] += 1
-        return False
 
     def _dripping(self, reply: Reply) -> Reply:
         faults = self._drip

@@ -6,11 +6,11 @@ that exists only while someone waits, and the names of the exclusive operations 
 whole fleet is one ``dict`` from id to record, so routing a request is one lookup and memory
 grows with work in flight, not with fleet size (``make bench`` reports the bytes per device).
 
-Admission (``Device.enter`` / ``Device.leave``) is a tiny counting semaphore with a FIFO of
-waiters: a device runs at most ``concurrency`` operations; others wait in arrival order or are
-turned away, as the profile says. A synchronous request waits in its HTTP task on a
-``trio.Event``; an asynchronous operation has no task, so its record itself stands in the line
-(``line_up``). ``leave`` hands the slot straight to the first waiter, so a burst cannot overtake
+Admission (``Device.try_enter`` / ``line_up`` / ``leave``) is a tiny counting semaphore with a
+FIFO of waiters: a device runs at most ``concurrency`` operations; others wait in arrival order
+or are turned away, as the profile says, decided when the request arrives. A synchronous request
+lines up a ``trio.Event`` and waits on it in its HTTP task (``wait_turn``); an asynchronous
+operation has no task, so its record itself stands in the line. ``leave`` hands the slot straight to the first waiter, so a burst cannot overtake
 the queue: it sets the Event, or returns the record for the engine to admit. ``exclusive`` remembers the REBOOT_EQUIPMENT/UPDATE
 operations admitted (running or queued) so a second one gets ALREADY_IN_PROGRESS.
 """
@@ -75,40 +75,27 @@ class Device:
             return True
         return False
 
-    async def enter(self, profile: Profile, admit: Callable[[object], None] | None = None) -> bool:
-        """Take a slot, waiting in FIFO order if the profile queues; False when turned away.
-
-        ``admit`` takes a record that gets the slot when this waiter, cancelled just as the slot
-        was handed to it, passes it on (see ``leave``)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self.try_enter(profile):
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return True
-        waiting = self.waiting
-        queued = len(waiting) if waiting is not None else 0
-        if profile.when_busy == "reject" or queued >= profile.queue_limit:
-            return False
-        if waiting is None:
-            waiting = self.waiting = deque()
-        turn = trio.Event()
-        waiting.append(turn)
+    async def wait_turn(self, turn: trio.Event, admit: Callable[[object], None] | None) -> None:
+        """Wait until ``leave`` hands the slot to ``turn`` (lined up by ``line_up``). Cancelled,
+        the waiter leaves the line, or passes on the slot handed to it meanwhile."""
         try:
             await turn.wait()
         except BaseException:
+            waiting = self.waiting
             if turn.is_set():  # the slot was handed over as we were cancelled: pass it on
                 handed = self.leave()
                 if handed is not None and admit is not None:
                     admit(handed)
-            else:
+            elif waiting is not None:
                 waiting.remove(turn)
                 if not waiting:
                     self.waiting = None
             raise
-        return True
 
     def line_up(self, waiter: object, profile: Profile) -> bool:
-        """Put ``waiter`` (an operation record, not a task) in the line for the next free slot;
-        False when the profile turns it away (it rejects, or the line is full)."""
+        """Put ``waiter`` (an operation record, or a sync request's ``trio.Event``) in the line
+        for the next free slot; False when the profile turns it away (it rejects, or the line
+        is full). A request lined up must then ``wait_turn``."""
         waiting = self.waiting
         queued = len(waiting) if waiting is not None else 0
         if profile.when_busy == "reject" or queued >= profile.queue_limit:

@@ -79,7 +79,13 @@ from loadgen.http.parser import (
     RequestReader,
 )
 from loadgen.http.render import JSON, reason_phrase, render_error, render_response
-from loadgen.http.stream import Layered, RawStream, accept_loop, close_gracefully
+from loadgen.http.stream import (
+    FAIR_SHARE,
+    Layered,
+    RawStream,
+    accept_loop,
+    close_gracefully,
+)
 from loadgen.http.tlsstream import TLSStream
 from loadgen.units import Seconds
 
@@ -852,7 +858,6 @@ class _Mux:
 
     def take_back(self, conn: _Connection) -> None:
         """A connection a task has served until it was idle again (``_Connection._run_fast``)."""
-        self.server.watchdog.watch(conn)
         if self.closed or self.server._draining:
             self.close(conn)
             return
@@ -893,7 +898,7 @@ class _Mux:
 
     def expire(self, conn: _Connection) -> None:
         """The watchdog's: an idle connection closes; a request arriving too slowly gets 408."""
-        if conn.phase is _Phase.READING:
+        if conn.phase is _Phase.READING and not self.server._draining:  # (as ``run``)
             self._hand_off(conn, conn._timed_out)
             return
         if not self.server._draining:
@@ -937,11 +942,17 @@ class _Mux:
 
     def _serve(self, conn: _Connection, send: Callable[[bytes], int]) -> None:
         """Answer every complete request buffered, as ``_Connection._run_fast`` would; hand the
-        connection to a task at the first thing that is not the common case."""
+        connection to a task at the first thing that is not the common case, or after
+        ``FAIR_SHARE`` answers in one pass (a peer pipelining many must not hold up the rest)."""
         server = self.server
         stats = server.stats
         reader = conn.reader
+        answered = 0
         while reader.buffered:
+            if answered == FAIR_SHARE:  # a peer pipelining more: its task yields fairly
+                self._hand_off(conn, conn._run_fast)
+                return
+            answered += 1
             try:
                 event = reader.next_request()
             except RemoteProtocolError as exc:

@@ -12,7 +12,7 @@ import trio
 from device_helpers import engine_rig, fleet_config, request
 
 from loadgen.device.config import Delay, Delays, Faults, Profile
-from loadgen.http.server import Action
+from loadgen.http.server import Action, Reply
 from loadgen.protocol import decode_response, update_parameters
 
 FIXED = Delays(
@@ -365,3 +365,67 @@ async def test_operations_cut_by_a_fleet_stop_are_counted(
     assert rig.platform.posts == []
     assert rig.metrics.counters["device.ops.cancelled"] == 3
     assert rig.engine.in_flight == 0
+
+
+# --- handle_now: the server mux's face (decisions at arrival, whatever runs after) ---------
+
+
+async def test_a_busy_device_refuses_at_arrival_not_when_the_wait_would_begin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The mux answers a batch of connections before any hand-off task runs: the refusal must
+    be decided when the request arrives (an answer at once), even if the slot frees before."""
+    profile = Profile(delays=Delays(sync=Delay.fixed(1.0)), concurrency=1, when_busy="reject")
+    async with engine_rig(fleet_config(profile)) as rig:
+        first = rig.engine.handle_now(rig.device(), request("REFRESH_INFO"))
+        second = rig.engine.handle_now(rig.device(), request("REFRESH_INFO"))
+        assert not isinstance(first, Reply)  # it waits its sync delay
+        assert isinstance(second, Reply)  # refused now, without a task
+        assert sync_body(second)["resultCode"] == "ERROR_PROCESSING"
+        assert rig.counters["device.busy.rejected"] == 1
+        assert sync_body(await first)["resultCode"] == "SUCCESSFUL"  # type: ignore[misc]
+        assert rig.device().idle
+
+
+async def test_a_queued_request_keeps_its_place_before_its_task_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """FIFO from arrival: a request lined up behind a busy device gets the slot before one that
+    arrives after the slot is given back, though its own coroutine has not started yet."""
+    profile = Profile(delays=Delays(sync=Delay.fixed(1.0)), concurrency=1, when_busy="queue")
+    async with engine_rig(fleet_config(profile)) as rig:
+        device = rig.device()
+        first = rig.engine.handle_now(device, request("REFRESH_INFO"))
+        second = rig.engine.handle_now(device, request("REFRESH_INFO"))
+        assert not isinstance(first, Reply)
+        assert not isinstance(second, Reply)
+        await first  # type: ignore[misc]
+        third = rig.engine.handle_now(device, request("REFRESH_INFO"))
+        assert not isinstance(third, Reply)  # behind the second, not ahead of it
+        done: list[str] = []
+
+        async def finish(name: str, outcome: Any) -> None:
+            await outcome
+            done.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(finish, "third", third)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(finish, "second", second)
+        assert done == ["second", "third"]
+        assert rig.counters["device.busy.queued"] == 2
+        assert device.idle
+
+
+async def test_a_free_device_draws_its_sync_delay_at_arrival(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The random sequence of a seed follows arrival order, not when the mux's hand-off
+    tasks happen to run."""
+    profile = Profile(delays=Delays(sync=Delay.uniform(0.1, 0.2)))
+    async with engine_rig(fleet_config(profile)) as rig:
+        before = rig.engine.rng.getstate()
+        outcome = rig.engine.handle_now(rig.device(), request("REFRESH_INFO"))
+        drawn = rig.engine.rng.getstate()
+        assert drawn != before
+        await outcome  # type: ignore[misc]

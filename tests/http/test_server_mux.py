@@ -59,6 +59,13 @@ async def connect(address: tuple[str, int]) -> trio.SocketStream:
 
 async def answers(stream: trio.SocketStream, count: int) -> list[tuple[int, bytes]]:
     buffer = bytearray()
+    with trio.fail_after(DEADLINE):
+        return await _answers(stream, count, buffer)
+
+
+async def _answers(
+    stream: trio.SocketStream, count: int, buffer: bytearray
+) -> list[tuple[int, bytes]]:
     while True:
         await read_until(stream, b"\r\n\r\n", buffer)
         try:
@@ -262,3 +269,34 @@ async def test_shutdown_closes_held_connections_and_finishes_the_waiting_ones() 
 async def test_the_fixture_runs_the_shared_tests_through_the_mux(start_server: StartServer) -> None:
     srv, _ = await start_server(app)
     assert (srv.mux is not None) == (srv.now is app_now)
+
+
+async def test_a_peer_pipelining_many_is_served_by_a_task_after_a_fair_share(
+    nursery: trio.Nursery,
+) -> None:
+    srv, address = await start(nursery)
+    assert srv.mux is not None
+    stream = await connect(address)
+    bodies = [b"%02d" % i for i in range(80)]  # (split_responses reads at most 100)
+    await stream.send_all(b"".join(REQUEST.replace(b"\r\n\r\nok", b"\r\n\r\n" + b) for b in bodies))
+    assert await answers(stream, 80) == [(200, b) for b in bodies]  # in order
+    assert srv.mux.handed_off == 1  # the mux answered its share, a task the rest
+    await wait_for(lambda: len(srv.mux or ()) == 1, "back in the mux")
+    await stream.aclose()
+
+
+async def test_a_slow_request_while_draining_is_closed_without_a_408() -> None:
+    """As on the task path: a draining server's read timeout closes the connection and counts
+    nothing (it is the shutdown, not the peer)."""
+    srv = HTTPServer(_waiting, limits=ServerLimits(read_timeout=0.3), now=waiting_now)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as serving:
+            [address] = await serving.start(srv.serve, "127.0.0.1", 0)
+            stream = await connect(address)
+            await stream.send_all(REQUEST[:10])
+            await wait_for(lambda: srv.stats.requests_fast == 0 and len(srv.mux or ()) == 1, "")
+            srv.shutdown()
+            assert await read_until_close(stream) == b""
+            await stream.aclose()
+    assert srv.stats.errors == {}
+    assert srv.stats.connections_open == 0
