@@ -36,8 +36,10 @@ uses this class; TLS wraps it in ``loadgen.http.tlsstream.TLSStream``.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import math
+import os
 import select
 import socket
 from collections.abc import Awaitable, Callable
@@ -252,10 +254,31 @@ async def close_gracefully(stream: trio.abc.Stream, *, seconds: float, max_bytes
 
 
 async def open_raw_stream(host: str, port: int) -> RawStream:
-    """Connect with trio's happy-eyeballs ``open_tcp_stream``, then take over its socket."""
-    stream = await trio.open_tcp_stream(host, port)
-    fd = stream.socket.detach()
-    return RawStream(socket.socket(fileno=fd))
+    """Connect to ``host``: an IP address directly (one non-blocking ``connect``: ~16 µs of CPU
+    here, against ~105 µs through trio's ``open_tcp_stream``, whose happy-eyeballs nursery a
+    literal address does not need; a run opens its connections as its load begins), a name
+    with trio's happy eyeballs; then take over the socket."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:  # a name: resolve it and try each address (happy eyeballs)
+        stream = await trio.open_tcp_stream(host, port)
+        fd = stream.socket.detach()
+        return RawStream(socket.socket(fileno=fd))
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        code = sock.connect_ex((host, port))
+        if code == errno.EINPROGRESS:
+            await wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            await checkpoint()
+        if code:
+            raise OSError(code, f"connect to {host}:{port}: {os.strerror(code)}")
+    except BaseException:
+        sock.close()
+        raise
+    return RawStream(sock)
 
 
 def _has_waiting(listener: socket.socket) -> bool:
