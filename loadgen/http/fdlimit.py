@@ -13,6 +13,7 @@ tells the reader that this was the machine, not the target.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 from dataclasses import dataclass
 from typing import Final
@@ -66,6 +67,7 @@ def raise_fd_limit(connections: int, *, what: str) -> FdLimit:
         else:
             soft = target
     limit = FdLimit(before=before, soft=soft, hard=hard, needed=needed)
+    _grow_table(needed if soft == resource.RLIM_INFINITY else min(needed, soft))
     if not limit.enough:
         log.warning(
             "file descriptor limit is %d (hard %s), below the %d that %s can need "
@@ -80,3 +82,29 @@ def raise_fd_limit(connections: int, *, what: str) -> FdLimit:
             needed,
         )
     return limit
+
+
+def _grow_table(size: int) -> None:
+    """Make the descriptor table hold ``size`` descriptors now (see the module docstring): a
+    descriptor duplicated to number ``size - 1``, then closed; the table does not shrink."""
+    top = size - 1
+    if top <= 2:
+        return
+    try:
+        os.fstat(top)
+    except OSError:
+        pass
+    else:
+        return  # in use: the table holds it already
+    try:
+        source = os.open(os.devnull, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("could not grow the descriptor table to %d: %s", size, exc)
+        return
+    try:
+        os.dup2(source, top)
+        os.close(top)
+    except OSError as exc:
+        log.debug("could not grow the descriptor table to %d: %s", size, exc)
+    finally:
+        os.close(source)

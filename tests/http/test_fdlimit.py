@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import resource
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +70,25 @@ def test_warns_once_when_the_hard_limit_is_short(
         f"fleet can need ({hard} connections + {FD_HEADROOM} spare): connections beyond it are "
         f"refused or shed; raise it (ulimit -n {hard + FD_HEADROOM})"
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_the_descriptor_table_is_grown_before_the_load() -> None:
+    """Linux grows the table as descriptors open, and in a process with threads each growth
+    stalls for an RCU grace period (10-30 ms measured): raise_fd_limit grows it once, at
+    start-up, to what the run needs. A fresh process starts with a table of 64."""
+    probe = (
+        "import re, pathlib\n"
+        "from loadgen.http.fdlimit import raise_fd_limit\n"
+        "size = lambda: int(re.search(r'FDSize:\\s+(\\d+)', "
+        "pathlib.Path('/proc/self/status').read_text()).group(1))\n"
+        "before = size()\n"
+        "limit = raise_fd_limit(3000, what='the test')\n"
+        "print(before, size(), limit.soft)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, after, soft = (int(word) for word in done.stdout.split())
+    assert before < 3000 + FD_HEADROOM
+    assert after >= min(3000 + FD_HEADROOM, soft)
