@@ -251,6 +251,47 @@ class TLSStream(trio.abc.Stream):
             have += len(more)
         return b"".join(parts)
 
+    # --- without waiting: for a mux that reads and writes the socket itself ---------------
+
+    def decrypt(self, chunk: bytes) -> bytes | None:
+        """Feed ``chunk`` (non-empty, read from the transport by the caller) to a handshaken
+        stream and return the plaintext now complete (``b""``: no record complete yet), or
+        None at the peer's close_notify (the end of the stream). A TLS failure raises as
+        ``receive_some`` does. What the TLS object has to send meanwhile (a key update answered)
+        goes out first with the next ``encrypt``."""
+        self._check()
+        incoming = self._incoming
+        incoming.write(chunk)
+        try:
+            data = self._obj.read(DEFAULT_RECEIVE)
+        except ssl.SSLWantReadError:
+            return b""
+        except ssl.SSLZeroReturnError:
+            return None
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise self._fail(exc) from exc
+        if incoming.pending:
+            data = self._read_more(data, DEFAULT_RECEIVE)
+        return data
+
+    @property
+    def holds_plaintext(self) -> bool:
+        """Plaintext already decrypted but not read (a receive stopped at its size)."""
+        return bool(self._obj.pending())
+
+    def encrypt(self, data: bytes) -> bytes:
+        """The ciphertext of ``data`` (with what the TLS object had to send before it), for the
+        caller to send on the transport itself; requires a handshaken stream."""
+        self._check()
+        try:
+            self._obj.write(data)
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise self._fail(exc) from exc
+        out = self._outgoing.read()
+        if self._delayed:
+            out, self._delayed = self._delayed + out, b""
+        return out
+
     # --- sending -----------------------------------------------------------------------------
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
