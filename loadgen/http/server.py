@@ -17,7 +17,8 @@ the fast parser, a ``SEND`` reply from ``now``, keep-alive, written whole by one
 first thing that is not (a wait, a misbehaviour, a close, HEAD or CONNECT, a declined or malformed
 message, an answer the socket did not take whole, a request arriving too slowly) it hands the
 connection to a task that goes on with the code below from exactly there, and takes it back when
-it is idle again. TLS connections and ``force_h11`` always run a task each.
+it is idle again. A TLS connection does its handshake in a task, then is held the same way
+(``TLSStream.decrypt``/``encrypt`` on the socket's bytes); ``force_h11`` runs a task each.
 
 When the fast parser declines a message, the connection hands every unconsumed byte to an
 ``h11.Connection`` and is served by h11 from then on (chunked bodies, ``Expect: 100-continue``,
@@ -290,14 +291,13 @@ class HTTPServer:
         sockets = [socket.socket(fileno=listener.socket.detach()) for listener in tcp_listeners]
         bound = [sock.getsockname()[:2] for sock in sockets]
         serve_one: Callable[[RawStream], Awaitable[None]] = self._serve_connection
-        use_mux = False
-        if ssl_context is not None:
+        use_mux = self.now is not None and MUX_AVAILABLE and not self.force_h11
+        if use_mux and self.mux is not None:
+            raise RuntimeError("an HTTPServer with a now face serves one listener set")
+        if ssl_context is not None:  # the handshake in a task; the mux holds it once idle
             serve_one = partial(self._serve_tls_connection, ssl_context)
-        elif self.now is not None and MUX_AVAILABLE and not self.force_h11:
-            if self.mux is not None:
-                raise RuntimeError("an HTTPServer with a now face serves one listener set")
+        elif use_mux:
             serve_one = self._adopt
-            use_mux = True
         async with trio.open_nursery() as outer:
             await outer.start(self.watchdog.run)
             async with trio.open_nursery() as handlers:
@@ -548,8 +548,8 @@ class _Connection:
         receive = self.stream.receive_some
         send_all = self.stream.send_all
         request_deadline = self.request_deadline
-        if unsent is not None:
-            await send_all(unsent)
+        if unsent is not None:  # bytes the mux wrote in part: on the socket as they are
+            await _transport(self).send_all(unsent)
         while True:
             if event is None:
                 if reader.buffered:
@@ -572,7 +572,7 @@ class _Connection:
                     else:
                         if server._draining:
                             return False
-                        if server.mux is not None:
+                        if server.mux is not None and _mux_ready(self.stream):
                             return None  # idle: the mux reads it from here
                         self.phase = _Phase.IDLE
                         server._idle_order += 1
@@ -892,7 +892,7 @@ class _Mux:
             self._release(conn)
         self.server._gone(conn)
         stream = conn.stream
-        assert isinstance(stream, RawStream)
+        assert isinstance(stream, (RawStream, TLSStream))
         stream.close_now()
         self.end_if_drained()
 
@@ -918,10 +918,11 @@ class _Mux:
 
     def _readable(self, conn: _Connection) -> None:
         stream = conn.stream
-        assert isinstance(stream, RawStream)
+        tls = stream if isinstance(stream, TLSStream) else None
+        sock = _transport(conn).socket
         stats = self.server.stats
         try:
-            data = stream.socket.recv(RECEIVE_SIZE)
+            data: bytes | None = sock.recv(RECEIVE_SIZE)
         except BlockingIOError:
             return
         except OSError:
@@ -929,7 +930,16 @@ class _Mux:
             self.close(conn)
             return
         reader = conn.reader
-        if not data:
+        if data and tls is not None:
+            try:
+                data = tls.decrypt(data)
+            except trio.BrokenResourceError:
+                stats.tls_errors += 1
+                self.close(conn)
+                return
+            if data == b"":  # a record not complete yet
+                return
+        if not data:  # the end (of the socket, or the peer's close_notify)
             if reader.buffered:
                 stats.incomplete_requests += 1
             self.close(conn)
@@ -938,9 +948,11 @@ class _Mux:
             watchdog = self.server.watchdog
             conn.request_deadline = watchdog.now + watchdog.span(self.server.limits.read_timeout)
         reader.feed(data)
-        self._serve(conn, stream.socket.send)
+        self._serve(conn, sock.send, tls)
 
-    def _serve(self, conn: _Connection, send: Callable[[bytes], int]) -> None:
+    def _serve(
+        self, conn: _Connection, send: Callable[[bytes], int], tls: TLSStream | None
+    ) -> None:
         """Answer every complete request buffered, as ``_Connection._run_fast`` would; hand the
         connection to a task at the first thing that is not the common case, or after
         ``FAIR_SHARE`` answers in one pass (a peer pipelining many must not hold up the rest)."""
@@ -985,9 +997,15 @@ class _Mux:
                 return
             wire = outcome.wire
             try:
+                if tls is not None:
+                    wire = tls.encrypt(wire)
                 sent = send(wire)
             except BlockingIOError:
                 sent = 0
+            except trio.BrokenResourceError:
+                stats.tls_errors += 1
+                self.close(conn)
+                return
             except OSError:
                 stats.peer_resets += 1
                 self.close(conn)
@@ -1001,10 +1019,22 @@ class _Mux:
         self._idle(conn)
 
 
-def _fileno(conn: _Connection) -> int:
+def _transport(conn: _Connection) -> RawStream:
+    """The socket's stream under a connection's (itself, or the one under its TLS)."""
     stream = conn.stream
+    if isinstance(stream, TLSStream):
+        return stream.transport_stream
     assert isinstance(stream, RawStream)
-    return stream.socket.fileno()
+    return stream
+
+
+def _mux_ready(stream: trio.abc.Stream) -> bool:
+    """Whether the mux can hold the stream now (a TLS one: handshaken, no plaintext held)."""
+    return not isinstance(stream, TLSStream) or stream.mux_ready
+
+
+def _fileno(conn: _Connection) -> int:
+    return _transport(conn).socket.fileno()
 
 
 def _declared_length(event: h11.Request) -> int | None:

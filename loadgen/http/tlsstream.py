@@ -260,6 +260,8 @@ class TLSStream(trio.abc.Stream):
         ``receive_some`` does. What the TLS object has to send meanwhile (a key update answered)
         goes out first with the next ``encrypt``."""
         self._check()
+        if not self._handshook:
+            raise RuntimeError("decrypt before the handshake (the mux takes handshaken streams)")
         incoming = self._incoming
         incoming.write(chunk)
         try:
@@ -275,9 +277,10 @@ class TLSStream(trio.abc.Stream):
         return data
 
     @property
-    def holds_plaintext(self) -> bool:
-        """Plaintext already decrypted but not read (a receive stopped at its size)."""
-        return bool(self._obj.pending())
+    def mux_ready(self) -> bool:
+        """Handshaken, and no plaintext already decrypted but not read (a receive stopped at its
+        size): a mux can take the stream's socket from here (``decrypt``/``encrypt``)."""
+        return self._handshook and not self._obj.pending()
 
     def encrypt(self, data: bytes) -> bytes:
         """The ciphertext of ``data`` (with what the TLS object had to send before it), for the

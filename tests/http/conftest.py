@@ -92,7 +92,7 @@ async def start_server(request: pytest.FixtureRequest) -> AsyncIterator[StartSer
                 partial(server.serve, "127.0.0.1", 0, ssl_context=ssl_context)
             )
             servers.append(server)
-            assert (server.mux is not None) == (mux and ssl_context is None and not force_h11)
+            assert (server.mux is not None) == (mux and not force_h11)
             [(host, port)] = bound
             return server, Origin("https" if ssl_context else "http", host, port)
 
