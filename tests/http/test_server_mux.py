@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Awaitable
+from functools import partial
 
 import pytest
 import trio
@@ -19,6 +20,7 @@ from conftest import split_responses as split
 
 from loadgen.http.parser import Request
 from loadgen.http.server import HTTPServer, Reply, ServerLimits
+from loadgen.http.tls import client_context, server_context
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="Linux")
 
@@ -57,14 +59,14 @@ async def connect(address: tuple[str, int]) -> trio.SocketStream:
         return await trio.open_tcp_stream(*address)
 
 
-async def answers(stream: trio.SocketStream, count: int) -> list[tuple[int, bytes]]:
+async def answers(stream: trio.abc.ReceiveStream, count: int) -> list[tuple[int, bytes]]:
     buffer = bytearray()
     with trio.fail_after(DEADLINE):
         return await _answers(stream, count, buffer)
 
 
 async def _answers(
-    stream: trio.SocketStream, count: int, buffer: bytearray
+    stream: trio.abc.ReceiveStream, count: int, buffer: bytearray
 ) -> list[tuple[int, bytes]]:
     while True:
         await read_until(stream, b"\r\n\r\n", buffer)
@@ -300,3 +302,53 @@ async def test_a_slow_request_while_draining_is_closed_without_a_408() -> None:
             await stream.aclose()
     assert srv.stats.errors == {}
     assert srv.stats.connections_open == 0
+
+
+# --- over TLS: the handshake in a task, then the mux ----------------------------------------
+
+
+async def _tls_server(nursery: trio.Nursery) -> tuple[HTTPServer, tuple[str, int]]:
+    srv = HTTPServer(app, now=app_now)
+    context = server_context().context
+    [address] = await nursery.start(partial(srv.serve, "127.0.0.1", 0, ssl_context=context))
+    return srv, address
+
+
+async def _tls_connect(address: tuple[str, int]) -> trio.SSLStream[trio.SocketStream]:
+    stream = trio.SSLStream(
+        await connect(address), client_context(verify=False), server_hostname="localhost"
+    )
+    await stream.do_handshake()
+    return stream
+
+
+async def test_over_tls_the_mux_holds_the_connection_after_the_handshake(
+    nursery: trio.Nursery,
+) -> None:
+    srv, address = await _tls_server(nursery)
+    assert srv.mux is not None
+    stream = await _tls_connect(address)
+    for body in (b"ok", b"ko", b"ok"):
+        await stream.send_all(REQUEST.replace(b"\r\n\r\nok", b"\r\n\r\n" + body))
+        assert await answers(stream, 1) == [(200, body)]
+    await wait_for(lambda: len(srv.mux or ()) == 1, "held by the mux")
+    assert srv.mux.handed_off == 0
+    await stream.send_all(REQUEST + REQUEST)  # pipelined, in one record
+    assert await answers(stream, 2) == [(200, b"ok")] * 2
+    await stream.aclose()  # close_notify
+    await wait_for(lambda: srv.stats.connections_open == 0, "closed")
+    assert srv.stats.requests_fast == 5
+    assert srv.stats.tls_errors == 0
+
+
+async def test_over_tls_a_broken_record_is_a_tls_error(nursery: trio.Nursery) -> None:
+    srv, address = await _tls_server(nursery)
+    stream = await _tls_connect(address)
+    await stream.send_all(REQUEST)
+    assert await answers(stream, 1) == [(200, b"ok")]
+    await wait_for(lambda: len(srv.mux or ()) == 1, "held by the mux")
+    raw = stream.transport_stream
+    await raw.send_all(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # application data, bad MAC
+    await wait_for(lambda: srv.stats.connections_open == 0, "closed")
+    assert srv.stats.tls_errors == 1
+    await trio.aclose_forcefully(stream)
