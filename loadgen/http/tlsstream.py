@@ -282,7 +282,7 @@ class TLSStream(trio.abc.Stream):
         size): a mux can take the stream's socket from here (``decrypt``/``encrypt``)."""
         return self._handshook and not self._obj.pending()
 
-    def encrypt(self, data: bytes) -> bytes:
+    def encrypt(self, data: bytes | bytearray | memoryview) -> bytes:
         """The ciphertext of ``data`` (with what the TLS object had to send before it), for the
         caller to send on the transport itself; requires a handshaken stream."""
         self._check()
@@ -304,14 +304,7 @@ class TLSStream(trio.abc.Stream):
         if not data:  # SSLObject.write(b"") would mean something else
             await checkpoint()
             return
-        try:
-            self._obj.write(data)
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise self._fail(exc) from exc
-        out = self._outgoing.read()
-        if self._delayed:
-            out, self._delayed = self._delayed + out, b""
-        await self._push(out)
+        await self._push(self.encrypt(data))
 
     async def _push(self, out: bytes) -> None:
         """Send ``out``, then whatever the TLS object wrote meanwhile; one task at a time."""
