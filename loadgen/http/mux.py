@@ -1,4 +1,4 @@
-"""Many plain keep-alive connections written synchronously and read by one task (Linux epoll).
+"""Many keep-alive connections written synchronously and read by one task (Linux epoll).
 
 Why
 ---
@@ -36,8 +36,21 @@ Deadlines: each line is watched by the pool's watchdog (its ``deadline`` set by 
 while idle); past it, the line is closed and the exchange fails with a ``WriteTimeout`` or
 ``ReadTimeout``, exactly as the pool's exchanges do.
 
-Not for TLS (its records need ``trio.SSLStream``) nor a pool forcing h11: ``Mux.serves`` says
-which origins it takes; the others use ``ConnectionPool.request`` as before.
+TLS: an https connection (the pool's ``TLSStream``, handshake done by ``ConnectionPool._connect``)
+is held the same way, the mux reading and writing its socket itself and the stream only turning
+bytes over (``TLSStream.encrypt`` / ``decrypt``, which never wait): ``write`` sends the request's
+ciphertext (a partial send's rest is that ciphertext, never encrypted again), and the task feeds
+what it reads to ``decrypt``. Measured with ``make bench`` [12], the sender's CPU per operation
+over HTTPS was twice plain HTTP's with a task per TLS connection (``Held``), for the same reasons
+as plain HTTP's 11 µs against 4.3 µs above. A read that completes no record (a record split over
+reads, or records carrying no data: a TLS 1.3 server's session tickets, a key update) is as if
+nothing had arrived: the line keeps waiting, idle or not. The peer's close_notify is an end of
+stream; a TLS failure fails the exchange (``TLSError``, through ``translate_client_error``). A
+hand-off gives the pool's code the stream as it is: the plaintext already decrypted is in
+``conn.reader``, ciphertext not yet decrypted in the stream's own buffer.
+
+Not for a pool forcing h11: ``Mux.serves`` says which origins it takes; the others use
+``ConnectionPool.request`` as before.
 """
 
 from __future__ import annotations
@@ -62,6 +75,7 @@ from loadgen.errors import (
 from loadgen.http.client import RECEIVE_SIZE, ConnectionPool, Origin, _Conn, _OriginPool, _SameHead
 from loadgen.http.errors import translate_client_error
 from loadgen.http.parser import Response
+from loadgen.http.tlsstream import TLSStream
 
 __all__ = ["AVAILABLE", "BATCH", "Mux", "MuxLine"]
 
@@ -93,6 +107,7 @@ class MuxLine:
         "_watchdog",
         "_write_span",
         "alive",
+        "begun",
         "body",
         "conn",
         "deadline",
@@ -105,6 +120,7 @@ class MuxLine:
         "read_end",
         "sock",
         "target",
+        "tls",
         "token",
         "unsent",
         "wire",
@@ -118,6 +134,8 @@ class MuxLine:
         self.opool = opool
         self.conn = conn
         self.sock = conn.raw.socket
+        stream = conn.stream
+        self.tls = stream if isinstance(stream, TLSStream) else None
         self.fd = self.sock.fileno()
         self.holder: Any = holder
         self.alive = True
@@ -126,7 +144,11 @@ class MuxLine:
         self.read_end = math.inf
         self.limit = math.inf  # the request's own deadline
         self.wire = self.target = self.body = b""
-        self.unsent: memoryview | None = None
+        self.unsent: memoryview | None = None  # the rest of the request's bytes (ciphertext if TLS)
+        # TLS: bytes of the exchange in flight read that completed no record yet (or only records
+        # without data): the answer may have begun, so its connection's end is not the
+        # keep-alive race (the request is not sent again)
+        self.begun = False
         # bound once: ``write`` and the mux's read run once per operation
         pool = mux.pool
         self._post = opool.post
@@ -144,8 +166,18 @@ class MuxLine:
         """Write a POST on this idle line now; ``token`` comes back with its answer. False when
         the socket refused it (nothing written: the line is dropped, try another)."""
         wire = self._post(target, body)
+        tls = self.tls
+        if tls is None:
+            out = wire
+        else:
+            try:
+                out = tls.encrypt(wire)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.mux._drop(self)
+                return False
+            self.begun = False
         try:
-            sent = self._send(wire)
+            sent = self._send(out)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -166,12 +198,12 @@ class MuxLine:
         if deadline < read_end:
             read_end = deadline
         self.read_end = read_end
-        if sent == len(wire):
+        if sent == len(out):
             self.deadline = read_end
             return True
         write_end = start + self._write_span
         self.deadline = deadline if deadline < write_end else write_end
-        self.unsent = memoryview(wire)[sent:]
+        self.unsent = memoryview(out)[sent:]
         nursery = self.mux.nursery
         assert nursery is not None
         nursery.start_soon(self._finish_write)
@@ -227,8 +259,8 @@ class Mux:
         return len(self._lines)
 
     def serves(self, origin: Origin) -> bool:
-        """Whether this mux can hold ``origin``'s connections (plain HTTP on the fast path)."""
-        return AVAILABLE and origin.scheme == "http" and not self.pool.force_h11
+        """Whether this mux can hold ``origin``'s connections (HTTP or HTTPS, on the fast path)."""
+        return AVAILABLE and not self.pool.force_h11
 
     async def open(self, origin: Origin, deadline: float, holder: Any) -> MuxLine:
         """A line on a connection to ``origin`` (idle in the pool, or new), by ``deadline``.
@@ -240,7 +272,11 @@ class Mux:
                 conn = await pool._checkout(origin, opool, deadline)
                 if conn is None:
                     conn = await pool._connect(origin, opool, deadline)
-                if conn.h11 is None and conn.stream is conn.raw and not conn.expired:
+                if (
+                    conn.h11 is None
+                    and not conn.expired
+                    and (conn.stream is conn.raw or isinstance(conn.stream, TLSStream))
+                ):
                     break
                 pool._release(opool, conn, reusable=False)  # served by h11 once: not ours
         except TransportError as exc:
@@ -300,12 +336,31 @@ class Mux:
                 line.token is not None
                 and line.unsent is None
                 and not conn.reader.buffered
+                and not line.begun
                 and conn.served
             ):  # reset as we wrote on a reused connection: the keep-alive race again
                 self._hand_off(line, self._retry_stale)
                 return
             self._fail(line, exc)
             return
+        reusable = True
+        tls = line.tls
+        if tls is not None and data:
+            try:
+                plain = tls.decrypt(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._fail(line, exc)  # a TLS error (mapped to TLSError); idle: dropped
+                return
+            if plain is None:  # close_notify: the end of the stream
+                data = b""
+            elif not plain:  # no record complete, or none with data: as if nothing came
+                if line.token is not None:
+                    line.begun = True
+                return
+            else:
+                data = plain
+                # more plaintext than one decrypt returns: more than an answer in one read
+                reusable = not tls.holds_plaintext
         token = line.token
         if token is None or line.unsent is not None:
             # An idle connection is readable only when the server closed it (or sent what was
@@ -318,15 +373,14 @@ class Mux:
         conn = line.conn
         reader = conn.reader
         if not data:
-            if reader.buffered or not conn.served:
+            if reader.buffered or line.begun or not conn.served:
                 self._fail(line, None)
             else:  # the server closed the idle connection as we wrote on it
                 self._hand_off(line, self._retry_stale)
             return
         response = None
-        reusable = True
         starts = not reader.buffered  # these bytes begin the answer
-        if starts:
+        if starts and reusable:
             same = conn.same_head
             if same is not None:
                 response = same.cut(data)
@@ -347,7 +401,7 @@ class Mux:
             response = parsed
             if reader.buffered:
                 reusable = False  # bytes after the answer, never asked for: not reusable
-            else:
+            elif reusable:
                 conn.same_head = _SameHead(_POST, data, response)
         conn.served += 1
         line.token = None
@@ -372,6 +426,9 @@ class Mux:
             return
         line.alive = False
         self._forget(line)  # before the close: the descriptor may be reused at once
+        if line.unsent is not None and line.tls is not None:
+            # Part of a record is out: a close_notify after it would be garbage to the peer.
+            line.conn.raw.close_now()
         opool = line.opool
         self.pool._discard(opool, line.conn)
         if opool.lot:

@@ -20,9 +20,9 @@ system call): ``read_at`` holds that moment while ``on_answer`` runs, for a call
 measures. A caller sending many requests keeps each origin's ``MuxLane`` (``lane(origin)``) and
 writes with ``put``: no look-up of the origin per request, and a request written at once is
 noted by the caller itself (``put`` returns True; ``on_written`` is told of those written later,
-from the queue). The platform's sender does: its plain-HTTP lanes are these.
+from the queue). The platform's sender does: its HTTP and HTTPS lanes are these.
 
-Origins the mux does not take (HTTPS, a pool forcing h11, not Linux) are served by
+Origins the mux does not take (a pool forcing h11, not Linux) are served by
 ``ConnectionPool.request`` in a task per request, bounded by the pool's own limit: same
 callbacks, same order of events for the caller.
 """

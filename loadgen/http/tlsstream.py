@@ -272,6 +272,10 @@ class TLSStream(trio.abc.Stream):
             return None
         except (ssl.SSLError, ssl.CertificateError) as exc:
             raise self._fail(exc) from exc
+        if not data:
+            # The ssl module returns b"" rather than raise at a close_notify it has received
+            # (SSL_ERROR_ZERO_RETURN with SSL_RECEIVED_SHUTDOWN): the end, not "no record yet".
+            return None
         if incoming.pending:
             data = self._read_more(data, DEFAULT_RECEIVE)
         return data

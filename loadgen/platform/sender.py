@@ -25,9 +25,9 @@ queue until the device polls (``GET .../operation/pending``). Being put there is
 (``t_sent``, ``ops.sent``): the platform has offered them, and the device fetches them when it
 wakes (``south.pending_served``).
 
-Plain HTTP: no task per connection (the common path)
----------------------------------------------------
-With a pool to multiplex (``mux_pool``; the platform always passes one, Linux), a plain-HTTP
+HTTP and HTTPS: no task per connection (the common path)
+--------------------------------------------------------
+With a pool to multiplex (``mux_pool``; the platform always passes one, Linux), an HTTP or HTTPS
 lane has no workers at all: it is a ``MuxLane`` of the sender's ``MuxClient``
 (``loadgen.http.muxclient``: a ``Mux`` with a queue and idle lines per origin, shared with the
 north side). Issuing writes the operation on an idle line synchronously (one non-blocking
@@ -52,10 +52,11 @@ So the open model's pacer wakes at most once per ``BATCH_WINDOW`` (on a timerfd 
 trio's own sleeps are whole milliseconds when the loop is idle) and sends everything due; their
 answers then come back together and share the mux's wake-ups too.
 
-TLS lanes, and every lane without a mux, use workers: a worker whose lane is empty keeps its
-connection (a ``Line``, normally the pool's ``Held``) and waits on it (``Line.answer``), listed
-in its lane's ``armed``; the issuer writes the next operation on it synchronously
-(``Line.write_now``) when the line allows (``ready``), else queues it for the workers.
+Every lane without a mux (not Linux, a caller's own transport) uses workers: a worker whose
+lane is empty keeps its connection (a ``Line``, normally the pool's ``Held``) and waits on it
+(``Line.answer``), listed in its lane's ``armed``; the issuer writes the next operation on it
+synchronously (``Line.write_now``) when the line allows (``ready``: plain HTTP), else queues it
+for the workers.
 
 The transport is a parameter (``Transport``: ``(origin, target, body, *, deadline) -> answer``),
 normally ``ConnectionPool.request``, with ``lines`` (normally ``ConnectionPool.hold``) making
@@ -220,7 +221,7 @@ class _Armed:
 
 
 class Lane:
-    """The queue of one device address and the workers that serve it (or, plain HTTP with a
+    """The queue of one device address and the workers that serve it (or, with a
     ``MuxClient``, its ``MuxLane``: ``muxed``)."""
 
     __slots__ = (
@@ -379,7 +380,7 @@ class Sender:
         self._next_id = self.ids.next
         self._now = trio.lowlevel.current_clock().current_time
         self.window = window
-        # Plain-HTTP lanes over ``mux_pool``: run ``client.run`` (in ``nursery``) before issuing.
+        # HTTP and HTTPS lanes over ``mux_pool``: run ``client.run`` (in ``nursery``) before issuing.
         # Their lines are bounded by the pool's ``max_connections`` (the runner gives the lanes'
         # ``max_workers`` the same value).
         self.client: MuxClient | None = None
@@ -542,7 +543,7 @@ class Sender:
         finally:
             self.table.on_end = None
 
-    # --- the MuxClient's callbacks (plain HTTP); a token is ``(operation, attempt)`` ---------
+    # --- the MuxClient's callbacks (HTTP and HTTPS); a token is ``(operation, attempt)`` ---------
 
     def _muxed_written(self, token: tuple[Operation, int], now: float) -> None:
         """A queued operation written on a freed line (``dispatch`` notes one written at

@@ -1,10 +1,15 @@
-"""``Mux``: plain connections written synchronously and read by one task, against tiny raw
-servers (real loopback TCP, so these run in real time, each bounded by ``DEADLINE``)."""
+"""``Mux``: connections written synchronously and read by one task, against tiny raw servers
+(real loopback TCP, so these run in real time, each bounded by ``DEADLINE``). Every test runs
+over plain HTTP and over TLS (the tiny server's handler then speaks through ``trio.SSLStream``
+and ends with its close_notify); the TLS-only cases are in ``test_client_mux_tls.py``."""
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import pytest
 import trio
@@ -14,6 +19,7 @@ from loadgen.errors import BadResponse, ReadTimeout, TransportError
 from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
 from loadgen.http.mux import AVAILABLE, Mux, MuxLine
 from loadgen.http.parser import Response
+from loadgen.http.tls import ServerTLS, client_context, server_context
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the mux needs epoll (Linux)")
 
@@ -43,10 +49,57 @@ class Calls:
         return len(self.answers) + len(self.failures)
 
 
+@pytest.fixture(scope="module")
+def server_tls() -> ServerTLS:
+    return server_context()
+
+
+@pytest.fixture(params=["plain", "tls"])
+def client_ssl(request: pytest.FixtureRequest, server_tls: ServerTLS) -> ssl.SSLContext | None:
+    """None over plain HTTP; over TLS, the context trusting the tiny servers' certificate."""
+    if request.param == "plain":
+        return None
+    assert server_tls.ca_pem is not None
+    return client_context(ca_pem=server_tls.ca_pem)
+
+
+def over_tls(handler: TinyHandler, context: ssl.SSLContext) -> TinyHandler:
+    """``handler`` speaking TLS (trio's own stream), ending with close_notify; a client that
+    rejects the handshake or goes away ends it quietly."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, context, server_side=True)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await tls.do_handshake()
+            await handler(cast(trio.SocketStream, tls))
+            await tls.aclose()
+
+    return serve
+
+
+@pytest.fixture
+async def tiny_server(
+    nursery: trio.Nursery, client_ssl: ssl.SSLContext | None, server_tls: ServerTLS
+) -> TinyServer:
+    """conftest's ``tiny_server``, over TLS when ``client_ssl`` is set."""
+
+    async def start(handler: TinyHandler) -> Origin:
+        if client_ssl is not None:
+            handler = over_tls(handler, server_tls.context)
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        host, port = listeners[0].socket.getsockname()[:2]
+        return Origin("http" if client_ssl is None else "https", host, port)
+
+    return start
+
+
 async def running(
-    limits: ClientLimits | None = None,
+    limits: ClientLimits | None = None, ssl_context: ssl.SSLContext | None = None
 ) -> AsyncIterator[tuple[ConnectionPool, Mux, Calls]]:
-    async with open_pool(limits=limits) as pool, trio.open_nursery() as nursery:
+    async with (
+        open_pool(limits=limits, ssl_context=ssl_context) as pool,
+        trio.open_nursery() as nursery,
+    ):
         mux = Mux(pool)
         calls = Calls(mux)
         await nursery.start(mux.run)
@@ -57,8 +110,10 @@ async def running(
 
 
 @pytest.fixture
-async def muxed() -> AsyncIterator[tuple[ConnectionPool, Mux, Calls]]:
-    async for running_mux in running():
+async def muxed(
+    client_ssl: ssl.SSLContext | None,
+) -> AsyncIterator[tuple[ConnectionPool, Mux, Calls]]:
+    async for running_mux in running(ssl_context=client_ssl):
         yield running_mux
 
 
@@ -158,7 +213,7 @@ async def test_a_stale_connection_is_retried_once_on_a_new_one(
     mux.on_answer = again
     assert line.write(b"/x", b"{}", deadline(), token="first")
     await wait_for(lambda: calls.outcomes == 2, "both answers")
-    assert calls.answers == [("first", b"ok"), ("second", b"ok")]
+    assert calls.answers == [("first", b"ok"), ("second", b"ok")], calls.failures
     assert not calls.failures
     assert pool.stats.stale_retries == 1
     assert pool.stats.connections_opened == 2
@@ -233,11 +288,13 @@ async def test_an_answer_with_connection_close_drops_the_line(
 
 
 @pytest.mark.slow
-async def test_a_request_is_given_up_at_its_deadline(tiny_server: TinyServer) -> None:
+async def test_a_request_is_given_up_at_its_deadline(
+    tiny_server: TinyServer, client_ssl: ssl.SSLContext | None
+) -> None:
     """Real time (the pool dials real TCP): the request is never answered; the watchdog ends
     it at its deadline (up to one resolution late) and closes the connection."""
     limits = ClientLimits(read_timeout=1.0, write_timeout=1.0, connect_timeout=1.0)
-    async for pool, mux, calls in running(limits):
+    async for pool, mux, calls in running(limits, client_ssl):
         origin = await tiny_server(answering(0, then="silent"))
         line = await mux.open(origin, deadline(), holder=None)
         start = trio.current_time()
@@ -252,9 +309,11 @@ async def test_a_request_is_given_up_at_its_deadline(tiny_server: TinyServer) ->
         assert pool.stats.errors == {"read_timeout": 1}
 
 
-async def test_closing_the_mux_closes_its_lines(tiny_server: TinyServer) -> None:
+async def test_closing_the_mux_closes_its_lines(
+    tiny_server: TinyServer, client_ssl: ssl.SSLContext | None
+) -> None:
     origin = await tiny_server(answering(1))
-    async with open_pool() as pool:
+    async with open_pool(ssl_context=client_ssl) as pool:
         async with trio.open_nursery() as nursery:
             mux = Mux(pool)
             Calls(mux)

@@ -83,7 +83,7 @@ async def test_put_on_a_kept_lane_says_written_at_once_or_queued(tiny_server: Ti
         lane = muxed.lane(origin)
         assert lane.muxed
         assert muxed.lane(origin) is lane
-        assert not muxed.lane(Origin("https", "127.0.0.1", 1)).muxed  # TLS: the pool's
+        assert muxed.lane(Origin("https", "127.0.0.1", 1)).muxed  # TLS too
         deadline = trio.current_time() + DEADLINE
         assert muxed.put(lane, b"/x", b"a", deadline, "a") is False  # no line yet: queued
         await wait_for(lambda: len(seen.written) == 1, "a written on the new line")
