@@ -360,7 +360,7 @@ class Mux:
             else:
                 data = plain
                 # more plaintext than one decrypt returns: more than an answer in one read
-                reusable = not tls.holds_plaintext
+                reusable = tls.mux_ready
         token = line.token
         if token is None or line.unsent is not None:
             # An idle connection is readable only when the server closed it (or sent what was
