@@ -151,19 +151,23 @@ class MuxClient:
         keep it idle."""
         queue = state.queue
         while queue:
-            target, body, deadline, token = queue.popleft()
+            target, body, deadline, token = queue[0]
             if not self.wanted(token):
+                queue.popleft()
                 continue
             if now >= deadline:
+                queue.popleft()
                 if self.fail_expired:
                     self.on_failure(
                         token, WriteTimeout("no connection free by the request's deadline")
                     )
                 continue
-            if not line.write(target, body, deadline, token):
-                queue.appendleft((target, body, deadline, token))  # nothing written: retry
-            elif self.on_written is not None:
-                self.on_written(token, now)
+            # Taken off the queue only once written: a line that fails to write is dropped,
+            # and its drop opens another for the request still at the head of the queue.
+            if line.write(target, body, deadline, token):
+                queue.popleft()
+                if self.on_written is not None:
+                    self.on_written(token, now)
             return
         state.idle.append(line)
 

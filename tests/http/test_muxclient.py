@@ -22,7 +22,7 @@ from conftest import (
 
 from loadgen.errors import TransportError, WriteTimeout
 from loadgen.http.client import ClientLimits, Origin, open_pool
-from loadgen.http.mux import AVAILABLE
+from loadgen.http.mux import AVAILABLE, MuxLine
 from loadgen.http.muxclient import MuxClient
 from loadgen.http.parser import Response
 
@@ -237,3 +237,34 @@ async def test_a_failed_connect_fails_only_a_request_still_waiting(
         muxed.send(origin, b"/x", b"b", trio.current_time() + DEADLINE, "job")
         await wait_for(lambda: muxed._origins[origin].lines == 0, "the opener gave up")
     assert seen.failures == []
+
+
+async def test_a_line_that_fails_to_write_a_queued_request_leaves_it_to_a_new_line(
+    tiny_server: TinyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A freed line whose write fails is dropped; the queued request it could not take must still
+    be at the head of the queue then, so that the drop opens another line for it (taken off the
+    queue first, it was put back after the drop and waited for an event that never came)."""
+    accepted: list[int] = []
+    origin = await tiny_server(echoing(connections=accepted))
+    writes: list[int] = []
+    real_write = MuxLine.write
+
+    def failing_second(
+        line: MuxLine, target: bytes, body: bytes, deadline: float, token: object
+    ) -> bool:
+        writes.append(1)
+        if len(writes) == 2:  # the freed line's write of the queued request
+            line.mux._drop(line)
+            return False
+        return real_write(line, target, body, deadline, token)
+
+    monkeypatch.setattr(MuxLine, "write", failing_second)
+    seen = Seen()
+    async with client(1, seen) as muxed:
+        for i in range(2):
+            muxed.send(origin, b"/x", b"%d" % i, trio.current_time() + DEADLINE, i)
+        await wait_for(lambda: len(seen.answers) == 2, "the queued request answered")
+    assert sorted(seen.answers) == [(0, 201, b"0"), (1, 201, b"1")]
+    assert seen.failures == []
+    assert len(accepted) == 2  # the second on a line opened for it
