@@ -133,6 +133,8 @@ def quiet_collector() -> Iterator[None]:
         _policy = _Policy(_token())
         gc.set_threshold(*YOUNG, _NEVER)
         gc.callbacks.append(_policy.after_collection)
+    else:  # a second side starting in this process: what it built is start-up, not growth
+        _policy.mark = sys.getallocatedblocks()
     _depth += 1
     try:
         yield
