@@ -58,7 +58,7 @@ from __future__ import annotations
 import contextlib
 import math
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import trio
@@ -72,7 +72,15 @@ from loadgen.errors import (
     TransportError,
     WriteTimeout,
 )
-from loadgen.http.client import RECEIVE_SIZE, ConnectionPool, Origin, _Conn, _OriginPool, _SameHead
+from loadgen.http.client import (
+    RECEIVE_SIZE,
+    ConnectionPool,
+    Origin,
+    _Conn,
+    _OriginPool,
+    _SameHead,
+    _stale,
+)
 from loadgen.http.errors import translate_client_error
 from loadgen.http.parser import Response
 from loadgen.http.tlsstream import TLSStream
@@ -333,11 +341,7 @@ class Mux:
         except OSError as exc:
             conn = line.conn
             if (
-                line.token is not None
-                and line.unsent is None
-                and not conn.reader.buffered
-                and not line.begun
-                and conn.served
+                line.token is not None and line.unsent is None and not line.begun and _stale(conn)
             ):  # reset as we wrote on a reused connection: the keep-alive race again
                 self._hand_off(line, self._retry_stale)
                 return
@@ -373,7 +377,7 @@ class Mux:
         conn = line.conn
         reader = conn.reader
         if not data:
-            if reader.buffered or line.begun or not conn.served:
+            if line.begun or not _stale(conn):
                 self._fail(line, None)
             else:  # the server closed the idle connection as we wrote on it
                 self._hand_off(line, self._retry_stale)
@@ -429,10 +433,7 @@ class Mux:
         if line.unsent is not None and line.tls is not None:
             # Part of a record is out: a close_notify after it would be garbage to the peer.
             line.conn.raw.close_now()
-        opool = line.opool
-        self.pool._discard(opool, line.conn)
-        if opool.lot:
-            opool.lot.unpark()
+        self.pool._release(line.opool, line.conn, reusable=False)
         if self.on_dropped is not None:
             self.on_dropped(line)
 
@@ -493,33 +494,35 @@ class Mux:
 
     async def _finish(self, line: MuxLine, token: object) -> None:
         pool = self.pool
-        try:
-            response = await pool._answer(
-                line.opool, line.conn, line.wire, _POST, line.target, line.body,
-                line.read_end, line.limit, None,
-            )  # fmt: skip
-        except TransportError as exc:
-            pool.stats.errors[exc.kind] += 1
-            assert self.on_failure is not None
-            self.on_failure(line, token, exc)
-            return
-        assert self.on_answer is not None
-        self.on_answer(line, token, response)
+        await self._outcome(line, token, pool._answer(
+            line.opool, line.conn, line.wire, _POST, line.target, line.body,
+            line.read_end, line.limit, None,
+        ))  # fmt: skip
 
     async def _retry_stale(self, line: MuxLine, token: object) -> None:
         """As ``ConnectionPool.request``: once, on a new connection."""
         pool = self.pool
-        opool = line.opool
-        pool._discard(opool, line.conn)
+        pool._discard(line.opool, line.conn)
         pool.stats.stale_retries += 1
+        await self._outcome(line, token, self._reconnected(line))
+
+    async def _reconnected(self, line: MuxLine) -> Response:
+        pool = self.pool
+        opool = line.opool
+        opool.open += 1
+        conn = await pool._connect(line.origin, opool, line.limit)
+        return await pool._exchange(
+            opool, conn, line.wire, _POST, line.target, line.body, line.limit, None
+        )
+
+    async def _outcome(
+        self, line: MuxLine, token: object, exchange: Coroutine[Any, Any, Response]
+    ) -> None:
+        """A hand-off task's end: the answer or the failure, through the mux's callbacks."""
         try:
-            opool.open += 1
-            conn = await pool._connect(line.origin, opool, line.limit)
-            response = await pool._exchange(
-                opool, conn, line.wire, _POST, line.target, line.body, line.limit, None
-            )
+            response = await exchange
         except TransportError as exc:
-            pool.stats.errors[exc.kind] += 1
+            self.pool.stats.errors[exc.kind] += 1
             assert self.on_failure is not None
             self.on_failure(line, token, exc)
             return

@@ -353,7 +353,7 @@ class HTTPServer:
     async def _adopt(self, stream: RawStream) -> None:
         """A plain connection of a server with a ``now`` face: the mux holds it (see ``_Mux``)."""
         assert self.mux is not None
-        self.mux.adopt(self._connection(stream))
+        self.mux.hold(self._connection(stream))
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _connection(self, stream: trio.abc.Stream) -> _Connection:
@@ -396,7 +396,7 @@ class HTTPServer:
                     await trio.aclose_forcefully(stream)
         if back:
             assert self.mux is not None
-            self.mux.take_back(conn)
+            self.mux.hold(conn)
             return
         if linger:
             lim = self.limits
@@ -849,21 +849,13 @@ class _Mux:
 
     # --- holding a connection ------------------------------------------------------------
 
-    def adopt(self, conn: _Connection) -> None:
-        """A new connection (counted by the server): held from now on."""
+    def hold(self, conn: _Connection) -> None:
+        """Hold ``conn`` from now on: a new connection (counted by the server), or one a task
+        has served until it was idle again (``_Connection._run_fast``); closed instead when the
+        mux is ending or the server draining."""
         if self.closed or self.server._draining:
             self.close(conn)
             return
-        self._hold(conn)
-
-    def take_back(self, conn: _Connection) -> None:
-        """A connection a task has served until it was idle again (``_Connection._run_fast``)."""
-        if self.closed or self.server._draining:
-            self.close(conn)
-            return
-        self._hold(conn)
-
-    def _hold(self, conn: _Connection) -> None:
         conn.owned = True
         fd = _fileno(conn)
         self._conns[fd] = conn
@@ -944,10 +936,7 @@ class _Mux:
                 stats.incomplete_requests += 1
             self.close(conn)
             return
-        if conn.phase is _Phase.IDLE:  # a request begins: read_timeout bounds it
-            watchdog = self.server.watchdog
-            conn.request_deadline = watchdog.now + watchdog.span(self.server.limits.read_timeout)
-        reader.feed(data)
+        reader.feed(data)  # (a request left incomplete gets its read deadline in ``_serve``)
         self._serve(conn, sock.send, tls)
 
     def _serve(
