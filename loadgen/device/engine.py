@@ -195,13 +195,12 @@ class Engine:
                     counters["device.busy.rejected"] += 1
                     return self._refuse(device, request, profile, ResultCode.ERROR_PROCESSING)
             delay = behaviour.sync_delay
-            self.sync_in_flight += 1
-            if turn is None and delay is None:
+            if turn is None and delay is None:  # (in flight only within this call: not counted)
                 try:
                     return self._answer(device, request, behaviour, fault)
                 finally:
                     self._leave(device)
-                    self.sync_in_flight -= 1
+            self.sync_in_flight += 1  # until ``_sync_later`` ends
             later = True
             return self._sync_later(
                 device, request, behaviour, fault, turn=turn,
