@@ -23,13 +23,8 @@ from loadgen.campaign.capacity_run import (
     format_step,
     run_capacity,
 )
-from loadgen.campaign.scenario import (
-    LoadedScenario,
-    apply_override,
-    read_document,
-    validate_document,
-)
-from loadgen.commands.flags import add_flags, build_document, name_flags
+from loadgen.commands.flags import add_flags, name_flags
+from loadgen.commands.run import _from_file
 from loadgen.commands.tables import RUN_FLAGS
 from loadgen.dashboard.board import Board
 from loadgen.dashboard.server import Controls, open_dashboard
@@ -72,21 +67,8 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected 0.01 or 1%, got {text!r}") from None
 
 
-def _loaded(args: argparse.Namespace) -> LoadedScenario:
-    """The scenario file with ``--set`` and the dashboard flags, validated as ``run`` does."""
-    source = str(args.scenario)
-    document = read_document(source)
-    try:
-        for assignment in args.set or ():
-            apply_override(document, assignment)
-        build_document(document, _DASHBOARD, args)
-        return LoadedScenario(validate_document(document, source), document, source)
-    except ConfigError as exc:
-        raise name_flags(exc, _DASHBOARD, args) from None
-
-
 def _capacity(args: argparse.Namespace) -> int:
-    loaded = _loaded(args)
+    loaded = _from_file(args, _DASHBOARD)  # the file, --set and the dashboard flags, as run
     scenario = loaded.scenario
     output = scenario.output
     expressions = args.slo if args.slo else list(scenario.thresholds)

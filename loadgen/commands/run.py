@@ -77,17 +77,19 @@ def one_sided_scenario(
         raise name_flags(exc, flags, args) from None
 
 
-def _from_file(args: argparse.Namespace) -> LoadedScenario:
+def _from_file(args: argparse.Namespace, flags: Sequence[Flag] = RUN_FLAGS) -> LoadedScenario:
+    """The scenario file with ``--set`` and the command's ``flags`` applied, validated; an error
+    names the flag that set the key."""
     document = read_document(args.scenario)
-    for assignment in args.set:
+    for assignment in args.set or ():
         apply_override(document, assignment)
     try:
-        build_document(document, RUN_FLAGS, args)
+        build_document(document, flags, args)
         return LoadedScenario(
             validate_document(document, str(args.scenario)), document, args.scenario
         )
     except ConfigError as exc:
-        raise name_flags(exc, RUN_FLAGS, args) from None
+        raise name_flags(exc, flags, args) from None
 
 
 def with_seeds(loaded: LoadedScenario) -> LoadedScenario:
