@@ -17,31 +17,18 @@ the whole virtual platform) on core 0.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from typing import Any
 
 import orjson
 
-from loadgen.bench.procs import core_args, expect, spawn
+from loadgen.bench.procs import against_fast_peer
 
 __all__ = ["open_figure", "overload_figure"]
 
 
 def _run(args: list[str], seconds: float) -> dict[str, Any]:
-    server = spawn("loadgen.bench.peer", ["server", "--kind", "fast", *core_args(1)])
-    try:
-        port = expect(server.stdout, "READY", "fast server").split()[1]
-        out = subprocess.run(
-            [sys.executable, "-m", "loadgen.bench.openpeer", "--port", port, *args, *core_args(0)],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=seconds + 120,
-            check=True,
-        )  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return against_fast_peer("loadgen.bench.openpeer", args, seconds + 120)
 
 
 def open_figure(rate: float, duration: float = 3.0) -> dict[str, Any]:
@@ -49,12 +36,6 @@ def open_figure(rate: float, duration: float = 3.0) -> dict[str, Any]:
     result = _run(["--rate", f"{rate:.1f}", "--duration", str(duration)], duration)
     lateness = result.get("lateness_ms") or {}
     result["lateness_p99_ms"] = lateness.get("p99")
-    result["quiet"] = bool(
-        result["cpu_percent"] < 90.0
-        and lateness.get("p99") is not None
-        and lateness["p99"] <= 1.0
-        and not result["saturated"]
-    )
     return result
 
 

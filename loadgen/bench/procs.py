@@ -18,6 +18,7 @@ import orjson
 
 __all__ = [
     "TWO_CORES",
+    "against_fast_peer",
     "core_args",
     "cpu_seconds",
     "expect",
@@ -92,6 +93,24 @@ def measure_pair(
 def _close_pipe(process: subprocess.Popen[str]) -> None:
     if process.stdout is not None:
         process.stdout.close()
+
+
+def against_fast_peer(client: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run the peer ``client`` module (core 0) against the fast peer server (core 1), given
+    ``--port`` and ``args``; its last stdout line, a JSON object."""
+    server = spawn("loadgen.bench.peer", ["server", "--kind", "fast", *core_args(1)])
+    try:
+        port = expect(server.stdout, "READY", "fast server").split()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", client, "--port", port, *args, *core_args(0)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            check=True,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def core_args(cpu: int) -> list[str]:

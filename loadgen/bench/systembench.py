@@ -14,8 +14,6 @@ Each pair runs as separate pinned processes, like ``httpbench``.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,15 +21,17 @@ from typing import Any
 
 import orjson
 
-from loadgen.bench.procs import TWO_CORES, core_args, cpu_seconds, expect, measure_pair, spawn
+from loadgen.bench.procs import (
+    TWO_CORES,
+    against_fast_peer,
+    core_args,
+    cpu_seconds,
+    expect,
+    measure_pair,
+    spawn,
+)
 
 __all__ = ["callback_figures", "merge_figure", "pacing_figure", "shard_figures"]
-
-
-def _server(module: str, kind: str) -> tuple[subprocess.Popen[str], int]:
-    server = spawn(module, ["server", "--kind", kind, *core_args(1)])
-    port = int(expect(server.stdout, "READY", f"{kind} server").split()[1])
-    return server, port
 
 
 def callback_figures(duration: float = 3.0) -> list[dict[str, Any]]:
@@ -68,20 +68,9 @@ def callback_figures(duration: float = 3.0) -> list[dict[str, Any]]:
 
 
 def pacing_figure(rate: float, duration: float = 4.0) -> dict[str, Any]:
-    server, port = _server("loadgen.bench.peer", "fast")
-    try:
-        out = subprocess.run(
-            [
-                sys.executable, "-m", "loadgen.bench.pacepeer", "--port", str(port),
-                "--rate", f"{rate:.1f}", "--duration", str(duration), *core_args(0),
-            ],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return against_fast_peer(
+        "loadgen.bench.pacepeer", ["--rate", f"{rate:.1f}", "--duration", str(duration)], 120
+    )
 
 
 def _pacers(port: int, count: int, rate: float, duration: float) -> list[dict[str, Any]]:
