@@ -252,8 +252,10 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
             _say(f"  {flow:<6}{rung['rate']:>8.0f} ops/s: complete p99 {rung.get('complete_p99_ms')} "
                  f"ms, ack p99 {rung.get('ack_p99_ms')} ms, lateness p99 "
                  f"{rung.get('lateness_p99_ms')} ms  {'clean' if rung['clean'] else rung['reason']}")  # fmt: skip
-        _say(f"  {flow} loop ceiling: {climb['ceiling_ops_per_s'] or 0:.0f} ops/s; with complete "
-             f"p99 <= 10 ms: {climb['ceiling_10ms_ops_per_s'] or 0:.0f} ops/s")  # fmt: skip
+        # (the async loop's answers come after its 1 s final delay: no 10 ms ceiling to read)
+        tight = (f"; with complete p99 <= 10 ms: {climb['ceiling_10ms_ops_per_s'] or 0:.0f} ops/s"
+                 if flow == "sync" else "")  # fmt: skip
+        _say(f"  {flow} loop ceiling: {climb['ceiling_ops_per_s'] or 0:.0f} ops/s{tight}")
     inflight = inflight_memory_figures(50_000)
     _say(f"  bytes per operation in flight (50,000 waiting for their final): fleet "
          f"{inflight['fleet']['bytes_per_op']}, platform {inflight['platform']['bytes_per_op']}; "
