@@ -142,7 +142,15 @@ class Request(_Message):
         body: bytes,
         keep_alive: bool = True,
     ) -> None:
-        super().__init__(headers, body, keep_alive)
+        # ``_Message.__init__`` inlined (one is built per request or answer on the hot paths)
+        if isinstance(headers, bytes):
+            self._block = headers
+            self._headers = None
+        else:
+            self._block = b""
+            self._headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
         self.method = method
         self.target = target
 
@@ -166,7 +174,15 @@ class Response(_Message):
         body: bytes,
         keep_alive: bool = True,
     ) -> None:
-        super().__init__(headers, body, keep_alive)
+        # as in ``Request``
+        if isinstance(headers, bytes):
+            self._block = headers
+            self._headers = None
+        else:
+            self._block = b""
+            self._headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
         self.status = status
         self.reason = reason
 
