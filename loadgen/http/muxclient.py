@@ -5,7 +5,7 @@ side's job creation, N1; the stand-in's callback notifications): ``send(origin, 
 deadline, token)`` writes the POST synchronously on an idle line of ``origin`` (one
 non-blocking ``send``), or queues it while every line is busy and opens another line while the
 origin is under ``max_connections``. The mux's one task reads every ready answer in a pass and
-calls ``on_answer(token, response)`` (``on_written(token, now)`` told the moment it was
+calls ``on_answer(token, response, now)`` (``on_written(token, now)`` told the moment it was
 written: the service time's anchor), after the freed line took the origin's next queued
 request; a failed exchange calls ``on_failure(token, error)`` with a ``TransportError``. So a
 request costs no task step of its own and no ``epoll_ctl`` per wait (see ``loadgen.http.mux``).
@@ -16,8 +16,7 @@ ends it, as the platform's in-flight table does); ``wanted(token)`` (default: al
 caller drop one it no longer needs (a job that timed out meanwhile) without a failure.
 
 An answer is timed when it is read, before its freed line takes the next request (a write, a
-system call): ``read_at`` holds that moment while ``on_answer`` runs, for a caller that
-measures. A caller sending many requests keeps each origin's ``MuxLane`` (``lane(origin)``) and
+system call): that moment is ``on_answer``'s ``now``, for a caller that measures. A caller sending many requests keeps each origin's ``MuxLane`` (``lane(origin)``) and
 writes with ``put``: no look-up of the origin per request, and a request written at once is
 noted by the caller itself (``put`` returns True; ``on_written`` is told of those written later,
 from the queue). The platform's sender does: its HTTP and HTTPS lanes are these.
@@ -71,7 +70,7 @@ class MuxClient:
     def __init__(
         self,
         pool: ConnectionPool,
-        on_answer: Callable[[Any, Response], None],
+        on_answer: Callable[[Any, Response, float], None],
         on_failure: Callable[[Any, TransportError], None],
         *,
         on_written: Callable[[Any, float], None] | None = None,
@@ -89,7 +88,6 @@ class MuxClient:
         self.wanted = wanted
         self.fail_expired = fail_expired
         self.max_lines = pool.limits.max_connections
-        self.read_at = 0.0  # when the answer being called back was read (see the docstring)
         self._origins: dict[Origin, MuxLane] = {}
         self._now = trio.lowlevel.current_clock().current_time
         self._nursery: trio.Nursery | None = None
@@ -173,14 +171,14 @@ class MuxClient:
 
     def _answered(self, line: MuxLine, token: Any, response: Response) -> None:
         # Timed as read, before the freed line's next write (see the module docstring).
-        self.read_at = now = self._now()
+        now = self._now()
         if line.alive:  # free before the answer is judged (the caller may send again at once)
             state: MuxLane = line.holder
             if state.queue:
                 self._serve(state, line, now)
             else:  # (``_serve`` inlined: the common case, one call less per answer)
                 state.idle.append(line)
-        self.on_answer(token, response)
+        self.on_answer(token, response, now)
 
     def _failed(self, line: MuxLine, token: Any, error: TransportError) -> None:
         self.on_failure(token, error)
@@ -231,5 +229,4 @@ class MuxClient:
         except TransportError as exc:
             self.on_failure(token, exc)
             return
-        self.read_at = self._now()
-        self.on_answer(token, response)
+        self.on_answer(token, response, self._now())

@@ -312,8 +312,8 @@ async def _load(
     def written(job: NorthJob, now: float) -> None:
         tracker.sending(job, now)
 
-    def answered(job: NorthJob, answer: Response) -> None:
-        now = client.read_at  # as read, before the freed line's next write (muxclient)
+    def answered(job: NorthJob, answer: Response, now: float) -> None:
+        # ``now``: as read, before the freed line's next write (muxclient)
         status = answer.status
         if not 200 <= status < 300:
             cause = f"north.status.{status}"

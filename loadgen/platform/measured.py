@@ -82,13 +82,12 @@ class MeasuredTable(InflightTable):
     # Each override: an operation of the measured window goes straight through; a warm-up one
     # runs the same code with the warm-up targets in place.
 
-    def open(self, op: Operation) -> None:
+    def open(self, op: Operation) -> float:
         if op.t_intended >= self.measure_from:
-            super().open(op)
-            return
+            return super().open(op)
         self._use(self._warm)
         try:
-            super().open(op)
+            return super().open(op)
         finally:
             self._use(self._main)
 

@@ -337,7 +337,7 @@ class NorthCore:
         if not self._posting:
             self._idle.set()
 
-    def _posted(self, url: str, answer: Response) -> None:
+    def _posted(self, url: str, answer: Response, now: float) -> None:
         self._done_posting()
         if 200 <= answer.status < 300:
             self.counters["platform.north.callbacks_sent"] += 1

@@ -39,7 +39,7 @@ class Seen:
         self.failures: list[tuple[Any, TransportError]] = []
         self.written: list[Any] = []
 
-    def answer(self, token: Any, response: Response) -> None:
+    def answer(self, token: Any, response: Response, now: float) -> None:
         self.answers.append((token, response.status, response.body))
 
     def failure(self, token: Any, error: TransportError) -> None:

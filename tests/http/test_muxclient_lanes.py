@@ -1,6 +1,6 @@
 """``MuxClient`` for a caller that keeps its lanes (the platform's sender): ``put`` on a kept
-``MuxLane``, ``fail_expired=False``, and ``read_at``, the moment an answer was read, taken
-before its freed line writes the next request (real loopback TCP against tiny servers, each
+``MuxLane``, ``fail_expired=False``, and the ``now`` given with an answer, the moment it was
+read, taken before its freed line writes the next request (real loopback TCP against tiny servers, each
 test bounded by ``DEADLINE``)."""
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ class Seen:
         self.written: list[tuple[Any, float]] = []
         self.client: MuxClient | None = None
 
-    def answer(self, token: Any, response: Response) -> None:
-        assert self.client is not None
+    def answer(self, token: Any, response: Response, now: float) -> None:
         self.answers.append(token)
-        self.read_at.append(self.client.read_at)
+        self.read_at.append(now)
 
     def failure(self, token: Any, error: TransportError) -> None:
         self.failures.append((token, error))
@@ -118,7 +117,7 @@ async def test_an_answer_is_timed_before_its_freed_line_writes_the_next_request(
     tiny_server: TinyServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each write advances the client's clock by a second (a slow ``send``, exaggerated): the
-    first answer's ``read_at`` is the moment it was read, not after the queued request went out
+    first answer's ``now`` is the moment it was read, not after the queued request went out
     on its line; that request is noted written at the same moment (read once)."""
     clock = [0.0]
     write = MuxLine.write
