@@ -19,7 +19,10 @@ headers, the same body and the same keep-alive decision. So the rules below are 
   h11, which either handles them or raises the precise error that becomes a 400);
 - the header block is validated in one C-level pass with h11's own ``header-field`` grammar (so
   header-name case, OWS and control characters are judged exactly as h11 judges them; obs-fold and
-  anything odd: decline);
+  anything odd: decline). Load traffic sends the same headers again and again, so a block once
+  accepted is remembered by its bytes (``_Blocks``, bounded): the next identical block is found,
+  not validated and read again (the verdict is a function of the bytes; only accepted blocks are
+  kept);
 - at most one ``Content-Length`` of plain digits; none at all means an empty request body; a response
   without one (read until close) is declined;
 - ``Transfer-Encoding``, ``Expect`` and ``Upgrade`` are declined; a request must have exactly one
@@ -76,13 +79,14 @@ _HEADER_LINE = _TOKEN + rb":[^\x00\r\n\x0b\x0c]*"
 _HEADER_BLOCK = _HEADER_LINE + rb"(?:\r\n" + _HEADER_LINE + rb")*"
 _REQUEST_LINE = rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.1"
 _STATUS_LINE = rb"HTTP/1\.1 ([0-9]{3})(?: ((?:[ \t]|[^\x00\s])*))?"
-# One match validates a whole head (start line, then the header block in group "block").
-_REQUEST_HEAD_RE: Final = re.compile(
-    _REQUEST_LINE + rb"(?:\r\n(?P<block>" + _HEADER_BLOCK + rb"))?"
-)
-_RESPONSE_HEAD_RE: Final = re.compile(
-    _STATUS_LINE + rb"(?:\r\n(?P<block>" + _HEADER_BLOCK + rb"))?"
-)
+# A head is its start line, then (after the first CRLF: neither grammar admits CR or LF within a
+# line) its header block. Each is validated by one C-level match, the block only when it is not
+# one already accepted (``_Blocks``).
+_REQUEST_LINE_RE: Final = re.compile(_REQUEST_LINE)
+_STATUS_LINE_RE: Final = re.compile(_STATUS_LINE)
+_HEADER_BLOCK_RE: Final = re.compile(_HEADER_BLOCK)
+#: Header blocks remembered by ``_Blocks`` (then forgotten all at once).
+MAX_CACHED_BLOCKS: Final = 1024
 _CONTENT_LENGTH_MAX_DIGITS: Final = 20  # as h11
 
 Headers = list[tuple[bytes, bytes]]
@@ -252,19 +256,23 @@ class _Reader:
         self._scan = max(0, len(buf) - 3)
         return None
 
-    def _parse_head(self, end: int, head_re: re.Pattern[bytes]) -> tuple[re.Match[bytes], _Head]:
-        """Validate the head ``buf[:end]`` (start line and header block) in one C-level match.
+    def _parse_head(self, end: int, line_re: re.Pattern[bytes]) -> tuple[re.Match[bytes], _Head]:
+        """Validate the head ``buf[:end]``: its start line (``line_re``) and its header block.
 
         A bare LF cannot slip through: neither the start-line grammar nor the header-line class
         admits LF, so a head that h11 would split differently fails to match and is declined.
         """
-        match = head_re.fullmatch(self._buf, 0, end)
-        if match is None:
+        buf = self._buf
+        split = buf.find(b"\r\n", 0, end)
+        if split < 0:
+            line = line_re.fullmatch(buf, 0, end)
+            if line is None:
+                raise _Decline
+            return line, _NO_HEADERS
+        line = line_re.fullmatch(buf, 0, split)
+        if line is None:
             raise _Decline
-        block = match["block"]
-        if block is None:
-            return match, _Head(b"", None, 0, False)
-        return match, _framing(block)
+        return line, _BLOCKS.framing(bytes(buf[split + 2 : end]))
 
     def _body_length(self, value: bytes) -> int:
         if not value.isdigit() or len(value) > _CONTENT_LENGTH_MAX_DIGITS:
@@ -296,6 +304,48 @@ class _Head:
         self.content_length = content_length
         self.hosts = hosts
         self.close = close
+
+
+_NO_HEADERS: Final = _Head(b"", None, 0, False)
+
+
+class _Blocks:
+    """Header blocks already validated and read, by their bytes (pure: the grammar and
+    ``_framing`` are functions of the block alone).
+
+    Load traffic repeats its headers: a generator sends Host, Content-Type and Content-Length
+    (one of a few lengths) again and again, and only the start line's target changes from
+    device to device. So the header block, validated by the grammar and read by ``_framing``
+    (~1.4 µs), is looked up by its bytes first (~0.2 µs). Only accepted blocks are kept; at
+    ``MAX_CACHED_BLOCKS`` all are forgotten, so headers that vary (a request id per message)
+    cost one look-up and one store more than the grammar alone, and a bounded dict.
+    """
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, _Head] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def clear(self) -> None:
+        self._known.clear()
+
+    def framing(self, block: bytes) -> _Head:
+        head = self._known.get(block)
+        if head is None:
+            if _HEADER_BLOCK_RE.fullmatch(block) is None:
+                raise _Decline
+            head = _framing(block)  # raises _Decline for a block the fast path leaves to h11
+            known = self._known
+            if len(known) >= MAX_CACHED_BLOCKS:
+                known.clear()
+            known[block] = head
+        return head
+
+
+_BLOCKS: Final = _Blocks()
 
 
 def _line_value(lowered: bytes, start: int) -> bytes:
@@ -346,7 +396,7 @@ class RequestReader(_Reader):
             end = self._find_head()
             if end is None:
                 return None
-            match, head = self._parse_head(end, _REQUEST_HEAD_RE)
+            match, head = self._parse_head(end, _REQUEST_LINE_RE)
             if head.hosts != 1:
                 raise _Decline  # h11 raises "Missing mandatory Host: header" / multiple Host
             length = 0 if head.content_length is None else self._body_length(head.content_length)
@@ -377,7 +427,7 @@ class ResponseReader(_Reader):
             end = self._find_head()
             if end is None:
                 return None
-            match, head = self._parse_head(end, _RESPONSE_HEAD_RE)
+            match, head = self._parse_head(end, _STATUS_LINE_RE)
             status = int(match[1])
             if status < 200 or (status < 300 and request_method == b"CONNECT"):
                 raise _Decline  # informational responses; a tunnel
