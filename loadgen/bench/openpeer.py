@@ -4,9 +4,10 @@
         [--concurrency C] [--warmup S] [--duration S] [--cpu N] [--profile FILE]
 
 Runs the whole virtual platform (``run_platform``, the sender benchmarks' config) against the
-peer server for ``warmup + duration`` seconds and prints one JSON line about the measured window
-(the ``duration`` after the warm-up): operations sent and completed, refusals, process CPU (per
-operation and in percent of a core), the send lateness percentiles of the window alone, and one
+peer server for ``warmup + duration`` seconds and one more (the window must not take in the
+load's end), and prints one JSON line about the measured window (the ``duration`` after the
+warm-up): operations sent and completed, refusals, process CPU (per operation and in percent of
+a core), the send lateness percentiles of the window alone, and one
 row per second (operations completed, CPU percent, resident memory), so that a collapse under
 overload shows as falling seconds rather than as a mean. ``saturated`` is the run's own verdict.
 ``--profile`` writes a cProfile of the window alone to FILE (the warm-up and the drain excluded).
@@ -62,7 +63,9 @@ async def measure(
     duration: float,
     profile: str | None,
 ) -> dict[str, Any]:
-    config = bench_config(port, concurrency, warmup + duration, model=model, rate=rate)
+    # The load outlasts the window by a second: the window's last second must not take in the
+    # load's end and the drain's start (it read ~10 % low offered twice the ceiling).
+    config = bench_config(port, concurrency, warmup + duration + 1.0, model=model, rate=rate)
     metrics = Metrics()
     counters = metrics.counters
     window: dict[str, Any] = {}
