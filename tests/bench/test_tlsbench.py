@@ -11,9 +11,9 @@ from loadgen.bench.tlsbench import CONNECTIONS, TARGET_RATIO, tls_figures
 
 @pytest.mark.slow
 def test_tls_pair_runs_verified_and_reports_both_sides() -> None:
-    """Real processes and real time (four short peers): the figures are not checked, their
-    presence and consistency are."""
-    figures = tls_figures(0.3, warmup=0.5)
+    """Real processes and real time (eight short peers, two rounds): the figures are not
+    checked, their presence and consistency are."""
+    figures = tls_figures(0.3, warmup=0.5, rounds=2)
     assert figures["connections"] == CONNECTIONS
     assert figures["target_ratio"] == TARGET_RATIO
     for key in ("plain", "tls"):
@@ -22,6 +22,10 @@ def test_tls_pair_runs_verified_and_reports_both_sides() -> None:
         assert row["operations"] > 0
         assert row["errors"] == 0  # a certificate the sender refused would show here
         assert row["sender_us_per_op"] > 0
+        rounds = row["rounds"]
+        assert [one["transport"] for one in rounds] == [key, key]
+        assert row["operations"] == sum(one["operations"] for one in rounds)  # pooled
+        assert row["sender_cpu_s"] == pytest.approx(sum(one["sender_cpu_s"] for one in rounds))
     plain, tls = figures["plain"], figures["tls"]
     if plain["fleet_us_per_op"] is None:  # no /proc: the fleet's CPU is unknown
         assert figures["fleet_ratio"] is None
