@@ -154,9 +154,6 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
     _say(f"  offered the burst ceiling for 30 s: {ceiling_30s:.0f} ops/s sustained at "
          f"{sustained['cpu_percent']}% CPU ({sustained['cpu_us_per_op']} µs per operation)")  # fmt: skip
     over = overload_figure(ceiling_30s, max(30.0, duration))  # the issue: 2x, 30 s
-    # bounded: over the second half, resident memory stays within 10 % of where it was halfway
-    rss = [second["rss_mb"] for second in over.get("seconds", []) if second.get("rss_mb")]
-    over["rss_bounded"] = bool(rss) and max(rss[len(rss) // 2 :]) <= 1.1 * rss[len(rss) // 2]
     _say(f"  offered 2x that for 30 s: completed per second {over['per_second']}, worst second "
          f"{over['worst_second_vs_ceiling']} of it, RSS {over['rss_mb_first_last']} MB (bounded: "
          f"{over['rss_bounded']})")  # fmt: skip

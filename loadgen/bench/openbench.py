@@ -24,7 +24,7 @@ import orjson
 
 from loadgen.bench.procs import against_fast_peer
 
-__all__ = ["open_figure", "overload_figure"]
+__all__ = ["judge_overload", "open_figure", "overload_figure"]
 
 
 def _run(args: list[str], seconds: float) -> dict[str, Any]:
@@ -41,15 +41,25 @@ def open_figure(rate: float, duration: float = 3.0) -> dict[str, Any]:
 
 def overload_figure(ceiling: float, duration: float = 5.0) -> dict[str, Any]:
     """Offered twice ``ceiling`` for ``duration`` seconds: each second's completed operations
-    against the ceiling, and resident memory first and last."""
+    against the ceiling, resident memory first and last, and whether it stayed bounded."""
     result = _run(["--rate", f"{2 * ceiling:.1f}", "--duration", str(duration)], duration)
+    return judge_overload(result, ceiling)
+
+
+def judge_overload(result: dict[str, Any], ceiling: float) -> dict[str, Any]:
+    """``openpeer``'s ``result`` offered twice ``ceiling``, with its verdicts added:
+    ``worst_second_vs_ceiling``, and ``rss_bounded``: over the second half, resident memory
+    stays within 10 % of where it was halfway (what a few seconds fill, such as the ended ids
+    kept for a window, is not growth)."""
     per_second = [int(second["completed"]) for second in result["seconds"]]
-    rss = [second["rss_mb"] for second in result["seconds"]]
+    rss = [second["rss_mb"] for second in result["seconds"] if second.get("rss_mb")]
     result["per_second"] = per_second
     result["worst_second_vs_ceiling"] = (
         round(min(per_second) / ceiling, 3) if per_second and ceiling else None
     )
     result["rss_mb_first_last"] = [rss[0], rss[-1]] if rss else None
+    half = rss[len(rss) // 2 :]
+    result["rss_bounded"] = bool(half) and max(half) <= 1.1 * half[0]
     return result
 
 
