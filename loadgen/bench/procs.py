@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "core_args",
     "cpu_seconds",
     "expect",
+    "fast_peer",
     "machine_control",
     "measure_pair",
     "pin",
@@ -95,20 +98,29 @@ def _close_pipe(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
-def against_fast_peer(client: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """Run the peer ``client`` module (core 0) against the fast peer server (core 1), given
-    ``--port`` and ``args``; its last stdout line, a JSON object."""
+@contextmanager
+def fast_peer() -> Iterator[tuple[int, int]]:
+    """The fast peer server (``loadgen.bench.peer server --kind fast``) on core 1, for the
+    ``with`` block: its (port, pid); stopped, and its pipe closed, on the way out."""
     server = spawn("loadgen.bench.peer", ["server", "--kind", "fast", *core_args(1)])
     try:
-        port = expect(server.stdout, "READY", "fast server").split()[1]
-        out = subprocess.run(
-            [sys.executable, "-m", client, "--port", port, *args, *core_args(0)],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-            check=True,
-        )  # fmt: skip
+        port = int(expect(server.stdout, "READY", "fast server").split()[1])
+        yield port, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
+        _close_pipe(server)
+
+
+def against_fast_peer(client: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run the peer ``client`` module (core 0) against the fast peer server (core 1), given
+    ``--port`` and ``args``; its last stdout line, a JSON object."""
+    with fast_peer() as (port, _):
+        out = subprocess.run(
+            [sys.executable, "-m", client, "--port", str(port), *args, *core_args(0)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            check=True,
+        )  # fmt: skip
     result: dict[str, Any] = orjson.loads(out.stdout.strip().splitlines()[-1])
     return result
 

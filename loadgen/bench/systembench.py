@@ -24,9 +24,9 @@ import orjson
 from loadgen.bench.procs import (
     TWO_CORES,
     against_fast_peer,
-    core_args,
     cpu_seconds,
     expect,
+    fast_peer,
     measure_pair,
     spawn,
 )
@@ -102,15 +102,10 @@ def shard_figures(rate: float = 4000.0, duration: float = 3.0) -> dict[str, Any]
     """
     out: dict[str, Any] = {"rate_per_shard": rate}
     for shards in (1, 2):
-        server = spawn("loadgen.bench.peer", ["server", "--kind", "fast", *core_args(1)])
-        try:
-            port = int(expect(server.stdout, "READY", "fast server").split()[1])
-            wall0, cpu0 = time.perf_counter(), cpu_seconds(server.pid)
+        with fast_peer() as (port, server):
+            wall0, cpu0 = time.perf_counter(), cpu_seconds(server)
             results = _pacers(port, shards, rate, duration)
-            wall1, cpu1 = time.perf_counter(), cpu_seconds(server.pid)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+            wall1, cpu1 = time.perf_counter(), cpu_seconds(server)
         per_shard = [
             round(int(r["sent"]) / float(r["load_cpu_s"]), 1) if r["load_cpu_s"] else None
             for r in results
