@@ -16,8 +16,9 @@ ends it, as the platform's in-flight table does); ``wanted(token)`` (default: al
 caller drop one it no longer needs (a job that timed out meanwhile) without a failure.
 
 An answer is timed when it is read, before its freed line takes the next request (a write, a
-system call): that moment is ``on_answer``'s ``now``, for a caller that measures. A caller sending many requests keeps each origin's ``MuxLane`` (``lane(origin)``) and
-writes with ``put``: no look-up of the origin per request, and a request written at once is
+system call): that moment is ``on_answer``'s ``now``, for a caller that measures. A caller
+sending many requests keeps each origin's ``MuxLane`` (``lane(origin)``) and writes with
+``put``: no look-up of the origin per request, and a request written at once is
 noted by the caller itself (``put`` returns True; ``on_written`` is told of those written later,
 from the queue). The platform's sender does: its HTTP and HTTPS lanes are these.
 

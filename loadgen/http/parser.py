@@ -85,8 +85,10 @@ _STATUS_LINE = rb"HTTP/1\.1 ([0-9]{3})(?: ((?:[ \t]|[^\x00\s])*))?"
 _REQUEST_LINE_RE: Final = re.compile(_REQUEST_LINE)
 _STATUS_LINE_RE: Final = re.compile(_STATUS_LINE)
 _HEADER_BLOCK_RE: Final = re.compile(_HEADER_BLOCK)
-#: Header blocks remembered by ``_Blocks`` (then forgotten all at once).
+#: Header blocks remembered by ``_Blocks`` (then forgotten all at once), and the longest one
+#: remembered: 1,024 blocks of at most 2 KiB pin at most 2 MiB, whatever a peer sends.
 MAX_CACHED_BLOCKS: Final = 1024
+MAX_CACHED_BLOCK_BYTES: Final = 2048
 _CONTENT_LENGTH_MAX_DIGITS: Final = 20  # as h11
 
 Headers = list[tuple[bytes, bytes]]
@@ -107,15 +109,12 @@ class _Message:
 
     __slots__ = ("_block", "_headers", "body", "keep_alive")
 
-    def __init__(self, headers: Headers | bytes, body: bytes, keep_alive: bool) -> None:
-        if isinstance(headers, bytes):
-            self._block: bytes = headers
-            self._headers: Headers | None = None
-        else:
-            self._block = b""
-            self._headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
+    # Set by each subclass's ``__init__`` (written out there: one is built per message on the
+    # hot paths, and a ``super().__init__`` call costs a frame and a look-up).
+    _block: bytes
+    _headers: Headers | None
+    body: bytes
+    keep_alive: bool
 
     @property
     def headers(self) -> Headers:
@@ -146,7 +145,7 @@ class Request(_Message):
         body: bytes,
         keep_alive: bool = True,
     ) -> None:
-        # ``_Message.__init__`` inlined (one is built per request or answer on the hot paths)
+        # (see ``_Message``)
         if isinstance(headers, bytes):
             self._block = headers
             self._headers = None
@@ -178,7 +177,7 @@ class Response(_Message):
         body: bytes,
         keep_alive: bool = True,
     ) -> None:
-        # as in ``Request``
+        # (see ``_Message``)
         if isinstance(headers, bytes):
             self._block = headers
             self._headers = None
@@ -316,9 +315,10 @@ class _Blocks:
     Load traffic repeats its headers: a generator sends Host, Content-Type and Content-Length
     (one of a few lengths) again and again, and only the start line's target changes from
     device to device. So the header block, validated by the grammar and read by ``_framing``
-    (~1.4 µs), is looked up by its bytes first (~0.2 µs). Only accepted blocks are kept; at
-    ``MAX_CACHED_BLOCKS`` all are forgotten, so headers that vary (a request id per message)
-    cost one look-up and one store more than the grammar alone, and a bounded dict.
+    (~1.4 µs), is looked up by its bytes first (~0.2 µs). Only accepted blocks of at most
+    ``MAX_CACHED_BLOCK_BYTES`` are kept; at ``MAX_CACHED_BLOCKS`` all are forgotten, so headers
+    that vary (a request id per message) cost one look-up and one store more than the grammar
+    alone, and a bounded dict.
     """
 
     __slots__ = ("_known",)
@@ -338,10 +338,11 @@ class _Blocks:
             if _HEADER_BLOCK_RE.fullmatch(block) is None:
                 raise _Decline
             head = _framing(block)  # raises _Decline for a block the fast path leaves to h11
-            known = self._known
-            if len(known) >= MAX_CACHED_BLOCKS:
-                known.clear()
-            known[block] = head
+            if len(block) <= MAX_CACHED_BLOCK_BYTES:
+                known = self._known
+                if len(known) >= MAX_CACHED_BLOCKS:
+                    known.clear()
+                known[block] = head
         return head
 
 

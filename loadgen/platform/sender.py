@@ -446,7 +446,7 @@ class Sender:
     def dispatch(self, op: Operation, now: float | None = None) -> None:
         """Write an opened operation on an armed worker's connection, else queue it on its lane
         (or put it in its sleepy device's pending queue). ``now``: the clock, if just read."""
-        route = self.routes[op.device]
+        route = self.routes[op.device]  # (``issue`` has the muxed case written out: keep in step)
         if route.sleepy:
             # "sent" = offered to the device (from its intended time); served when it polls
             self.table.written(op, op.t_anchor)

@@ -1,7 +1,7 @@
 """``MuxClient`` for a caller that keeps its lanes (the platform's sender): ``put`` on a kept
 ``MuxLane``, ``fail_expired=False``, and the ``now`` given with an answer, the moment it was
-read, taken before its freed line writes the next request (real loopback TCP against tiny servers, each
-test bounded by ``DEADLINE``)."""
+read, taken before its freed line writes the next request (real loopback TCP against tiny
+servers, each test bounded by ``DEADLINE``)."""
 
 from __future__ import annotations
 

@@ -94,3 +94,12 @@ def test_a_head_without_headers_is_declined_for_its_missing_host() -> None:
     reader.feed(b"GET / HTTP/1.1\r\n\r\n")
     assert reader.next_request() is DECLINED  # h11: "Missing mandatory Host: header"
     assert len(parser._BLOCKS) == 0
+
+
+def test_a_long_block_is_read_every_time_not_remembered() -> None:
+    long = BLOCK + b"\r\nX-Padding: " + b"p" * parser.MAX_CACHED_BLOCK_BYTES
+    for _ in range(2):
+        answer = request(b"POST /a HTTP/1.1", long)
+        assert isinstance(answer, Request)
+        assert answer.header(b"x-padding") == b"p" * parser.MAX_CACHED_BLOCK_BYTES
+    assert len(parser._BLOCKS) == 0

@@ -408,6 +408,22 @@ def test_deadlines_are_one_heap_and_stale_entries_are_dropped() -> None:
     assert table.next_deadline == float("inf")
 
 
+@pytest.mark.parametrize(
+    ("ack_timeout", "timeout", "first"), [(5.0, 10.0, 5.0), (10.0, 5.0, 5.0), (3.0, 3.0, 3.0)]
+)
+def test_open_returns_the_deadline_it_armed(
+    ack_timeout: float, timeout: float, first: float
+) -> None:
+    """The sender writes with the deadline ``open`` returns: the operation's first deadline
+    (the ack's, or the final one when that comes first), the one its timer fires at."""
+    table = InflightTable(Metrics())
+    op = Operation(
+        "a", device=0, name="X", t_intended=2.0,
+        timeouts=Timeouts(ack_timeout=ack_timeout, timeout=timeout),
+    )  # fmt: skip
+    assert table.open(op) == op.deadline == 2.0 + first == table.next_deadline
+
+
 def test_an_earlier_deadline_is_announced() -> None:
     announced: list[float] = []
     table = InflightTable(Metrics(), on_earlier=announced.append)

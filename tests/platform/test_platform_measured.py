@@ -102,6 +102,15 @@ def recorded(metrics: Metrics) -> dict[str, tuple[int, int, int]]:
     }
 
 
+def test_open_returns_the_deadline_it_armed_on_either_side() -> None:
+    table = MeasuredTable(Metrics(), warmup=Metrics(), measure_from=MEASURE_FROM)
+    early = Operation("w", device=0, name="REFRESH_INFO", t_intended=9.5, timeouts=TIMEOUTS)
+    late = Operation("h", device=1, name="REFRESH_INFO", t_intended=12.0, timeouts=TIMEOUTS)
+    assert table.open(early) == early.deadline
+    assert table.open(late) == late.deadline
+    assert early.deadline < late.deadline
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.__name__)
 def test_each_side_records_only_its_operations(script: Script) -> None:
     metrics, warmup = Metrics(), Metrics()

@@ -136,7 +136,10 @@ async def rig(
     devices: int = 1,
     max_queued: int = MAX_QUEUED,
     timeouts: Timeouts | None = None,
+    muxed: bool = True,
 ) -> AsyncIterator[Rig]:
+    """The sender over the pool; with ``muxed=False``, over the pool's held lines in worker
+    tasks, as without epoll."""
     async with trio.open_nursery() as servers:
         [listener] = await servers.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
         host, port = listener.socket.getsockname()[:2]
@@ -157,12 +160,17 @@ async def rig(
                 mix=OperationMix(config.mix, seed=1, timestamp_ms=0),
                 timeouts=[timeouts or config.timeouts_of(entry) for entry in config.mix],
                 chooser=DeviceChooser(devices, config.device_choice, seed=1),
-                transport=no_transport, pending=PendingQueues(), nursery=nursery,
-                t0=trio.current_time(), wall0_ms=0, max_queued=max_queued, mux_pool=pool,
+                transport=no_transport if muxed else pool.request,
+                lines=None if muxed else pool.hold, pending=PendingQueues(), nursery=nursery,
+                t0=trio.current_time(), wall0_ms=0, max_queued=max_queued,
+                mux_pool=pool if muxed else None,
             )  # fmt: skip
-            assert sender.client is not None
-            assert lane.muxed is not None  # the lane is the client's
-            await nursery.start(sender.client.run)
+            if muxed:
+                assert sender.client is not None
+                assert lane.muxed is not None  # the lane is the client's
+                await nursery.start(sender.client.run)
+            else:
+                assert sender.client is None
             try:
                 yield Rig(sender, table, metrics, pool, lane, ended)
             finally:
@@ -284,14 +292,16 @@ async def test_past_max_queued_operations_are_refused_and_counted_one_by_one_and
     r.accounted()
 
 
-async def test_an_answer_to_an_earlier_attempt_is_superseded_not_taken() -> None:
+@pytest.mark.parametrize("muxed", [True, False], ids=["mux", "workers"])
+async def test_an_answer_to_an_earlier_attempt_is_superseded_not_taken(muxed: bool) -> None:
     """An async final asks for a retry while the first attempt's exchange is still open; the
     re-sent attempt goes out on a second line. The first attempt's answer, arriving next, is
-    counted as abandoned; the operation completes with the second's answer."""
+    counted as abandoned; the operation completes with the second's answer. The same through
+    the mux and through worker tasks (one judgement, ``Sender._answered``)."""
     first, second = trio.Event(), trio.Event()
     device = Device(hold={0: first, 1: second})
     timeouts = Timeouts(retries=1, retries_delay=0.01, retry_result_list=("ERROR_PROCESSING",))
-    async with rig(device, max_connections=2, timeouts=timeouts) as r:
+    async with rig(device, max_connections=2, timeouts=timeouts, muxed=muxed) as r:
         assert all(r.issue(1))
         [op] = r.table.live.values()
         await wait_for(lambda: len(device.seen) == 1, "the first attempt")
