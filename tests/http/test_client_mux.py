@@ -17,7 +17,7 @@ from conftest import DEADLINE, TinyHandler, read_request, read_until_close, wait
 
 from loadgen.errors import BadResponse, ReadTimeout, TransportError
 from loadgen.http.client import ClientLimits, ConnectionPool, Origin, open_pool
-from loadgen.http.mux import AVAILABLE, Mux, MuxLine
+from loadgen.http.mux import AVAILABLE, BATCH, Mux, MuxLine
 from loadgen.http.parser import Response
 from loadgen.http.tls import ServerTLS, client_context, server_context
 
@@ -307,6 +307,49 @@ async def test_a_request_is_given_up_at_its_deadline(
         assert calls.dropped == [line]
         assert pool.stats.connections_open == 0
         assert pool.stats.errors == {"read_timeout": 1}
+
+
+async def test_more_ready_sockets_than_a_batch_are_all_read_with_other_tasks_between(
+    tiny_server: TinyServer, muxed: tuple[ConnectionPool, Mux, Calls]
+) -> None:
+    """``2 x BATCH + 1`` answers released at once: the mux reads them in passes of at most
+    ``BATCH`` (after a full one, the next follows a checkpoint), every answer comes back, and
+    another task runs while some are read and others wait (the pacer between passes)."""
+    pool, mux, calls = muxed
+    count = 2 * BATCH + 1
+    arrived: list[int] = []
+    gate = trio.Event()
+
+    async def gated(stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        if await read_request(stream, buffer) is None:
+            return
+        arrived.append(1)
+        await gate.wait()
+        await stream.send_all(OK)
+        await read_until_close(stream)
+
+    origin = await tiny_server(gated)
+    lines = [await mux.open(origin, deadline(), holder=None) for _ in range(count)]
+    for token, line in enumerate(lines):
+        assert line.write(b"/x", b"{}", deadline(), token=token)
+    await wait_for(lambda: len(arrived) == count, "every request at the server")
+    seen: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while True:
+                seen.append(calls.outcomes)
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(watch)
+        gate.set()
+        await wait_for(lambda: calls.outcomes == count, "every answer")
+        nursery.cancel_scope.cancel()
+    assert sorted(token for token, _ in calls.answers) == list(range(count))
+    assert not calls.failures
+    assert any(0 < outcomes < count for outcomes in seen)  # the watcher ran between passes
+    assert pool.stats.connections_opened == count
 
 
 async def test_closing_the_mux_closes_its_lines(
