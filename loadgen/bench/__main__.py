@@ -279,7 +279,7 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
 
     _say(
         "\n[12] TLS vs plain: sender -> fleet, closed model, 64 connections, CPU per operation "
-        "(two rounds each, in turn)"
+        "(two rounds each: plain, TLS, TLS, plain)"
     )
     tls = tls_figures(duration)
     for key in ("plain", "tls"):
