@@ -342,6 +342,9 @@ PLATFORM_FLAGS: Final = (
          help="closed model: one in flight per device"),
     Flag(option="--max-in-flight", key="platform.max_in_flight", value=integer,
          help="refuse (and count) operations beyond this"),
+    Flag(option="--max-queued", key="platform.max_queued", value=integer,
+         help="operations one device address may hold waiting for a connection; "
+              "beyond, refused and counted (the run is flagged saturated)"),
     # mix
     Flag(option="--op", key="platform.mix", repeat=True, compose=_mix, metavar="NAME[:WEIGHT]",
          shown_default=default_name(), help="an operation of the mix (repeat)"),

@@ -56,6 +56,22 @@ DEFAULT_ID_PATTERN: Final = "dev-{:06d}"  # the fleet's default; "dev-{index:06d
 DEFAULT_DEVICE_URL: Final = "http://127.0.0.1:1123"
 #: The grace period after the last stage, when none is given: min(timeout, this).
 MAX_DEFAULT_GRACE: Final = 30.0
+#: Operations one device address may hold queued (issued, waiting for a connection: the
+#: sender's lane) by default (``max_queued``). Past its ceiling a generator's queue would
+#: otherwise grow without end: memory grows, the collector scans an ever larger heap and
+#: throughput falls (measured: 43k/s to 17k/s in five seconds offered 60k/s), and most of the
+#: queue times out inside the generator. Refused at the bound,
+#: an operation is counted (``ops.rejected``, ``ops.rejected.queue_full``) and the run is
+#: flagged saturated: its numbers describe the generator, not the target. The queue is there to
+#: ride out jitter (every line of a lane busy for a moment), not to hold an overload: 2,000
+#: operations are ~40 ms at the open model's ceiling. A deeper queue costs CPU per operation
+#: all the same: each operation is written long after it was built, its state fallen out of the
+#: core's cache (measured offered 60k/s, at the ceiling, interleaved runs: 10,000 deep, 26.1 µs
+#: CPU per operation; 2,000, 24.9; 1,000, 24.5), and k6 or wrk2 hold no such queue at all.
+#: A target that stalls with every connection busy fills it too (at 30k ops/s, in ~70 ms): the
+#: refusals then say the generator could not offer the load over ``max_connections``; raise
+#: ``max_queued`` (or the connections) to ride out longer stalls.
+MAX_QUEUED: Final = 2_000
 
 
 def _positive(value: float, key: str, *, allow_zero: bool = False) -> None:
@@ -467,6 +483,7 @@ class PlatformConfig:
     keep_alive: bool = True
     max_connections: int = 64  # per device address; also the sender's workers per address
     max_in_flight: int | None = None
+    max_queued: int = MAX_QUEUED  # per device address, waiting for a connection (see MAX_QUEUED)
     # every random choice (Poisson arrivals, mix, device choice); None: ``run_platform`` draws
     # one (``loadgen.seeds``) and reports it in ``PlatformResult.seed``
     seed: int | None = None
@@ -514,6 +531,12 @@ class PlatformConfig:
         _positive(self.zipf_s, "zipf_s")
         if self.max_connections < 1:
             raise ConfigError(f"expected >= 1, got {self.max_connections}", key="max_connections")
+        if isinstance(self.max_queued, bool) or not isinstance(self.max_queued, int):
+            raise ConfigError(
+                f"expected an integer >= 1, got {self.max_queued!r}", key="max_queued"
+            )
+        if self.max_queued < 1:
+            raise ConfigError(f"expected >= 1, got {self.max_queued}", key="max_queued")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(
                 f"expected >= 1 or none, got {self.max_in_flight}", key="max_in_flight"

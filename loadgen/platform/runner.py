@@ -512,6 +512,7 @@ async def _load(
             t0=trio.current_time(),
             wall0_ms=int(started_at * 1000),
             max_in_flight=config.max_in_flight,
+            max_queued=config.max_queued,
             lines=lines,
             mux_pool=mux_pool,
         )

@@ -81,7 +81,7 @@ from loadgen.http.client import ConnectionPool, Origin
 from loadgen.http.muxclient import MuxClient, MuxLane
 from loadgen.metrics.registry import Metrics
 from loadgen.platform.alarm import Alarm
-from loadgen.platform.config import Timeouts
+from loadgen.platform.config import MAX_QUEUED, Timeouts
 from loadgen.platform.inflight import InflightTable, Operation, State
 from loadgen.platform.mix import DeviceChooser, OperationIds, OperationMix
 from loadgen.platform.south import PendingQueues, misfits
@@ -113,18 +113,6 @@ LATE_SEND: Final = 0.002
 BATCH_WINDOW: Final = 0.0005
 #: Operations issued back to back before the issuing task yields to the workers.
 BURST: Final = 64
-#: Operations one lane may hold queued (issued, waiting for a connection) by default. Past its
-#: ceiling a generator's queue would otherwise grow without end: memory grows, the collector
-#: scans an ever larger heap and throughput falls (measured: 43k/s to 17k/s in five seconds
-#: offered 60k/s), and most of the queue times out inside the generator. Refused at the bound,
-#: an operation is counted (``ops.rejected``, ``ops.rejected.queue_full``) and the run is
-#: flagged saturated: its numbers describe the generator, not the target. The queue is there to
-#: ride out jitter (every line of a lane busy for a moment), not to hold an overload: 2,000
-#: operations are ~40 ms at the open model's ceiling. A deeper queue costs CPU per operation
-#: all the same: each operation is written long after it was built, its state fallen out of the
-#: core's cache (measured offered 60k/s, at the ceiling, interleaved runs: 10,000 deep, 26.1 µs
-#: CPU per operation; 2,000, 24.9; 1,000, 24.5), and k6 or wrk2 hold no such queue at all.
-MAX_QUEUED: Final = 2_000
 #: The states of an operation re-sent by a retry and not yet ended: an answer to an earlier
 #: attempt's exchange must not move them.
 _RESENT: Final = frozenset({State.SENT, State.ACKED, State.PARTIAL})

@@ -111,6 +111,8 @@ def test_missing_targets_file(tmp_path: Path) -> None:
         ({"device_choice": "random"}, "device_choice", "'uniform', 'round-robin' or 'zipf', got 'random'"),
         ({"base_path": "south/"}, "base_path", "must start with '/'"),
         ({"sleepy_share": 2}, "sleepy_share", "[0, 1]"),
+        ({"max_queued": 0}, "max_queued", "expected >= 1, got 0"),
+        ({"max_queued": "many"}, "max_queued", "valid integer"),
         ({"mix": [{"name": "REBOT_EQUIPMENT"}]}, "mix[0].name",
          "unknown operation 'REBOT_EQUIPMENT'; did you mean REBOOT_EQUIPMENT?"),
         ({"mix": [{"name": "MY_OWN"}]}, "mix[0].name", "a custom operation needs custom = true"),

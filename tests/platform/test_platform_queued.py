@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from hdrh.histogram import HdrHistogram
@@ -187,13 +188,15 @@ async def test_deadlines_that_pass_in_a_stall_time_out_unsent_at_the_deadline(
         only(metrics.phase("complete").intended.merged(), TIMEOUT, N)
 
 
+@pytest.mark.parametrize("bound", [None, 5_000], ids=["default", "max_queued"])
 async def test_the_generators_queue_is_bounded_and_refusals_flag_saturation(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, bound: int | None
 ) -> None:
     """A device that never answers, one connection, 12,000 operations offered in 1 s with a
-    60 s timeout: the lane holds at most ``MAX_QUEUED`` waiting; the rest are refused at issue
-    (counted, never opened), and the run says it is saturated because of them. Without the
-    bound the queue (and the heap) grow with the offered load until the deadlines fire."""
+    60 s timeout: the lane holds at most ``max_queued`` waiting (``MAX_QUEUED`` by default);
+    the rest are refused at issue (counted, never opened), and the run says it is saturated
+    because of them. Without the bound the queue (and the heap) grow with the offered load
+    until the deadlines fire."""
     from loadgen.platform.sender import MAX_QUEUED
 
     config = PlatformConfig(
@@ -201,19 +204,19 @@ async def test_the_generators_queue_is_bounded_and_refusals_flag_saturation(
         max_connections=1,
         timeouts=Timeouts(ack_timeout=60.0, timeout=60.0),
         drain_grace=0.0,
+        **({} if bound is None else {"max_queued": bound}),
     )
+    limit = MAX_QUEUED if bound is None else bound
     metrics = Metrics()
     result = await run_platform(config, metrics, transport=SilentDevice())
     counters = result.counters
     written = 1  # the one connection's exchange
-    assert counters["ops.issued"] == MAX_QUEUED + written
-    assert (
-        counters["ops.rejected"] == counters["ops.rejected.queue_full"] == 12_000 - MAX_QUEUED - 1
-    )
+    assert counters["ops.issued"] == limit + written
+    assert counters["ops.rejected"] == counters["ops.rejected.queue_full"] == 12_000 - limit - 1
     assert counters["ops.sent"] == written
-    assert result.peak_in_flight == MAX_QUEUED + written
+    assert result.peak_in_flight == limit + written
     assert result.saturated
-    assert f"{12_000 - MAX_QUEUED - 1} operations refused: the generator's queue was full" in (
+    assert f"{12_000 - limit - 1} operations refused: the generator's queue was full" in (
         result.reasons
     )
     # every operation issued is still accounted once
