@@ -22,6 +22,7 @@ as a killed run's does, so a merge of shards that includes it is marked interrup
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -479,6 +480,14 @@ def _new_folder(directory: Path, loaded: LoadedScenario) -> None:
     loaded.save(directory / "scenario.toml")
 
 
+def _discard_folder(directory: Path) -> None:
+    """Remove the folder of a run that never began, and its campaign's folder
+    (``new_run_directory``'s parent) when nothing else is in it."""
+    shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):  # other runs of the campaign are kept
+        directory.parent.rmdir()
+
+
 async def run_campaign(
     loaded: LoadedScenario,
     *,
@@ -524,7 +533,7 @@ async def run_campaign(
             return outcome
     except ConfigError:
         if not served:  # the dashboard's address: nothing ran, no folder to keep
-            shutil.rmtree(directory, ignore_errors=True)
+            _discard_folder(directory)
         raise
 
 
@@ -630,7 +639,7 @@ async def _campaign(
         if listen is None and barrier is None:
             raise
         if not run.begun:  # no load ran: no folder to keep
-            shutil.rmtree(directory, ignore_errors=True)
+            _discard_folder(directory)
         if listen is None:
             assert barrier is not None
             raise barrier from None

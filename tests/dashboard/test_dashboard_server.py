@@ -293,4 +293,4 @@ def test_a_busy_dashboard_port_stops_the_command_before_the_run(tmp_path: Path) 
     assert len(lines) == 1, done.stderr
     assert f"127.0.0.1:{port}: the port is in use" in lines[0]
     assert "dashboard" in lines[0]
-    assert list(tmp_path.glob("*/*")) == []  # no run folder
+    assert list(tmp_path.iterdir()) == []  # no run folder, and no empty campaign folder
