@@ -40,7 +40,13 @@ EXIT_NOTHING_PASSED = 99
 RATE_SEARCH = SearchConfig()
 DEVICE_SEARCH = SearchConfig(start_rate=10, max_rate=100_000, integral=True)
 PLAN = StepPlan()
-#: The run commands' own rows (one validation, one message naming the flag).
+#: The run commands' own rows (one validation, one message naming the flag, one default: the
+#: scenario's ``output``): the results root, the HTML switch (capacity.html here), the dashboard.
+_RESULTS: Final = tuple(
+    dataclasses.replace(flag, help="skip capacity.html") if flag.option == "--no-html" else flag
+    for flag in RUN_FLAGS
+    if flag.option in ("--results", "--no-html")
+)
 _DASHBOARD: Final = tuple(
     flag for flag in RUN_FLAGS if flag.option in ("--dashboard", "--dashboard-token")
 )
@@ -68,7 +74,7 @@ def _fraction(text: str) -> float:
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    loaded = _from_file(args, _DASHBOARD)  # the file, --set and the dashboard flags, as run
+    loaded = _from_file(args, (*_RESULTS, *_DASHBOARD))  # the file, --set and flags, as run
     scenario = loaded.scenario
     output = scenario.output
     expressions = args.slo if args.slo else list(scenario.thresholds)
@@ -90,7 +96,7 @@ def _capacity(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         max_steps=args.max_steps,
     )
-    root = Path(args.results) if args.results else Path(output.results)
+    root = Path(output.results)
     slo_text = ", ".join(expressions) or "none (achieved and error rate only)"
     print(f"capacity search of {scenario.campaign.name} by {args.dimension}; SLOs: {slo_text}")
     made: list[Path] = []
@@ -115,7 +121,7 @@ def _capacity(args: argparse.Namespace) -> int:
 
     async def search() -> CapacityOutcome:
         return await run_capacity(
-            loaded, plan, config, directory=folder(), on_step=show, html=not args.no_html
+            loaded, plan, config, directory=folder(), on_step=show, html=output.html
         )
 
     async def watched(address: str) -> CapacityOutcome:
@@ -228,7 +234,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="R",
         help="the fixed rate of --dimension devices (default: the scenario's highest stage)",
     )
-    cap.add_argument("--results", metavar="DIR", help="results root (default: output.results)")
-    cap.add_argument("--no-html", action="store_true", help="skip capacity.html")
+    add_flags(cap, "results", _RESULTS)
     add_flags(cap, "live dashboard of the steps", _DASHBOARD)
     cap.set_defaults(func=_capacity)
