@@ -482,6 +482,10 @@ class Mux:
         else:
             mapped = translate_client_error(exc) if isinstance(exc, Exception) else None
             error = mapped or ConnectionClosed(str(exc))
+        self._failed(line, token, error)
+
+    def _failed(self, line: MuxLine, token: object, error: TransportError) -> None:
+        """An exchange's failure: counted in the pool's stats, then told to the caller."""
         self.pool.stats.errors[error.kind] += 1
         on_failure = self.on_failure
         assert on_failure is not None
@@ -532,9 +536,7 @@ class Mux:
         try:
             response = await exchange
         except TransportError as exc:
-            self.pool.stats.errors[exc.kind] += 1
-            assert self.on_failure is not None
-            self.on_failure(line, token, exc)
+            self._failed(line, token, exc)
             return
         assert self.on_answer is not None
         self.on_answer(line, token, response)
