@@ -6,12 +6,16 @@ pool: ``(origin, target, body, *, deadline) -> answer``, ``deadline`` being the 
 deadline on the trio clock (the pool closes the connection then). The async flavour POSTs its responses straight into
 the platform's ``SouthCore.handle`` (the same function the HTTP server calls), so the whole
 lifecycle runs without sockets.
+
+``run_held`` runs the platform held (``hold=True``), for the tests that set something up on its
+``PlatformInfo`` before the load begins or act on it while the load runs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +25,9 @@ import trio.testing
 
 from loadgen.errors import ReadTimeout
 from loadgen.http.client import Origin
+from loadgen.metrics.registry import Metrics
+from loadgen.platform import PlatformConfig, PlatformInfo, PlatformResult, run_platform
+from loadgen.platform.sender import Transport
 from loadgen.platform.south import SouthCore
 from loadgen.protocol import DEFAULT_BASE_PATH
 
@@ -171,3 +178,46 @@ class StallingDevice:
         self.seen += 1
         await trio.sleep(self.service)
         return FakeAnswer(201, response_body(request["id"], request["name"], "SUCCESSFUL"))
+
+
+@dataclass
+class HeldRun:
+    """A run started by ``run_held``: its ``info`` at once, its ``result`` once the block is
+    left; ``nursery`` takes tasks that are to end with the run (a sleepy device, say)."""
+
+    info: PlatformInfo
+    nursery: trio.Nursery
+    returned: PlatformResult | None = None
+
+    @property
+    def result(self) -> PlatformResult:
+        assert self.returned is not None, "the run has not returned yet"
+        return self.returned
+
+
+@asynccontextmanager
+async def run_held(
+    config: PlatformConfig, metrics: Metrics, transport: Transport
+) -> AsyncIterator[HeldRun]:
+    """Start ``run_platform(config, metrics, transport=transport, hold=True)`` in a nursery and
+    yield a ``HeldRun`` as soon as the platform is up, before the load: the block sets things up
+    on ``held.info`` (``table.on_end``, a clock reading), calls ``held.info.begin_load()`` and
+    may act while the load runs. Leaving the block waits for the run to return and sets
+    ``held.result``, then cancels whatever still runs in ``held.nursery``."""
+    done: list[PlatformResult] = []
+    returned = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
+            done.append(
+                await run_platform(
+                    config, metrics, transport=transport, hold=True, task_status=task_status
+                )
+            )
+            returned.set()
+
+        held = HeldRun(await nursery.start(platform), nursery)
+        yield held
+        await returned.wait()
+        held.returned = done[0]
+        nursery.cancel_scope.cancel()

@@ -17,10 +17,10 @@ import pytest
 import trio
 import trio.testing
 from hdrh.histogram import HdrHistogram
-from platform_fakes import FreezingDevice, StallingDevice
+from platform_fakes import FreezingDevice, StallingDevice, run_held
 
 from loadgen.metrics.registry import Metrics
-from loadgen.platform import Arrival, PlatformConfig, PlatformInfo, Stage, run_platform
+from loadgen.platform import Arrival, PlatformConfig, Stage, run_platform
 from loadgen.platform.inflight import Operation
 from loadgen.platform.runner import PlatformResult
 
@@ -115,21 +115,11 @@ async def test_late_sends_keep_their_intended_time(autojump_clock: trio.testing.
     metrics = Metrics()
     device = StallingDevice(clock=autojump_clock, stall_at=10, stall=stall, service=0.001)
     ended: list[Operation] = []
-    done: list[PlatformResult] = []
-    async with trio.open_nursery() as nursery:
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    config, metrics, transport=device, hold=True, task_status=task_status
-                )
-            )
-
-        info: PlatformInfo = await nursery.start(platform)
-        info.table.on_end = ended.append
-        info.begin_load()
-    result = done[0]
-    t0 = info.t0
+    async with run_held(config, metrics, device) as held:
+        held.info.table.on_end = ended.append
+        held.info.begin_load()
+    result = held.result
+    t0 = held.info.t0
     assert t0 is not None
     n = int(rate)
     assert len(ended) == result.counters["ops.completed"] == n

@@ -15,18 +15,16 @@ import pytest
 import trio
 import trio.testing
 from hdrh.histogram import HdrHistogram
-from platform_fakes import AsyncDevice, SilentDevice
+from platform_fakes import AsyncDevice, SilentDevice, run_held
 
 from loadgen.metrics.registry import Metrics
 from loadgen.platform import (
     Arrival,
     PlatformConfig,
-    PlatformInfo,
     PlatformResult,
     SouthAPI,
     Stage,
     Timeouts,
-    run_platform,
 )
 from loadgen.platform.inflight import Operation
 from loadgen.platform.sender import Transport
@@ -66,29 +64,19 @@ async def run(
     """One run; returns the metrics, the result, the operations as they ended and the run's t0."""
     metrics = Metrics()
     ended: list[Operation] = []
-    done: list[PlatformResult] = []
     async with trio.open_nursery() as nursery:
-        infos: list[PlatformInfo] = []
-        if async_device:
+        if async_device:  # ``held`` (below) is bound before the device is first called
             transport = AsyncDevice(
-                core=lambda: infos[0].core, nursery=nursery, behaviour=lambda i: "no-ack"
+                core=lambda: held.info.core, nursery=nursery, behaviour=lambda i: "no-ack"
             )
         assert transport is not None
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    cfg, metrics, transport=transport, hold=True, task_status=task_status
-                )
-            )
-            nursery.cancel_scope.cancel()  # a device holding its answers forever
-
-        infos.append(await nursery.start(platform))
-        infos[0].table.on_end = ended.append
-        infos[0].begin_load()
-    t0 = infos[0].t0
+        async with run_held(cfg, metrics, transport) as held:
+            held.info.table.on_end = ended.append
+            held.info.begin_load()
+        nursery.cancel_scope.cancel()  # a device holding its answers forever
+    t0 = held.info.t0
     assert t0 is not None
-    return metrics, done[0], ended, t0
+    return metrics, held.result, ended, t0
 
 
 @pytest.mark.parametrize("async_device", [False, True], ids=["sync", "async-ack-held"])

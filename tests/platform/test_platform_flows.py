@@ -17,6 +17,7 @@ from platform_fakes import (
     FreezingDevice,
     request_of,
     response_body,
+    run_held,
     step,
 )
 
@@ -53,27 +54,18 @@ async def run_async(
     holder: list[AsyncDevice] | None = None,
 ) -> tuple[Metrics, PlatformResult, AsyncDevice]:
     metrics = Metrics()
-    infos: list[PlatformInfo] = []
     async with trio.open_nursery() as nursery:
+        # ``held`` (below) is bound before the device is first called
         device = AsyncDevice(
-            core=lambda: infos[0].core, nursery=nursery, partials=partials, gap=0.1,
+            core=lambda: held.info.core, nursery=nursery, partials=partials, gap=0.1,
             behaviour=behaviour,
         )  # fmt: skip
         if holder is not None:
             holder.append(device)
-        done: list[PlatformResult] = []
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    config, metrics, transport=device, hold=True, task_status=task_status
-                )
-            )
-            nursery.cancel_scope.cancel()  # the device's own tasks end with the run
-
-        infos.append(await nursery.start(platform))
-        infos[0].begin_load()
-    return metrics, done[0], device
+        async with run_held(config, metrics, device) as held:
+            held.info.begin_load()
+        nursery.cancel_scope.cancel()  # the device's own tasks end with the run
+    return metrics, held.result, device
 
 
 KINDS = ["ok", "ok", "silent", "no-ack", "error", "duplicate", "fail", "ok", "ok", "ok"]
@@ -223,16 +215,8 @@ async def test_sleepy_devices_get_their_operations_when_they_poll(
     metrics = Metrics()
     device = FreezingDevice(service=0.01)
     served: list[int] = []
-    async with trio.open_nursery() as nursery:
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            await run_platform(
-                config, metrics, transport=device, hold=True, task_status=task_status
-            )
-            nursery.cancel_scope.cancel()  # stops the sleepy device too
-
-        info: PlatformInfo = await nursery.start(platform)
-        core = info.core
+    async with run_held(config, metrics, device) as held:  # its end stops the sleepy device too
+        core = held.info.core
         pending = f"{DEFAULT_BASE_PATH}/dev-000000/operation/pending".encode()
         response = f"{DEFAULT_BASE_PATH}/dev-000000/operation/response".encode()
 
@@ -252,8 +236,8 @@ async def test_sleepy_devices_get_their_operations_when_they_poll(
                         core.handle(b"POST", response, None, final, trio.current_time())[0] == 201
                     )
 
-        nursery.start_soon(sleepy)
-        info.begin_load()
+        held.nursery.start_soon(sleepy)
+        held.info.begin_load()
     c = metrics.counters
     assert c["ops.sent"] == 20
     assert device.served == 10  # the awake device's half

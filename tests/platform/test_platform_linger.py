@@ -11,7 +11,15 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from platform_fakes import FakeAnswer, FreezingDevice, device_of, request_of, response_body, step
+from platform_fakes import (
+    FakeAnswer,
+    FreezingDevice,
+    device_of,
+    request_of,
+    response_body,
+    run_held,
+    step,
+)
 
 from loadgen.errors import ConfigError
 from loadgen.http.client import Origin
@@ -75,22 +83,14 @@ async def run_with(
 ) -> tuple[PlatformResult, LateEcho, float]:
     """Run ``config`` against a ``LateEcho``; (result, device, the run's length on the clock)."""
     infos: list[PlatformInfo] = []
-    done: list[PlatformResult] = []
     async with trio.open_nursery() as nursery:
         device = make(infos, nursery, **options)  # type: ignore[arg-type]
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    config, Metrics(), transport=device, hold=True, task_status=task_status
-                )
-            )
-            nursery.cancel_scope.cancel()  # what the device still holds ends with the run
-
-        infos.append(await nursery.start(platform))
-        start = trio.current_time()
-        infos[0].begin_load()
-    return done[0], device, trio.current_time() - start
+        async with run_held(config, Metrics(), device) as held:
+            infos.append(held.info)
+            start = trio.current_time()
+            held.info.begin_load()
+        nursery.cancel_scope.cancel()  # what the device still holds ends with the run
+    return held.result, device, trio.current_time() - start
 
 
 @pytest.mark.parametrize(
@@ -128,24 +128,16 @@ async def test_the_linger_is_configurable_and_zero_turns_it_off(
 
 async def test_a_cut_drain_ends_the_linger_at_once(autojump_clock: trio.testing.MockClock) -> None:
     infos: list[PlatformInfo] = []
-    returned = trio.Event()
     async with trio.open_nursery() as nursery:
         device = LateEcho(infos, nursery, late_after=10.0)
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            await run_platform(
-                config_of(linger=60.0), Metrics(), transport=device, hold=True,
-                task_status=task_status,
-            )  # fmt: skip
-            returned.set()
-
-        infos.append(await nursery.start(platform))
-        start = trio.current_time()
-        infos[0].begin_load()
-        await trio.sleep_until(start + 2.0)  # the drain ended at 1.15 s
-        assert infos[0].phase == "linger"
-        infos[0].cut_drain()  # a second Ctrl-C
-        await returned.wait()
+        async with run_held(config_of(linger=60.0), Metrics(), device) as held:
+            infos.append(held.info)
+            start = trio.current_time()
+            infos[0].begin_load()
+            await trio.sleep_until(start + 2.0)  # the drain ended at 1.15 s
+            assert infos[0].phase == "linger"
+            infos[0].cut_drain()  # a second Ctrl-C
+        # leaving the block waited for the run to return
         assert trio.current_time() == start + 2.0
         assert infos[0].phase == "done"
         nursery.cancel_scope.cancel()
@@ -168,13 +160,11 @@ async def test_duplicates_over_http_right_behind_the_last_operation_are_all_coun
     acknowledgement and the same final again 0.2 s later, over HTTP: 50 of 50 are counted."""
     refused: list[BaseException] = []
     statuses: list[int] = []
-    infos: list[PlatformInfo] = []
-    done: list[PlatformResult] = []
 
     async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
 
         async def respond(device_id: str, request: dict[str, str]) -> None:
-            url = f"{infos[0].south_url}{DEFAULT_BASE_PATH}/{device_id}/operation/response"
+            url = f"{held.info.south_url}{DEFAULT_BASE_PATH}/{device_id}/operation/response"
             final = response_body(request["id"], request["name"], "SUCCESSFUL", [step("END")])
             try:
                 await trio.sleep(0.05)
@@ -190,20 +180,13 @@ async def test_duplicates_over_http_right_behind_the_last_operation_are_all_coun
             nursery.start_soon(respond, device_of(target), request_of(body))
             return FakeAnswer(201)
 
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            config = config_of(rate=100.0, duration=0.5, linger=1.0)
-            done.append(
-                await run_platform(
-                    config, Metrics(), transport=device, hold=True, task_status=task_status
-                )
-            )
-
+        config = config_of(rate=100.0, duration=0.5, linger=1.0)
         with trio.fail_after(30):
-            infos.append(await nursery.start(platform))
-            infos[0].begin_load()
+            async with run_held(config, Metrics(), device) as held:
+                held.info.begin_load()
     assert refused == []
     assert statuses == [201] * 100
-    counters = done[0].counters
+    counters = held.result.counters
     assert (counters["ops.completed"], counters["south.duplicate"]) == (50, 50)
 
 

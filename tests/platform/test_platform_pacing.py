@@ -14,14 +14,13 @@ import itertools
 import pytest
 import trio
 import trio.testing
-from platform_fakes import FreezingDevice
+from platform_fakes import FreezingDevice, run_held
 
 import loadgen.platform.sender as sender_module
 from loadgen.metrics.registry import Metrics
-from loadgen.platform import Arrival, PlatformConfig, PlatformInfo, Stage, run_platform
+from loadgen.platform import Arrival, PlatformConfig, Stage
 from loadgen.platform.alarm import Alarm
 from loadgen.platform.inflight import Operation
-from loadgen.platform.runner import PlatformResult
 from loadgen.platform.sender import BATCH_WINDOW, pace
 
 LATE = 0.003  # every wake-up of the late pacer comes this much after the time it asked for
@@ -98,24 +97,14 @@ async def test_a_late_pacer_s_latency_counts_from_the_intended_time(
     t0s: list[float] = []
     device = FreezingDevice(service=0.001, freeze_from=99.0, freeze_until=99.0, t0=lambda: t0s[0])
     ended: list[Operation] = []
-    done: list[PlatformResult] = []
-    async with trio.open_nursery() as nursery:
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    config, metrics, transport=device, hold=True, task_status=task_status
-                )
-            )
-
-        info: PlatformInfo = await nursery.start(platform)
-        info.table.on_end = ended.append
+    async with run_held(config, metrics, device) as held:
+        held.info.table.on_end = ended.append
         t0s.append(trio.current_time())
-        info.begin_load()
+        held.info.begin_load()
     assert alarms
     assert alarms[0].wakes
-    result = done[0]
-    t0 = info.t0
+    result = held.result
+    t0 = held.info.t0
     assert t0 is not None
     n = int(rate * duration)
     assert len(ended) == result.counters["ops.completed"] == n

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 from hdrh.histogram import HdrHistogram
-from platform_fakes import SilentDevice, StallingDevice
+from platform_fakes import SilentDevice, StallingDevice, run_held
 
 from loadgen.campaign.progress import Progress
 from loadgen.campaign.runner import _Run
@@ -28,8 +28,6 @@ from loadgen.metrics.registry import Metrics
 from loadgen.platform import (
     Arrival,
     PlatformConfig,
-    PlatformInfo,
-    PlatformResult,
     SouthAPI,
     Stage,
     Timeouts,
@@ -73,43 +71,25 @@ async def test_operations_waiting_for_a_busy_pool_are_queued_not_sent(
     progress = Progress(1.0, mode="lines", stream=progress_text, width=200)
     writer = RunWriter(tmp_path, 1.7e9, {"campaign": "queued", "interval": 1.0})
     ended: list[Operation] = []
-    done: list[PlatformResult] = []
-    finished = trio.Event()
     samples: dict[float, tuple[int, int]] = {}
-    async with trio.open_nursery() as nursery:
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    config(max_connections=2), metrics, transport=SilentDevice(), hold=True,
-                    task_status=task_status,
-                )
-            )  # fmt: skip
-            finished.set()
-
-        info: PlatformInfo = await nursery.start(platform)
+    async with run_held(config(max_connections=2), metrics, SilentDevice()) as held:
+        info = held.info
         run.platform = info
         info.table.on_end = ended.append
         t0 = trio.current_time()
-        intervals = trio.CancelScope()
 
-        async def roll() -> None:
-            with intervals:
-                await run_intervals(
-                    metrics, [progress, writer], t0=t0, period=1.0, gauges=run.gauges
-                )
+        async def roll() -> None:  # cancelled once the run has returned
+            await run_intervals(metrics, [progress, writer], t0=t0, period=1.0, gauges=run.gauges)
 
-        nursery.start_soon(roll)
+        held.nursery.start_soon(roll)
         info.begin_load()
         for at in (0.95, 2.05, 2.45):
             await trio.sleep_until(t0 + at)
             stats = info.statistics()
             samples[at] = (stats.in_flight, stats.queued)
-        await finished.wait()
-        intervals.cancel()
     writer.close()
     assert info.t0 == t0
-    result = done[0]
+    result = held.result
     c = result.counters
 
     # 0.95 s: all 10 issued, 2 written (one per connection), 8 waiting in the lane.

@@ -15,43 +15,31 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from platform_fakes import FakeAnswer, FreezingDevice, StallingDevice
+from platform_fakes import FakeAnswer, FreezingDevice, StallingDevice, run_held
 
 from loadgen.http.client import Origin
 from loadgen.metrics.registry import Metrics
-from loadgen.platform import Arrival, PlatformConfig, PlatformInfo, Stage, run_platform
+from loadgen.platform import Arrival, PlatformConfig, PlatformInfo, Stage
 from loadgen.platform.inflight import Operation
 from loadgen.platform.runner import PlatformResult
+from loadgen.platform.sender import Transport
 
 
 async def run_with(
     config: PlatformConfig,
-    transport: object,
+    transport: Transport,
     during: Callable[[PlatformInfo], Awaitable[None]],
 ) -> tuple[PlatformInfo, PlatformResult, list[Operation], Metrics]:
     metrics = Metrics()
     ended: list[Operation] = []
-    done: list[PlatformResult] = []
-    async with trio.open_nursery() as nursery:
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            done.append(
-                await run_platform(
-                    config,
-                    metrics,
-                    transport=transport,  # type: ignore[arg-type]
-                    hold=True,
-                    task_status=task_status,
-                )
-            )
-
-        info: PlatformInfo = await nursery.start(platform)
+    async with run_held(config, metrics, transport) as held:
+        info = held.info
         info.table.on_end = ended.append
         info.begin_load()
         while info.t0 is None:
             await trio.lowlevel.checkpoint()
         await during(info)
-    return info, done[0], sorted(ended, key=lambda op: op.t_intended), metrics
+    return info, held.result, sorted(ended, key=lambda op: op.t_intended), metrics
 
 
 def config_of(*stages: Stage, **kwargs: object) -> PlatformConfig:

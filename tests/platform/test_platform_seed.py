@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import trio
 import trio.testing
-from platform_fakes import FakeAnswer, device_of, request_of, response_body
+from platform_fakes import FakeAnswer, device_of, request_of, response_body, run_held
 
 from loadgen.http.client import Origin
 from loadgen.metrics.registry import Metrics
@@ -17,11 +17,9 @@ from loadgen.platform import (
     Arrival,
     MixEntry,
     PlatformConfig,
-    PlatformInfo,
     PlatformResult,
     Stage,
     Targets,
-    run_platform,
 )
 
 CONFIG = PlatformConfig(
@@ -47,22 +45,11 @@ class RecordingDevice:
 
 async def run(config: PlatformConfig) -> tuple[PlatformResult, int, list[tuple[float, str, str]]]:
     device = RecordingDevice()
-    infos: list[PlatformInfo] = []
-    results: list[PlatformResult] = []
-    async with trio.open_nursery() as nursery:
-
-        async def platform(task_status: trio.TaskStatus[PlatformInfo]) -> None:
-            results.append(
-                await run_platform(
-                    config, Metrics(), transport=device, hold=True, task_status=task_status
-                )
-            )
-
-        infos.append(await nursery.start(platform))
+    async with run_held(config, Metrics(), device) as held:
         t0 = trio.current_time()
-        infos[0].begin_load()
+        held.info.begin_load()
     seen = [(round(t - t0, 9), device_id, name) for t, device_id, name in device.seen]
-    return results[0], infos[0].seed, seen
+    return held.result, held.info.seed, seen
 
 
 async def test_no_seed_draws_one_reports_it_and_replaying_it_replays_the_run(
