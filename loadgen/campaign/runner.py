@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import shutil
 import signal
 import sys
 import time
@@ -480,12 +479,24 @@ def _new_folder(directory: Path, loaded: LoadedScenario) -> None:
     loaded.save(directory / "scenario.toml")
 
 
-def _discard_folder(directory: Path) -> None:
-    """Remove the folder of a run that never began, and its campaign's folder
-    (``new_run_directory``'s parent) when nothing else is in it."""
-    shutil.rmtree(directory, ignore_errors=True)
-    with contextlib.suppress(OSError):  # other runs of the campaign are kept
-        directory.parent.rmdir()
+def _discard_folder(directory: Path, root: Path) -> None:
+    """Undo a run that never began: the ``scenario.toml`` it wrote, then its folder and each
+    folder above it that is left empty, up to the results ``root`` (not included). Nothing else
+    is removed: a folder holding anything (another run, a user's file) stays, and so does
+    anything outside ``root`` (an exact folder given with ``--directory``)."""
+    with contextlib.suppress(OSError):
+        (directory / "scenario.toml").unlink()
+    try:
+        top = root.resolve()
+        folder = directory.resolve()
+    except OSError:
+        return
+    while folder != top and folder.is_relative_to(top):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            return
+        folder = folder.parent
 
 
 async def run_campaign(
@@ -533,7 +544,7 @@ async def run_campaign(
             return outcome
     except ConfigError:
         if not served:  # the dashboard's address: nothing ran, no folder to keep
-            _discard_folder(directory)
+            _discard_folder(directory, Path(scenario.output.results))
         raise
 
 
@@ -639,7 +650,7 @@ async def _campaign(
         if listen is None and barrier is None:
             raise
         if not run.begun:  # no load ran: no folder to keep
-            _discard_folder(directory)
+            _discard_folder(directory, Path(scenario.output.results))
         if listen is None:
             assert barrier is not None
             raise barrier from None
