@@ -309,16 +309,23 @@ async def test_reference_target_capacity_is_found_within_10_percent(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_one_step(tmp_path, capsys):
-    """Real time (one 0.5 s step on loopback): the command line end to end."""
+@pytest.mark.parametrize("how", ["flags", "scenario"])
+def test_cli_one_step(tmp_path, capsys, how):
+    """Real time (one 0.5 s step on loopback): the command line end to end. The results root
+    and the HTML switch are the run commands' keys: given as flags, or set in the scenario."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="loadgen")
     register(parser.add_subparsers(dest="command", required=True))
+    output = (
+        ["--results", str(tmp_path), "--no-html"]
+        if how == "flags"
+        else ["--set", f"output.results={str(tmp_path)!r}", "--set", "output.html=false"]
+    )
     args = parser.parse_args(
         ["capacity", str(REFERENCE), "--slo", "p99(complete) < 500ms", "--start-rate", "30",
          "--max-rate", "30", "--warmup", "0", "--hold", "500ms", "--max-error-rate", "1%",
-         "--results", str(tmp_path), "--no-html"]
+         *output]
     )  # fmt: skip
     assert args.func(args) == 0
     out = capsys.readouterr().out
