@@ -28,7 +28,7 @@ import functools
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -474,24 +474,30 @@ def _connections(scenario: Scenario) -> int:
     return total
 
 
-def _new_folder(directory: Path, loaded: LoadedScenario) -> None:
+def _new_folder(directory: Path, loaded: LoadedScenario) -> list[Path]:
+    """Make ``directory`` (and its missing parents) with the run's ``scenario.toml``; returns
+    the folders this made, for ``_discard_folder``."""
+    made = [folder for folder in (directory, *directory.parents) if not folder.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     loaded.save(directory / "scenario.toml")
+    return made
 
 
-def _discard_folder(directory: Path, root: Path) -> None:
+def _discard_folder(directory: Path, root: Path, made: Sequence[Path] = ()) -> None:
     """Undo a run that never began: the ``scenario.toml`` it wrote, then its folder and each
-    folder above it that is left empty, up to the results ``root`` (not included). Nothing else
-    is removed: a folder holding anything (another run, a user's file) stays, and so does
-    anything outside ``root`` (an exact folder given with ``--directory``)."""
+    folder above it that is left empty and is the run's own: one ``_new_folder`` ``made``, or
+    one below the results ``root`` (``new_run_directory``'s). Nothing else is removed: a folder
+    holding anything (another run, a user's file) stays, and so does an exact folder given
+    with ``--directory`` that existed before the run."""
     with contextlib.suppress(OSError):
         (directory / "scenario.toml").unlink()
     try:
         top = root.resolve()
+        own = {folder.resolve() for folder in made}
         folder = directory.resolve()
     except OSError:
         return
-    while folder != top and folder.is_relative_to(top):
+    while folder in own or (folder != top and folder.is_relative_to(top)):
         try:
             folder.rmdir()  # only when empty
         except OSError:
@@ -560,7 +566,7 @@ async def _campaign(
     campaign = scenario.campaign
     raise_fd_limit(_connections(scenario), what=f"campaign {campaign.name}")
     prepare_histograms()  # tables the interval sinks read, built before the load, not in it
-    _new_folder(directory, loaded)
+    made = _new_folder(directory, loaded)
     thresholds = scenario.parsed_thresholds()
     metrics = Metrics()
     bar = Progress(
@@ -650,7 +656,7 @@ async def _campaign(
         if listen is None and barrier is None:
             raise
         if not run.begun:  # no load ran: no folder to keep
-            _discard_folder(directory, Path(scenario.output.results))
+            _discard_folder(directory, Path(scenario.output.results), made)
         if listen is None:
             assert barrier is not None
             raise barrier from None
