@@ -258,7 +258,13 @@ class TLSStream(trio.abc.Stream):
         stream and return the plaintext now complete (``b""``: no record complete yet), or
         None at the peer's close_notify (the end of the stream). A TLS failure raises as
         ``receive_some`` does. What the TLS object has to send meanwhile (a key update answered)
-        goes out first with the next ``encrypt``."""
+        goes out first with the next ``encrypt``.
+
+        Every record complete is decrypted, however much plaintext that makes: a mux waits on
+        the socket, and nothing would wake it for a record left in the incoming buffer (a
+        300 KB request over TLS could hang so: 64 KB read from the socket after a record's
+        leftover is more than 64 KB of plaintext). The plaintext is bounded by the ciphertext
+        read, which the caller bounds."""
         self._check()
         if not self._handshook:
             raise RuntimeError("decrypt before the handshake (the mux takes handshaken streams)")
@@ -277,7 +283,13 @@ class TLSStream(trio.abc.Stream):
             # (SSL_ERROR_ZERO_RETURN with SSL_RECEIVED_SHUTDOWN): the end, not "no record yet".
             return None
         if incoming.pending:
-            data = self._read_more(data, DEFAULT_RECEIVE)
+            parts = [data]
+            while incoming.pending:
+                more = self._read_more(b"", DEFAULT_RECEIVE)
+                if not more:
+                    break  # an incomplete record, or the end: the next call sees it
+                parts.append(more)
+            data = b"".join(parts)
         return data
 
     @property

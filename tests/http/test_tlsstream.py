@@ -268,6 +268,24 @@ async def test_http_client_module_against_our_server(
     assert srv.stats.connections_accepted == 1
 
 
+async def test_decrypt_hands_out_every_complete_record_however_much(
+    client_and_hand: tuple[TLSStream, HandPeer],
+) -> None:
+    """A mux reads the socket itself and feeds ``decrypt``: a record left in the incoming
+    buffer would wait for a readiness that never comes (the peer has sent everything). So one
+    call returns all the complete records' plaintext, past the 64 KB of one receive, and keeps
+    only an incomplete record for the next call."""
+    ours, peer = client_and_hand
+    await peer.send(peer.encrypt(b"hello"))  # after TLS 1.3's session tickets, on the socket
+    assert await _receive_exactly(ours, 5) == b"hello"
+    big = bytes(range(256)) * 600  # 153,600 bytes: ten records
+    whole = peer.encrypt(big, b"tail")
+    tail_record = len(peer.encrypt(b"tail"))  # (same length as the one in ``whole``)
+    cut = len(whole) - tail_record // 2  # all of ``big``'s records, half of the tail's
+    assert ours.decrypt(whole[:cut]) == big
+    assert ours.decrypt(whole[cut:]) == b"tail"
+
+
 # --- cut ciphertext ---------------------------------------------------------------------------------
 
 
