@@ -277,10 +277,8 @@ def run(duration: float, north_duration: float = 120.0) -> dict[str, Any]:
     checks.append(_check("sender closed model vs Locust FastHttpUser, same C target (per core)",
                          peers.get("ratio_vs_locust"), "Locust FastHttpUser", TARGET_VS_LOCUST))  # fmt: skip
 
-    _say(
-        "\n[12] TLS vs plain: sender -> fleet, closed model, 64 connections, CPU per operation "
-        "(two rounds each: plain, TLS, TLS, plain)"
-    )
+    _say("\n[12] TLS vs plain: sender -> fleet, closed model, 64 connections, CPU per op\n"
+         "     (two rounds each, in the order plain, TLS, TLS, plain)")  # fmt: skip
     tls = tls_figures(duration)
     for key in ("plain", "tls"):
         row = tls[key]

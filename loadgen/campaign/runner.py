@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import signal
 import sys
 import time
@@ -477,7 +478,7 @@ def _connections(scenario: Scenario) -> int:
 def _new_folder(directory: Path, loaded: LoadedScenario) -> list[Path]:
     """Make ``directory`` (and its missing parents) with the run's ``scenario.toml``; returns
     the folders this made, for ``_discard_folder``."""
-    made = [folder for folder in (directory, *directory.parents) if not folder.exists()]
+    made = list(itertools.takewhile(lambda f: not f.exists(), (directory, *directory.parents)))
     directory.mkdir(parents=True, exist_ok=True)
     loaded.save(directory / "scenario.toml")
     return made

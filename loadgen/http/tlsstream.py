@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import sys
 from typing import Final
 
 import trio
@@ -242,7 +243,7 @@ class TLSStream(trio.abc.Stream):
         obj = self._obj
         while have < size and self._incoming.pending:
             try:
-                more = obj.read(size - have)
+                more = obj.read(min(size - have, DEFAULT_RECEIVE))
             except ssl.SSLError:
                 break  # an incomplete record, or the end: the next call sees it
             if not more:
@@ -283,13 +284,7 @@ class TLSStream(trio.abc.Stream):
             # (SSL_ERROR_ZERO_RETURN with SSL_RECEIVED_SHUTDOWN): the end, not "no record yet".
             return None
         if incoming.pending:
-            parts = [data]
-            while incoming.pending:
-                more = self._read_more(b"", DEFAULT_RECEIVE)
-                if not more:
-                    break  # an incomplete record, or the end: the next call sees it
-                parts.append(more)
-            data = b"".join(parts)
+            data = self._read_more(data, sys.maxsize)  # every record complete (see above)
         return data
 
     @property

@@ -60,14 +60,14 @@ MAX_DEFAULT_GRACE: Final = 30.0
 #: sender's lane) by default (``max_queued``). Past its ceiling a generator's queue would
 #: otherwise grow without end: memory grows, the collector scans an ever larger heap and
 #: throughput falls (measured: 43k/s to 17k/s in five seconds offered 60k/s), and most of the
-#: queue times out inside the generator. Refused at the bound,
-#: an operation is counted (``ops.rejected``, ``ops.rejected.queue_full``) and the run is
-#: flagged saturated: its numbers describe the generator, not the target. The queue is there to
-#: ride out jitter (every line of a lane busy for a moment), not to hold an overload: 2,000
-#: operations are ~40 ms at the open model's ceiling. A deeper queue costs CPU per operation
-#: all the same: each operation is written long after it was built, its state fallen out of the
-#: core's cache (measured offered 60k/s, at the ceiling, interleaved runs: 10,000 deep, 26.1 µs
-#: CPU per operation; 2,000, 24.9; 1,000, 24.5), and k6 or wrk2 hold no such queue at all.
+#: queue times out inside the generator. Refused at the bound, an operation is counted
+#: (``ops.rejected``, ``ops.rejected.queue_full``) and the run is flagged saturated: its numbers
+#: describe the generator, not the target. The queue is there to ride out jitter (every line of
+#: a lane busy for a moment), not to hold an overload: 2,000 operations are ~40 ms at the open
+#: model's ceiling. A deeper queue costs CPU per operation all the same: each operation is
+#: written long after it was built, its state fallen out of the core's cache (measured offered
+#: 60k/s, at the ceiling, interleaved runs: 10,000 deep, 26.1 µs CPU per operation; 2,000, 24.9;
+#: 1,000, 24.5), and k6 or wrk2 hold no such queue at all.
 #: A target that stalls with every connection busy fills it too (at 30k ops/s, in ~70 ms): the
 #: refusals then say the generator could not offer the load over ``max_connections``; raise
 #: ``max_queued`` (or the connections) to ride out longer stalls.
@@ -531,10 +531,6 @@ class PlatformConfig:
         _positive(self.zipf_s, "zipf_s")
         if self.max_connections < 1:
             raise ConfigError(f"expected >= 1, got {self.max_connections}", key="max_connections")
-        if isinstance(self.max_queued, bool) or not isinstance(self.max_queued, int):
-            raise ConfigError(
-                f"expected an integer >= 1, got {self.max_queued!r}", key="max_queued"
-            )
         if self.max_queued < 1:
             raise ConfigError(f"expected >= 1, got {self.max_queued}", key="max_queued")
         if self.max_in_flight is not None and self.max_in_flight < 1:
